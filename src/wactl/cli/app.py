@@ -1,0 +1,127 @@
+"""The root of the command tree and the CLI edge where errors become exit codes.
+
+`run` is the only place that turns exceptions into one stderr line and an
+`ExitCode`; everything below it raises `WactlError` subclasses.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import click
+import typer
+
+import wactl
+from wactl.cli import audit_cmd, config_cmd, db_cmd, init_cmd, requests_cmd, tenant_cmd
+from wactl.cli.context import AppContext
+from wactl.errors import ExitCode, WactlError
+
+HELP = (
+    "Run WhatsApp bots for many small businesses from a terminal.\n\n"
+    "Each business is a tenant with its own bot. Configure tenants, decide setup requests "
+    "from the portal and read the audit trail. Errors are one line on stderr; exit codes "
+    "are listed in wactl(1)."
+)
+
+app = typer.Typer(
+    name="wactl",
+    help=HELP,
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"wactl {wactl.__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            "-c",
+            metavar="PATH",
+            help="Config file to use (default: $WACTL_CONFIG, else "
+            "$XDG_CONFIG_HOME/wactl/config.toml).",
+        ),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_version, is_eager=True
+        ),
+    ] = False,
+) -> None:
+    app_ctx = AppContext(config)
+    ctx.obj = app_ctx
+    ctx.call_on_close(app_ctx.close)
+
+
+app.command("init")(init_cmd.init)
+app.add_typer(config_cmd.app, name="config")
+app.add_typer(db_cmd.app, name="db")
+app.add_typer(tenant_cmd.app, name="tenant")
+app.add_typer(requests_cmd.app, name="requests")
+app.command("audit")(audit_cmd.audit)
+
+
+def command() -> click.Command:
+    """The click command tree (used by `run`, the man page generator and tests)."""
+    return typer.main.get_command(app)
+
+
+def _error(text: str) -> None:
+    sys.stderr.write(f"error: {' '.join(text.split())}\n")
+
+
+def run(args: list[str] | None = None) -> int:
+    """Run the CLI with ``args`` and return the exit code; never raises for errors."""
+    cli = command()
+    try:
+        result = cli.main(args=args, prog_name="wactl", standalone_mode=False)
+    except WactlError as exc:
+        _error(exc.one_line())
+        return int(exc.exit_code)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        # A bare `wactl` or `wactl tenant`: the help is what the person wants to read.
+        sys.stdout.write(exc.format_message() + "\n")
+        return int(ExitCode.USAGE)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx else "wactl"
+        _error(f"{exc.format_message().rstrip('.')}; see `{where} --help`")
+        return int(ExitCode.USAGE)
+    except click.ClickException as exc:
+        _error(exc.format_message())
+        return exc.exit_code
+    except click.exceptions.Abort:
+        _error("aborted; nothing was changed")
+        return int(ExitCode.ABORTED)
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `wactl tenant list | head`); that is not an error.
+        sys.stderr.close()
+        return int(ExitCode.OK)
+    except Exception as exc:
+        if os.environ.get("WACTL_DEBUG"):
+            raise
+        _error(
+            f"unexpected {type(exc).__name__}: {exc}; "
+            "rerun with WACTL_DEBUG=1 for the traceback and report it"
+        )
+        return int(ExitCode.FAILURE)
+    return int(result) if isinstance(result, int) else int(ExitCode.OK)
+
+
+def main() -> None:
+    sys.exit(run())

@@ -1,0 +1,52 @@
+"""`wactl audit`: the trail of portal and operator actions."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from wactl.cli.context import app_context
+
+
+def audit(
+    ctx: typer.Context,
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", metavar="SLUG", help="Only this tenant's events.")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", metavar="WHEN", help="Only newer events: 30m, 12h, 7d or a date."),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, help="Show at most this many (the newest).")
+    ] = 200,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show who did what and when, oldest first."""
+    from rich.table import Table
+
+    from wactl.cli.output import emit_json, local_time, or_dash, parse_since
+    from wactl.db import audit as audit_log
+
+    app_ctx = app_context(ctx)
+    since_at = parse_since(since) if since else None
+    with app_ctx.session() as session:
+        events = audit_log.list_events(session, tenant_slug=tenant, since=since_at, limit=limit)
+        rows = [(audit_log.event_json(e), e.created_at) for e in events]
+    if json_output:
+        emit_json([row for row, _ in rows])
+        return
+    if not rows:
+        app_ctx.err_console.print("no audit events match")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("TIME", "TENANT", "ACTOR", "EVENT", "DETAILS"):
+        table.add_column(column, no_wrap=column != "DETAILS", overflow="fold")
+    for row, when in rows:
+        details = json.dumps(row["payload"], ensure_ascii=False, separators=(",", ":"))
+        table.add_row(
+            local_time(when), or_dash(row["tenant"]), row["actor"], row["event_type"], details
+        )
+    app_ctx.console.print(table)

@@ -1,0 +1,97 @@
+"""The one context object passed down to every command as ``ctx.obj``.
+
+It holds the ``--config`` flag and creates, on first use only, the configuration,
+the consoles and the database engine; `close` disposes of what was created.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.orm import Session
+
+    from wactl.config import Config
+
+
+class AppContext:
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+        self._config: Config | None = None
+        self._engine: Engine | None = None
+        self._console: Console | None = None
+        self._err_console: Console | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            from wactl.config import load_config
+
+            self._config = load_config(self.config_path)
+        return self._config
+
+    @property
+    def console(self) -> Console:
+        """Data for people goes to stdout."""
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(highlight=False, soft_wrap=False)
+        return self._console
+
+    @property
+    def err_console(self) -> Console:
+        """Diagnostics and progress go to stderr."""
+        if self._err_console is None:
+            from rich.console import Console
+
+            self._err_console = Console(stderr=True, highlight=False)
+        return self._err_console
+
+    def engine(self, *, check_schema: bool = True) -> Engine:
+        """The database engine, connected once and (by default) schema-checked."""
+        if self._engine is None:
+            from wactl.db.engine import check_connection, make_engine
+
+            config = self.config
+            engine = make_engine(
+                config.database_url,
+                busy_timeout_ms=config.database.busy_timeout_ms,
+                echo=config.database.echo,
+            )
+            try:
+                check_connection(engine)
+            except BaseException:
+                engine.dispose()
+                raise
+            self._engine = engine
+        if check_schema:
+            from wactl.db.migrate import ensure_current
+
+            ensure_current(self._engine)
+        return self._engine
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A database session on a current schema; commits on success."""
+        from wactl.db.engine import session_scope
+
+        with session_scope(self.engine()) as session:
+            yield session
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+
+def app_context(ctx: typer.Context) -> AppContext:
+    obj: Any = ctx.find_root().obj
+    assert isinstance(obj, AppContext), "the root callback sets ctx.obj"
+    return obj

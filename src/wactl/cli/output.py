@@ -1,0 +1,48 @@
+"""Printing: stable JSON for scripts, rich tables for people, times and durations."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import sys
+from typing import Any
+
+from wactl.errors import UsageError
+
+_DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def emit_json(data: Any) -> None:
+    """Plain, stable JSON on stdout: two-space indent, keys in their defined order."""
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def local_time(value: dt.datetime | None) -> str:
+    """A timestamp for people, in the operator's local time zone."""
+    if value is None:
+        return "-"
+    return value.astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def parse_since(text: str, *, now: dt.datetime | None = None) -> dt.datetime:
+    """``--since``: a duration back from now (30m, 12h, 7d, 2w) or an ISO date/time."""
+    now = now or dt.datetime.now(dt.UTC)
+    match = _DURATION_RE.match(text)
+    if match:
+        return now - dt.timedelta(seconds=int(match[1]) * _UNITS[match[2]])
+    try:
+        moment = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(
+            f"--since: '{text}' is not a duration or a date",
+            hint="use e.g. 30m, 12h, 7d, 2w, 2026-11-01 or 2026-11-01T09:00",
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.astimezone()  # a naive time is the operator's local time
+    return moment.astimezone(dt.UTC)
+
+
+def or_dash(value: object) -> str:
+    return "-" if value is None or value == "" else str(value)

@@ -1,0 +1,298 @@
+"""`wactl tenant create | list | show | edit | delete | config export | config apply`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from wactl.cli.context import app_context
+from wactl.enums import EngineName, Language, TemplateType
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from wactl.db.models import Tenant
+
+app = typer.Typer(help="Create, list, change and delete tenants.", no_args_is_help=True)
+config_app = typer.Typer(help="Tenant configuration as a TOML file.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+Slug = Annotated[str, typer.Argument(help="The tenant's slug, e.g. casa-pepe.", metavar="SLUG")]
+TemplateOpt = Annotated[
+    TemplateType | None,
+    typer.Option("--template", help="Reply template [default: defaults.template]."),
+]
+LanguageOpt = Annotated[
+    Language | None,
+    typer.Option("--language", help="Reply language [default: defaults.language]."),
+]
+PhoneOpt = Annotated[
+    str | None,
+    typer.Option("--phone", metavar="+E164", help="WhatsApp number, e.g. +34600123456."),
+]
+TimezoneOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--timezone", metavar="Area/City", help="IANA time zone [default: defaults.timezone]."
+    ),
+]
+EngineOpt = Annotated[
+    EngineName | None,
+    typer.Option("--engine", help="How the bot reaches WhatsApp [default: defaults.engine]."),
+]
+
+
+@app.command("create")
+def create(
+    ctx: typer.Context,
+    slug: Slug,
+    name: Annotated[str, typer.Option("--name", help="The business's name.")],
+    template: TemplateOpt = None,
+    language: LanguageOpt = None,
+    phone: PhoneOpt = None,
+    timezone: TimezoneOpt = None,
+    engine: EngineOpt = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Create a tenant, ready to start. Options left out take the config's [defaults]."""
+    from wactl.cli.output import emit_json
+    from wactl.db import audit, tenants
+
+    app_ctx = app_context(ctx)
+    defaults = app_ctx.config.defaults
+    with app_ctx.session() as session:
+        tenant = tenants.create_tenant(
+            session,
+            slug=slug,
+            name=name,
+            template=template or TemplateType(defaults.template),
+            language=language or Language(defaults.language),
+            timezone=timezone or defaults.timezone,
+            engine=engine or EngineName(defaults.engine),
+            phone_number=phone,
+            actor=audit.operator_actor(),
+        )
+        data = tenants.tenant_json(tenant)
+    if json_output:
+        emit_json(data)
+    else:
+        app_ctx.err_console.print(f"created tenant '{slug}' ({data['status']})")
+
+
+@app.command("list")
+def list_(ctx: typer.Context, json_output: JsonFlag = False) -> None:
+    """List every tenant."""
+    from rich.table import Table
+
+    from wactl.cli.output import emit_json, local_time, or_dash
+    from wactl.db import tenants
+
+    app_ctx = app_context(ctx)
+    with app_ctx.session() as session:
+        found = tenants.list_tenants(session)
+        rows = [tenants.tenant_json(t) for t in found]
+        created = {t.slug: t.created_at for t in found}
+    if json_output:
+        emit_json(rows)
+        return
+    if not rows:
+        app_ctx.err_console.print("no tenants yet; create one with `wactl tenant create`")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("SLUG", "NAME", "STATUS", "ENGINE", "PHONE", "TEMPLATE", "LANG", "CREATED"):
+        table.add_column(column, no_wrap=column != "NAME")
+    for row in rows:
+        table.add_row(
+            row["slug"],
+            row["name"],
+            row["status"],
+            row["engine"],
+            or_dash(row["phone_number"]),
+            or_dash(row["template_type"]),
+            or_dash(row["language"]),
+            local_time(created[row["slug"]]),
+        )
+    app_ctx.console.print(table)
+
+
+def _print_detail(console: Console, tenant: Tenant) -> None:
+    from rich.table import Table
+
+    from wactl.cli.output import local_time, or_dash
+    from wactl.db.tenants import tenant_detail_json
+
+    data = tenant_detail_json(tenant)
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    fields = [
+        ("slug", data["slug"]),
+        ("name", data["name"]),
+        ("status", data["status"]),
+        ("engine", data["engine"]),
+        ("phone", or_dash(data["phone_number"])),
+        ("business name", or_dash(data["business_name"])),
+        ("template", or_dash(data["template_type"])),
+        ("language", or_dash(data["language"])),
+        ("timezone", or_dash(data["timezone"])),
+    ]
+    hours = data["hours"]
+    for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun"):
+        fields.append((f"hours {day}", ", ".join(hours.get(day, [])) or "closed"))
+    fields.append(("holidays", ", ".join(data["holidays"]) or "-"))
+    if data["session"]:
+        fields.append(("whatsapp", data["session"]["state"]))
+    if data["worker"]:
+        worker = data["worker"]
+        fields.append(("worker", f"{worker['status']} (wants {worker['desired']})"))
+        fields.append(("restarts", str(worker["restarts"])))
+        fields.append(("last error", or_dash(worker["last_error"])))
+    fields.append(("id", data["id"]))
+    fields.append(("created", local_time(tenant.created_at)))
+    for label, value in fields:
+        table.add_row(label, value)
+    console.print(table)
+
+
+@app.command("show")
+def show(ctx: typer.Context, slug: Slug, json_output: JsonFlag = False) -> None:
+    """Show one tenant: settings, hours, WhatsApp link and worker."""
+    from wactl.cli.output import emit_json
+    from wactl.db import tenants
+
+    app_ctx = app_context(ctx)
+    with app_ctx.session() as session:
+        tenant = tenants.get_tenant(session, slug)
+        if json_output:
+            emit_json(tenants.tenant_detail_json(tenant))
+        else:
+            _print_detail(app_ctx.console, tenant)
+
+
+@app.command("edit")
+def edit(
+    ctx: typer.Context,
+    slug: Slug,
+    name: Annotated[str | None, typer.Option("--name", help="The business's name.")] = None,
+    template: TemplateOpt = None,
+    language: LanguageOpt = None,
+    phone: Annotated[
+        str | None,
+        typer.Option("--phone", metavar="+E164", help='WhatsApp number; "" removes it.'),
+    ] = None,
+    timezone: TimezoneOpt = None,
+    engine: EngineOpt = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Change a tenant's settings; only the options given change."""
+    from wactl.cli.output import emit_json
+    from wactl.db import audit, tenants
+    from wactl.errors import UsageError
+
+    if all(v is None for v in (name, template, language, phone, timezone, engine)):
+        raise UsageError(
+            "nothing to change",
+            hint="give at least one of --name, --template, --language, --phone, "
+            "--timezone, --engine",
+        )
+    app_ctx = app_context(ctx)
+    with app_ctx.session() as session:
+        changed = tenants.edit_tenant(
+            session,
+            slug,
+            tenants.TenantChanges(
+                name=name,
+                business_name=name,
+                template=template,
+                language=language,
+                phone_number=phone,
+                timezone=timezone,
+                engine=engine,
+            ),
+            actor=audit.operator_actor(),
+        )
+    if json_output:
+        emit_json(changed)
+    elif changed:
+        for key, diff in changed.items():
+            app_ctx.err_console.print(f"{slug}: {key}: {diff['old']} -> {diff['new']}")
+    else:
+        app_ctx.err_console.print(f"{slug}: already like that; nothing changed")
+
+
+@app.command("delete")
+def delete(
+    ctx: typer.Context,
+    slug: Slug,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a tenant and everything it owns (config, session, messages, requests).
+
+    The audit trail keeps its events. Asks for confirmation unless --yes.
+    """
+    from wactl.db import audit, tenants
+
+    app_ctx = app_context(ctx)
+    with app_ctx.session() as session:
+        tenant = tenants.get_tenant(session, slug)
+        if not yes:
+            typer.confirm(
+                f"Delete tenant '{slug}' ({tenant.name}) with its messages and requests?",
+                abort=True,
+                err=True,
+            )
+        tenants.delete_tenant(session, slug, actor=audit.operator_actor())
+    app_ctx.err_console.print(f"deleted tenant '{slug}'")
+
+
+@config_app.command("export")
+def config_export(ctx: typer.Context, slug: Slug) -> None:
+    """Print the tenant's configuration as TOML (edit it, then `config apply`)."""
+    from wactl.db import tenants
+
+    with app_context(ctx).session() as session:
+        tenant = tenants.get_tenant(session, slug)
+        sys.stdout.write(tenants.render_document(slug, tenants.export_document(tenant)))
+
+
+@config_app.command("apply")
+def config_apply(
+    ctx: typer.Context,
+    slug: Slug,
+    file: Annotated[
+        Path, typer.Argument(help="TOML file, as written by `config export`; - reads stdin.")
+    ],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the diff and validate; write nothing.")
+    ] = False,
+) -> None:
+    """Validate FILE completely, print the diff, then write all of it or nothing."""
+    from wactl.db import audit, tenants
+    from wactl.errors import UsageError
+
+    app_ctx = app_context(ctx)
+    source = "stdin" if str(file) == "-" else str(file)
+    try:
+        text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read {source}: {exc.strerror}") from exc
+    except UnicodeDecodeError:
+        raise UsageError(f"{source} is not UTF-8 text") from None
+    with app_ctx.session() as session:
+        tenant = tenants.get_tenant(session, slug)
+        doc = tenants.parse_document(text, source=source, slug=slug)
+        diff = tenants.document_diff(slug, tenants.export_document(tenant), doc)
+        sys.stdout.write(diff)
+        if not diff:
+            app_ctx.err_console.print(f"{slug}: no changes")
+            return
+        if dry_run:
+            app_ctx.err_console.print(f"{slug}: dry run; valid, nothing written")
+            session.rollback()
+            return
+        tenants.apply_document(session, tenant, doc, actor=audit.operator_actor())
+    app_ctx.err_console.print(f"{slug}: configuration applied")

@@ -1,0 +1,296 @@
+"""Reading, validating, rendering and writing the TOML configuration file."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tempfile
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from wactl import paths
+from wactl.config.model import ENGINES, LANGUAGES, SECTIONS, TEMPLATES, Config
+from wactl.errors import ConfigError
+
+ENV_PREFIX = "WACTL_"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _closest(word: str, choices: list[str]) -> str:
+    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
+    return f"; did you mean '{match[0]}'?" if match else f"; valid keys: {', '.join(choices)}"
+
+
+def _field_types(section: str) -> dict[str, type[Any]]:
+    cls = SECTIONS[section]
+    return {f.name: _python_type(f) for f in dataclasses.fields(cls)}
+
+
+def _python_type(f: dataclasses.Field[Any]) -> type[Any]:
+    default = f.default
+    return type(default)
+
+
+def _coerce(where: str, key: str, value: Any, expected: type[Any]) -> Any:
+    """Check a TOML value against the field type; TOML is already typed, so no parsing."""
+    # bool is a subclass of int: reject true/false where a number is expected.
+    if expected is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{where}: '{key}' must be an integer, not {value!r}")
+    if expected is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where}: '{key}' must be true or false, not {value!r}")
+    if expected is str and not isinstance(value, str):
+        raise ConfigError(f"{where}: '{key}' must be a string, not {value!r}")
+    return value
+
+
+def _parse_text(label: str, raw: str, expected: type[Any]) -> Any:
+    """A value given as text (environment, `wactl config set`) converted to its type."""
+    if expected is bool:
+        lowered = raw.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ConfigError(f"{label}: expected true or false, not {raw!r}")
+    if expected is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{label}: expected an integer, not {raw!r}") from None
+    return raw
+
+
+def env_name(section: str, key: str) -> str:
+    return f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
+
+
+def parse_config_text(text: str, *, source: Path) -> dict[str, dict[str, Any]]:
+    """Parse and check the file's structure; returns {section: {key: value}}."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"config file {source} is not valid TOML: {exc}",
+            hint="fix that line, or run `wactl config validate` after editing",
+        ) from exc
+    result: dict[str, dict[str, Any]] = {}
+    for section, body in raw.items():
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"config file {source}: unknown section [{section}]"
+                + _closest(section, list(SECTIONS))
+            )
+        if not isinstance(body, dict):
+            raise ConfigError(f"config file {source}: '{section}' must be a table [{section}]")
+        types = _field_types(section)
+        values: dict[str, Any] = {}
+        for key, value in body.items():
+            if key not in types:
+                raise ConfigError(
+                    f"config file {source}: unknown key '{section}.{key}'"
+                    + _closest(key, list(types))
+                )
+            values[key] = _coerce(f"config file {source}", f"{section}.{key}", value, types[key])
+        result[section] = values
+    return result
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    overrides: dict[str, dict[str, Any]] = {}
+    known: dict[str, tuple[str, str]] = {}
+    for section in SECTIONS:
+        for key in _field_types(section):
+            known[env_name(section, key)] = (section, key)
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == "WACTL_CONFIG":
+            continue
+        if name not in known:
+            # Other WACTL_ variables (tests, future features) are not ours to reject,
+            # but a near miss of a config key is almost certainly a typo.
+            near = difflib.get_close_matches(name, list(known), n=1, cutoff=0.85)
+            if near:
+                raise ConfigError(
+                    f"environment variable {name} is not a config key; did you mean {near[0]}?"
+                )
+            continue
+        section, key = known[name]
+        value = _parse_text(f"environment variable {name}", raw, _field_types(section)[key])
+        overrides.setdefault(section, {})[key] = value
+    return overrides
+
+
+def validate_values(config: Config, *, where: str) -> None:
+    """Check values whose validity is more than their type."""
+    d = config.defaults
+    if d.template not in TEMPLATES:
+        raise ConfigError(
+            f"{where}: defaults.template '{d.template}' is not one of {', '.join(TEMPLATES)}"
+        )
+    if d.language not in LANGUAGES:
+        raise ConfigError(
+            f"{where}: defaults.language '{d.language}' is not one of {', '.join(LANGUAGES)}"
+        )
+    if d.engine not in ENGINES:
+        raise ConfigError(
+            f"{where}: defaults.engine '{d.engine}' is not one of {', '.join(ENGINES)}"
+        )
+    try:
+        ZoneInfo(d.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"{where}: defaults.timezone '{d.timezone}' is not a known time zone",
+            hint='use an IANA name such as "Europe/Madrid" or "UTC"',
+        ) from None
+    if config.database.busy_timeout_ms < 0:
+        raise ConfigError(f"{where}: database.busy_timeout_ms must be 0 or more")
+    url = config.database.url
+    if url and not url.startswith(("sqlite:", "sqlite+", "postgresql:", "postgresql+")):
+        raise ConfigError(
+            f"{where}: database.url must be a sqlite:/// or postgresql+psycopg:// URL, "
+            f"not '{redact_url(url)}'"
+        )
+
+
+def build_config(sections: Mapping[str, Mapping[str, Any]], *, source: Path, where: str) -> Config:
+    built: dict[str, Any] = {}
+    for section, cls in SECTIONS.items():
+        built[section] = cls(**dict(sections.get(section, {})))
+    config = Config(source=source, **built)
+    validate_values(config, where=where)
+    return config
+
+
+def read_file_sections(source: Path) -> dict[str, dict[str, Any]]:
+    """The file's sections, or nothing when the file does not exist."""
+    try:
+        text = source.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except IsADirectoryError:
+        raise ConfigError(f"config path {source} is a directory, not a file") from None
+    except PermissionError:
+        raise ConfigError(
+            f"cannot read config file {source}: permission denied",
+            hint="check its owner and mode (it should be 0600 and yours)",
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {source} is not UTF-8 text") from None
+    return parse_config_text(text, source=source)
+
+
+def load_config(
+    config_path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    use_env: bool = True,
+) -> Config:
+    """Load the effective configuration: defaults < file < environment."""
+    source = paths.config_file(config_path)
+    merged = read_file_sections(source)
+    where = f"config file {source}"
+    if use_env:
+        env = _env_overrides(os.environ if environ is None else environ)
+        if env:
+            where = f"config file {source} (with WACTL_* environment overrides)"
+        for section, values in env.items():
+            merged.setdefault(section, {}).update(values)
+    return build_config(merged, source=source, where=where)
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ***."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    userinfo = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{userinfo}:***@{netloc[1]}"))
+
+
+def config_as_dict(config: Config, *, redact: bool) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for section in SECTIONS:
+        obj = getattr(config, section)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if redact and f.metadata.get("secret") and value:
+                value = redact_url(value) if f.name == "url" else "***"
+            values[f.name] = value
+        out[section] = values
+    return out
+
+
+def _comment(text: str, width: int = 88) -> list[str]:
+    import textwrap  # only needed when writing the file
+
+    return ["# " + line for line in textwrap.wrap(text, width - 2)]
+
+
+def render_config(config: Config, *, redact: bool = False) -> str:
+    """The documented TOML text of a configuration: every key, commented.
+
+    Values are serialised by tomli-w, one key at a time, so that each can carry the
+    documentation from the model as comments above it.
+    """
+    import tomli_w  # ~3 ms; only needed when writing
+
+    values = config_as_dict(config, redact=redact)
+    lines = [
+        "# wactl configuration. Every key is optional; the value shown is the default",
+        "# unless you changed it. Environment variables WACTL_<SECTION>_<KEY> override",
+        "# this file, and command-line flags override both. See wactl(1).",
+    ]
+    for section, cls in SECTIONS.items():
+        lines.append("")
+        lines.extend(_comment(cls.__doc__ or section))
+        lines.append(f"[{section}]")
+        for f in dataclasses.fields(cls):
+            lines.extend(_comment(f.metadata["doc"]))
+            lines.append(tomli_w.dumps({f.name: values[section][f.name]}).rstrip("\n"))
+    return "\n".join(lines) + "\n"
+
+
+def write_config(config: Config, path: Path) -> None:
+    """Write the documented file atomically with mode 0600 (it may hold secrets)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = render_config(config)
+    fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".toml", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        Path(tmp).chmod(0o600)
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def apply_setting(config: Config, dotted_key: str, raw_value: str) -> Config:
+    """A copy of ``config`` with ``section.key`` set from its text form, validated."""
+    section, _, key = dotted_key.partition(".")
+    if section not in SECTIONS or not key:
+        raise ConfigError(
+            f"unknown config key '{dotted_key}'"
+            + _closest(dotted_key, [f"{s}.{k}" for s in SECTIONS for k in _field_types(s)])
+        )
+    types = _field_types(section)
+    if key not in types:
+        raise ConfigError(
+            f"unknown config key '{dotted_key}'"
+            + _closest(dotted_key, [f"{section}.{k}" for k in types])
+        )
+    value = _parse_text(f"'{dotted_key}'", raw_value, types[key])
+    file_sections = read_file_sections(config.source)
+    file_sections.setdefault(section, {})[key] = value
+    return build_config(file_sections, source=config.source, where=f"'{dotted_key}'")

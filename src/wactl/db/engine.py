@@ -1,0 +1,124 @@
+"""The engine factory, session scope and the mapping of driver errors into wactl's tree.
+
+No engine is created at import time; callers build one with `make_engine(url)` and
+own it (dispose it when done). SQLite connections get WAL, foreign keys and a busy
+timeout on every connect, because those pragmas are per connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from wactl.config import redact_url
+from wactl.errors import DatabaseError
+
+
+def normalize_url(url: str) -> URL:
+    """Parse a database URL; plain ``postgresql://`` means the psycopg 3 driver."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise DatabaseError(
+            f"database.url '{redact_url(url)}' is not a database URL",
+            hint='use "sqlite:///PATH" or "postgresql+psycopg://USER@HOST/DB"',
+        ) from exc
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def display_url(url: str | URL) -> str:
+    """A URL safe to print: the password replaced by ***."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    return redact_url(url)
+
+
+def sqlite_path(url: str | URL) -> Path | None:
+    """The file of a file-based SQLite URL, or None for other databases and :memory:."""
+    parsed = url if isinstance(url, URL) else normalize_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    if parsed.database == ":memory:" or parsed.database.startswith("file:"):
+        return None
+    return Path(parsed.database)
+
+
+def make_engine(url: str, *, busy_timeout_ms: int = 5000, echo: bool = False) -> Engine:
+    parsed = normalize_url(url)
+    kwargs: dict[str, Any] = {"echo": echo, "future": True}
+    if parsed.get_backend_name() == "sqlite":
+        # Python's sqlite3 waits this long on a locked database before raising.
+        kwargs["connect_args"] = {"timeout": busy_timeout_ms / 1000}
+    else:
+        kwargs["pool_pre_ping"] = True
+        kwargs["connect_args"] = {"connect_timeout": 5}
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except (NoSuchModuleError, ModuleNotFoundError) as exc:
+        raise DatabaseError(
+            f"no driver for database URL {display_url(parsed)}: {exc}",
+            hint="use sqlite:/// or postgresql+psycopg://",
+        ) from exc
+    if parsed.get_backend_name() == "sqlite":
+        _install_sqlite_pragmas(engine, busy_timeout_ms)
+    return engine
+
+
+def _install_sqlite_pragmas(engine: Engine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            # WAL lets the daemon, workers, CLI and portal read while one of them writes.
+            cursor.execute("PRAGMA journal_mode=WAL")
+            # Without this SQLite ignores ON DELETE CASCADE.
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            # Safe with WAL (no corruption on power loss, at most the last commits lost).
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+
+def describe_db_error(engine_or_url: Engine | str, exc: DBAPIError) -> DatabaseError:
+    """One line naming the URL (password redacted) and the driver's cause."""
+    url = engine_or_url.url if isinstance(engine_or_url, Engine) else engine_or_url
+    cause = str(exc.orig) if exc.orig is not None else str(exc)
+    first = next((line.strip() for line in cause.splitlines() if line.strip()), cause)
+    return DatabaseError(f"cannot use database {display_url(url)}: {first}")
+
+
+def check_connection(engine: Engine) -> None:
+    """Connect once, turning an unreachable database into a one-line DatabaseError."""
+    try:
+        with engine.connect():
+            pass
+    except OperationalError as exc:
+        raise describe_db_error(engine, exc) from exc
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session that commits when the block succeeds and rolls back when it raises."""
+    factory = sessionmaker(engine, expire_on_commit=False)
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except OperationalError as exc:
+        session.rollback()
+        raise describe_db_error(engine, exc) from exc
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()

@@ -1,0 +1,234 @@
+"""The eight tables of DESIGN.md section 2, as typed SQLAlchemy 2 models.
+
+Every tenant-owned row carries ``tenant_id`` with ``ON DELETE CASCADE``: deleting a
+tenant deletes its config, session, worker, users, messages and setup requests in the
+database itself (SQLite enforces it because foreign keys are switched on for every
+connection). The one exception is the audit log (`PortalEventLog`): its ``tenant_id``
+is ``ON DELETE SET NULL`` and it keeps the tenant's slug, so the record of who deleted
+a tenant, and what happened to it before, outlives the tenant.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from wactl.db.base import Base, BigIntKey, UTCDateTime, enum_column, utcnow
+from wactl.enums import (
+    DesiredState,
+    Direction,
+    EngineName,
+    Language,
+    RequestStatus,
+    Role,
+    SessionState,
+    TemplateType,
+    TenantStatus,
+    WorkerStatus,
+)
+
+_CASCADE = "all, delete-orphan"
+
+
+def _tenant_fk(*, unique: bool = False) -> Mapped[uuid.UUID]:
+    return mapped_column(
+        ForeignKey("tenant.id", ondelete="CASCADE"), nullable=False, unique=unique, index=not unique
+    )
+
+
+class Tenant(Base):
+    """One business and its bot."""
+
+    __tablename__ = "tenant"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    slug: Mapped[str] = mapped_column(String(40), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    phone_number: Mapped[str | None] = mapped_column(String(20), unique=True)
+    status: Mapped[TenantStatus] = mapped_column(
+        enum_column(TenantStatus, "status"), default=TenantStatus.NEW
+    )
+    engine: Mapped[EngineName] = mapped_column(
+        enum_column(EngineName, "engine"), default=EngineName.SANDBOX
+    )
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    config: Mapped[TenantConfig | None] = relationship(
+        back_populates="tenant", cascade=_CASCADE, passive_deletes=True, uselist=False
+    )
+    session: Mapped[WhatsappSession | None] = relationship(
+        back_populates="tenant", cascade=_CASCADE, passive_deletes=True, uselist=False
+    )
+    worker: Mapped[WorkerProcess | None] = relationship(
+        back_populates="tenant", cascade=_CASCADE, passive_deletes=True, uselist=False
+    )
+    users: Mapped[list[User]] = relationship(
+        back_populates="tenant", cascade=_CASCADE, passive_deletes=True
+    )
+    setup_requests: Mapped[list[SetupRequest]] = relationship(
+        back_populates="tenant", cascade=_CASCADE, passive_deletes=True
+    )
+
+
+class TenantConfig(Base):
+    """What the bot says: template, language, hours and where the business is."""
+
+    __tablename__ = "tenant_config"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk(unique=True)
+    template_type: Mapped[TemplateType] = mapped_column(
+        enum_column(TemplateType, "template_type"), default=TemplateType.GENERIC
+    )
+    business_name: Mapped[str] = mapped_column(String(200))
+    language: Mapped[Language] = mapped_column(
+        enum_column(Language, "language"), default=Language.EN
+    )
+    #: {"weekly": {"mon": ["09:00-17:00"], ...}, "holidays": ["2026-12-25", ...]};
+    #: validated by `wactl.validation.validate_hours`.
+    hours_json: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    tenant: Mapped[Tenant] = relationship(back_populates="config")
+
+
+class WhatsappSession(Base):
+    """The tenant's WhatsApp link: its state and the QR to scan while unlinked."""
+
+    __tablename__ = "whatsapp_session"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk(unique=True)
+    state: Mapped[SessionState] = mapped_column(
+        enum_column(SessionState, "state"), default=SessionState.UNLINKED
+    )
+    last_qr: Mapped[str | None] = mapped_column(Text)
+    last_seen_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    tenant: Mapped[Tenant] = relationship(back_populates="session")
+
+
+class WorkerProcess(Base):
+    """Supervisor bookkeeping for the tenant's worker process."""
+
+    __tablename__ = "worker_process"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk(unique=True)
+    name: Mapped[str] = mapped_column(String(80))
+    status: Mapped[WorkerStatus] = mapped_column(
+        enum_column(WorkerStatus, "status"), default=WorkerStatus.STOPPED
+    )
+    pid: Mapped[int | None] = mapped_column(Integer)
+    desired: Mapped[DesiredState] = mapped_column(
+        enum_column(DesiredState, "desired"), default=DesiredState.STOPPED
+    )
+    restarts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    tenant: Mapped[Tenant] = relationship(back_populates="worker")
+
+
+class MessageLog(Base):
+    """Every message in and out, per tenant; the unique key makes inbound dedup durable."""
+
+    __tablename__ = "message_log"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "direction", "wa_message_id"),
+        Index(None, "tenant_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenant.id", ondelete="CASCADE"), nullable=False
+    )
+    direction: Mapped[Direction] = mapped_column(enum_column(Direction, "direction"))
+    from_number: Mapped[str] = mapped_column(String(32))
+    to_number: Mapped[str] = mapped_column(String(32))
+    message_text: Mapped[str] = mapped_column(Text)
+    wa_message_id: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class User(Base):
+    """A portal user (a business owner or their staff)."""
+
+    __tablename__ = "user"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk()
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    phone: Mapped[str | None] = mapped_column(String(20))
+    role: Mapped[Role] = mapped_column(enum_column(Role, "role"), default=Role.OWNER)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    tenant: Mapped[Tenant] = relationship(back_populates="users")
+
+
+class SetupRequest(Base):
+    """An owner's request to set up their bot; an operator approves or rejects it."""
+
+    __tablename__ = "setup_request"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk()
+    user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("user.id", ondelete="SET NULL"), index=True
+    )
+    business_name: Mapped[str] = mapped_column(String(200))
+    template_type: Mapped[TemplateType] = mapped_column(enum_column(TemplateType, "template_type"))
+    language: Mapped[Language] = mapped_column(enum_column(Language, "language"))
+    whatsapp_number: Mapped[str] = mapped_column(String(20))
+    hours_json: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    timezone: Mapped[str] = mapped_column(String(64))
+    notes: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[RequestStatus] = mapped_column(
+        enum_column(RequestStatus, "status"), default=RequestStatus.PENDING
+    )
+    decision_reason: Mapped[str | None] = mapped_column(Text)
+    decided_by: Mapped[str | None] = mapped_column(String(200))
+    decided_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    tenant: Mapped[Tenant] = relationship(back_populates="setup_requests")
+
+
+class PortalEventLog(Base):
+    """The audit trail: every portal action and every operator action, with its actor."""
+
+    __tablename__ = "portal_event_log"
+    __table_args__ = (Index(None, "tenant_id", "created_at"), Index(None, "created_at"))
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("tenant.id", ondelete="SET NULL")
+    )
+    #: The tenant's slug when the event was written; kept after the tenant is deleted.
+    tenant_slug: Mapped[str | None] = mapped_column(String(40))
+    user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("user.id", ondelete="SET NULL"), index=True
+    )
+    #: Who did it: "os:<login>" for operator commands, "portal:<email>" for the portal.
+    actor: Mapped[str] = mapped_column(String(200))
+    event_type: Mapped[str] = mapped_column(String(64))
+    payload_json: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

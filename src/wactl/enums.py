@@ -1,0 +1,84 @@
+"""Enumerations shared by the database models, validation, the CLI and (later) the daemon.
+
+Stdlib only. Each member's value is what is stored in the database and printed in
+``--json`` output, so values never change once released.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class TenantStatus(enum.StrEnum):
+    """Where a tenant is in its life, as the original system tracked it."""
+
+    NEW = "NEW"  # signed up in the portal, nothing configured yet
+    SETUP_REQUESTED = "SETUP_REQUESTED"  # the owner asked for setup; an operator decides
+    QR_PENDING = "QR_PENDING"  # the bot runs and waits for the phone to scan its QR
+    CONNECTED = "CONNECTED"  # linked to WhatsApp and answering
+    DISCONNECTED = "DISCONNECTED"  # was linked, lost the link
+    ERROR = "ERROR"  # quarantined after crashes, or failed; see worker_process.last_error
+    STOPPED = "STOPPED"  # configured and not running (created by an operator or approved)
+
+
+class SessionState(enum.StrEnum):
+    """State of the WhatsApp link of a tenant."""
+
+    UNLINKED = "UNLINKED"
+    QR_PENDING = "QR_PENDING"
+    CONNECTED = "CONNECTED"
+    DISCONNECTED = "DISCONNECTED"
+
+
+class WorkerStatus(enum.StrEnum):
+    """Supervisor states of a worker process (DESIGN.md section 3)."""
+
+    STOPPED = "STOPPED"
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    STOPPING = "STOPPING"
+    BACKOFF = "BACKOFF"
+    FATAL = "FATAL"
+
+
+class DesiredState(enum.StrEnum):
+    """What the operator wants a worker to be; survives daemon restarts and reboots."""
+
+    RUNNING = "RUNNING"
+    STOPPED = "STOPPED"
+
+
+class Direction(enum.StrEnum):
+    IN = "IN"
+    OUT = "OUT"
+
+
+class Role(enum.StrEnum):
+    OWNER = "OWNER"
+    ADMIN = "ADMIN"
+    STAFF = "STAFF"
+
+
+class RequestStatus(enum.StrEnum):
+    PENDING = "PENDING"
+    APPROVED = "APPROVED"
+    REJECTED = "REJECTED"
+
+
+class TemplateType(enum.StrEnum):
+    RESTAURANT = "restaurant"
+    CLINIC = "clinic"
+    SALON = "salon"
+    RETAIL = "retail"
+    GENERIC = "generic"
+
+
+class Language(enum.StrEnum):
+    EN = "en"
+    ES = "es"
+    PT = "pt"
+
+
+class EngineName(enum.StrEnum):
+    SANDBOX = "sandbox"
+    WHATSAPP_WEB = "whatsapp-web"

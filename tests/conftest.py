@@ -1,0 +1,129 @@
+"""Fixtures: tests never see the developer's machine, and run on SQLite and PostgreSQL.
+
+- Every test gets its own HOME and XDG directories under tmp_path, no WACTL_*
+  variables from outside, NO_COLOR and a fixed terminal width.
+- ``db_url`` is parametrised: each test that uses it runs once on SQLite (a file
+  under tmp_path) and once on PostgreSQL (a new database copied from a migrated
+  template, dropped after the test). Both start at the newest schema.
+- ``empty_db_url`` is the same without the schema, for migration and init tests.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import Result, pg_database, pg_url, run_cli
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    for name in list(os.environ):
+        if name.startswith("WACTL_") and name != "WACTL_TEST_PG_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local/share"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(home / ".local/state"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(home / "run"))
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "120")
+    monkeypatch.setenv("TERM", "dumb")
+    return home
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A PostgreSQL database migrated to head once per test run, copied for each test."""
+    from wactl.db import migrate
+    from wactl.db.engine import make_engine
+
+    with pg_database() as name:
+        engine = make_engine(pg_url(name))
+        try:
+            migrate.upgrade(engine)
+        finally:
+            engine.dispose()
+        yield name
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated to head once per test run, copied for each test."""
+    from wactl.db import migrate
+    from wactl.db.engine import make_engine
+
+    path = tmp_path_factory.mktemp("sqlite-template") / "wactl.db"
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        migrate.upgrade(engine)
+        with engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        engine.dispose()
+    return path
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    value: str = request.param
+    return value
+
+
+@pytest.fixture
+def empty_db_url(backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """An empty database on each backend, set as WACTL_DATABASE_URL."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'data' / 'wactl.db'}"
+        (tmp_path / "data").mkdir()
+        monkeypatch.setenv("WACTL_DATABASE_URL", url)
+        yield url
+        return
+    with pg_database() as name:
+        url = pg_url(name)
+        monkeypatch.setenv("WACTL_DATABASE_URL", url)
+        yield url
+
+
+@pytest.fixture
+def db_url(
+    backend: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> Iterator[str]:
+    """A database at the newest schema on each backend, set as WACTL_DATABASE_URL."""
+    if backend == "sqlite":
+        import shutil
+
+        template: Path = request.getfixturevalue("sqlite_template")
+        target = tmp_path / "data" / "wactl.db"
+        target.parent.mkdir()
+        shutil.copyfile(template, target)
+        url = f"sqlite:///{target}"
+        monkeypatch.setenv("WACTL_DATABASE_URL", url)
+        yield url
+        return
+    template_name: str = request.getfixturevalue("pg_template")
+    with pg_database(template=template_name) as name:
+        url = pg_url(name)
+        monkeypatch.setenv("WACTL_DATABASE_URL", url)
+        yield url
+
+
+CLI = Callable[..., Result]
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> CLI:
+    """``cli("tenant", "list", input="")`` runs wactl in-process and returns a Result."""
+
+    def invoke(*args: str, input: str = "") -> Result:
+        return run_cli(capsys, monkeypatch, *args, input=input)
+
+    return invoke

@@ -1,0 +1,93 @@
+"""Helpers shared by the tests: running the CLI in-process, polling, PostgreSQL admin."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+#: Where the tests find a PostgreSQL server they may create and drop databases on.
+PG_ADMIN_URL = os.environ.get(
+    "WACTL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    *args: str,
+    input: str = "",
+) -> Result:
+    """Run ``wactl ARGS`` in this process through the real CLI edge (`wactl.cli.app.run`)."""
+    from wactl.cli.app import run
+
+    capsys.readouterr()  # drop anything printed before
+    monkeypatch.setattr("sys.stdin", io.StringIO(input))
+    code = run(list(args))
+    captured = capsys.readouterr()
+    return Result(code, captured.out, captured.err)
+
+
+def poll_for(condition: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> None:
+    """Wait until ``condition()`` is true, failing the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout} s: {condition}")
+        time.sleep(interval)
+
+
+def _admin_engine() -> Engine:
+    from sqlalchemy import create_engine
+
+    return create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+
+
+def pg_url(database: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(PG_ADMIN_URL).set(database=database).render_as_string(hide_password=False)
+
+
+@contextmanager
+def pg_database(template: str | None = None) -> Iterator[str]:
+    """A new PostgreSQL database (optionally copied from ``template``), dropped afterwards."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    name = f"wactl_test_{uuid.uuid4().hex[:12]}"
+    engine = _admin_engine()
+    try:
+        with engine.connect() as connection:
+            clause = f' TEMPLATE "{template}"' if template else ""
+            connection.execute(text(f'CREATE DATABASE "{name}"{clause}'))
+    except OperationalError as exc:
+        engine.dispose()
+        pytest.fail(
+            f"PostgreSQL is not reachable at {PG_ADMIN_URL} ({exc.orig}); start it with "
+            "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` "
+            "or point WACTL_TEST_PG_URL at a server"
+        )
+    try:
+        yield name
+    finally:
+        with engine.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
