@@ -15,6 +15,7 @@ import pytest
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
+    from sqlalchemy.orm import Session
 
 #: Where the tests find a PostgreSQL server they may create and drop databases on.
 PG_ADMIN_URL = os.environ.get(
@@ -90,4 +91,17 @@ def pg_database(template: str | None = None) -> Iterator[str]:
     finally:
         with engine.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+
+
+@contextmanager
+def db_session(url: str) -> Iterator[Session]:
+    """A committed-on-exit session on ``url``, for arranging and checking rows directly."""
+    from wactl.db.engine import make_engine, session_scope
+
+    engine = make_engine(url)
+    try:
+        with session_scope(engine) as session:
+            yield session
+    finally:
         engine.dispose()

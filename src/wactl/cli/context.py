@@ -51,7 +51,8 @@ class AppContext:
         if self._err_console is None:
             from rich.console import Console
 
-            self._err_console = Console(stderr=True, highlight=False)
+            # soft_wrap: a diagnostic is one line, however narrow the terminal.
+            self._err_console = Console(stderr=True, highlight=False, soft_wrap=True)
         return self._err_console
 
     def engine(self, *, check_schema: bool = True) -> Engine:

@@ -1,0 +1,49 @@
+# wactl developer entry points. The two a newcomer needs (see README.md):
+#   make demo   set up a venv and run wactl on embedded defaults (SQLite, sandbox engine)
+#   make test   set up a venv and run lint, type checks and the whole test suite
+#               (SQLite and PostgreSQL); .ci/run runs exactly this.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint typecheck pytest docs clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/wactl init
+	@if $(BIN)/wactl tenant show demo >/dev/null 2>&1; then \
+		echo "tenant 'demo' exists; keeping it" >&2; \
+	else \
+		$(BIN)/wactl tenant create demo --name "Demo Bistro" --template restaurant \
+			--language en --timezone UTC --engine sandbox; \
+	fi
+	$(BIN)/wactl tenant list
+	$(BIN)/wactl tenant show demo
+
+lint: setup
+	$(BIN)/ruff check src tests alembic
+	$(BIN)/ruff format --check src tests alembic
+
+typecheck: setup
+	$(BIN)/mypy
+
+pytest: setup
+	scripts/ensure-postgres
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+docs: setup
+	$(BIN)/python -m wactl.cli.manpage --write
+
+clean:
+	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,51 @@
+"""`wactl --help`, `--version` and sub-command help import none of the heavy libraries."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("sqlalchemy", "alembic", "textual", "playwright", "starlette", "psycopg", "uvicorn")
+
+PROBE = """
+import contextlib, io, json, sys
+from wactl.cli.app import run
+with contextlib.redirect_stdout(io.StringIO()):
+    code = run(sys.argv[1:])
+heavy = sorted({m.split('.')[0] for m in sys.modules} & set(%r))
+print(json.dumps({"code": code, "heavy": heavy}))
+""" % (HEAVY,)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["--version"],
+        ["tenant", "--help"],
+        ["tenant", "create", "--help"],
+        ["db", "--help"],
+    ],
+)
+def test_fast_paths_import_nothing_heavy(args: list[str]) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, check=True, timeout=60
+    )
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert result == {"code": 0, "heavy": []}
+
+
+def test_the_probe_can_fail() -> None:
+    """The same probe does see SQLAlchemy once a database command runs."""
+    completed = subprocess.run(
+        [sys.executable, "-c", PROBE, "db", "history"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert "sqlalchemy" in result["heavy"] and "alembic" in result["heavy"]
