@@ -7,8 +7,8 @@ from sqlalchemy import inspect, select, text
 
 from tests.conftest import CLI
 from wactl.db import migrate
+from wactl.db.base import Base
 from wactl.db.engine import make_engine, session_scope
-from wactl.db.models import Base
 from wactl.errors import DatabaseError, SchemaOutOfDateError
 
 TABLES = {
@@ -82,21 +82,24 @@ def test_schema_check_names_the_command(empty_db_url: str, cli: CLI) -> None:
         engine.dispose()
 
 
-def test_out_of_date_schema_refuses_and_upgrade_fixes_it(
-    empty_db_url: str, cli: CLI, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_out_of_date_schema_refuses_and_upgrade_fixes_it(empty_db_url: str, cli: CLI) -> None:
+    head = migrate.head_revision()
+    first = migrate.history()[-1].revision
+    assert first != head, "needs at least two revisions"
     engine = make_engine(empty_db_url)
     try:
-        migrate.upgrade(engine)
+        migrate.upgrade(engine, first)
     finally:
         engine.dispose()
-    # A newer wactl would ship a newer head; simulate by pretending the head moved.
-    monkeypatch.setattr(migrate, "head_revision", lambda: "0002")
     result = cli("tenant", "list")
     assert result.code == 4
     assert result.err.endswith(
-        "is at revision 0001 but this wactl needs 0002; run `wactl db upgrade`\n"
+        f"is at revision {first} but this wactl needs {head}; run `wactl db upgrade`\n"
     )
+    result = cli("db", "upgrade")
+    assert result.code == 0, result.err
+    assert f"from {first} to {head}" in result.err
+    assert cli("tenant", "list", "--json").out == "[]\n"
 
 
 def test_db_commands(empty_db_url: str, cli: CLI) -> None:
@@ -112,7 +115,9 @@ def test_db_commands(empty_db_url: str, cli: CLI) -> None:
     result = cli("db", "current")
     assert result.out == f"{head} (up to date)\n"
     result = cli("db", "history")
-    assert f"base -> {head} (head)" in result.out
+    lines = result.out.splitlines()
+    assert lines[0].endswith(f"-> {head} (head): {migrate.history()[0].message}")
+    assert lines[-1].startswith("base -> 0001: initial schema")
     result = cli("db", "upgrade", "nosuchrev")
     assert result.code == 5
     assert result.err.startswith("error: cannot upgrade to 'nosuchrev'")

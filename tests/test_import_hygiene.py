@@ -15,9 +15,9 @@ import contextlib, io, json, sys
 from wactl.cli.app import run
 with contextlib.redirect_stdout(io.StringIO()):
     code = run(sys.argv[1:])
-heavy = sorted({m.split('.')[0] for m in sys.modules} & set(%r))
+heavy = sorted({m.split('.')[0] for m in sys.modules} & set(HEAVY))
 print(json.dumps({"code": code, "heavy": heavy}))
-""" % (HEAVY,)
+""".replace("HEAVY", repr(HEAVY))
 
 
 @pytest.mark.parametrize(

@@ -156,7 +156,7 @@ def test_submit_validates_and_refuses_a_second_pending_request(db_url: str) -> N
     _signup(db_url, "bela")
     with pytest.raises(ValidationError, match="whatsapp_number"):
         _submit(db_url, "bela", whatsapp_number="12345")
-    with pytest.raises(ValidationError, match="hours.tue"):
+    with pytest.raises(ValidationError, match=r"hours\.tue"):
         _submit(db_url, "bela", weekly_hours={"tue": ["18:00-09:00"]})
     with pytest.raises(ValidationError, match="template_type"):
         _submit(db_url, "bela", template="bakery")

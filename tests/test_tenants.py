@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 
 from tests.conftest import CLI
 from tests.support import db_session
+from wactl.db.base import Base
 from wactl.db.models import (
-    Base,
     MessageLog,
     PortalEventLog,
     SetupRequest,
@@ -158,7 +158,8 @@ def test_conflicts(cli: CLI, db_url: str) -> None:
     result = cli("tenant", "create", "casa-pepe", "--name", "Other")
     assert (result.code, result.err) == (
         6,
-        "error: tenant 'casa-pepe' already exists; use `wactl tenant edit casa-pepe` to change it\n",
+        "error: tenant 'casa-pepe' already exists; "
+        "use `wactl tenant edit casa-pepe` to change it\n",
     )
     result = cli("tenant", "create", "other", "--name", "Other", "--phone", "+34 600-123-456")
     assert (result.code, result.err) == (
@@ -332,7 +333,8 @@ def test_config_export_apply_round_trip(cli: CLI, db_url: str, tmp_path: Path) -
         (('language = "en"', 'language = "fr"'), "language: 'fr' is not one of en, es, pt"),
         (
             ('template = "generic"', 'template = "restaurnt"'),
-            "template: 'restaurnt' is not one of restaurant, clinic, salon, retail, generic; did you mean 'restaurant'?",
+            "template: 'restaurnt' is not one of restaurant, clinic, salon, retail, generic; "
+            "did you mean 'restaurant'?",
         ),
         (
             ("[hours]\n", '[hours]\nmon = ["14:00-09:00"]\n'),

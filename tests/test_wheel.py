@@ -93,7 +93,10 @@ def test_installed_wheel_migrates(tmp_path: Path) -> None:
     assert where.startswith(site), where
     upgraded = wactl("db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
-    assert "from empty to 0001" in upgraded.stderr
+    from wactl.db.migrate import head_revision
+
+    head = head_revision()
+    assert f"from empty to {head}" in upgraded.stderr
     current = wactl("db", "current")
-    assert current.stdout == "0001 (up to date)\n"
-    assert "-> 0001 (head)" in wactl("db", "history").stdout
+    assert current.stdout == f"{head} (up to date)\n"
+    assert f"-> {head} (head)" in wactl("db", "history").stdout

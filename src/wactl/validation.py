@@ -20,13 +20,15 @@ from wactl.errors import ValidationError
 
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_INTERVAL_RE = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
+# ASCII digits only: \d would also take "٠٩:٠٠" and store it as the owner typed it.
+_INTERVAL_RE = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$", re.ASCII)
 
 E = TypeVar("E", TemplateType, Language, EngineName)
 
 
 def validate_slug(slug: str) -> str:
-    if not SLUG_RE.match(slug) or "--" in slug:
+    # fullmatch: with match, "$" also matches before a final newline ("abc\n").
+    if not SLUG_RE.fullmatch(slug) or "--" in slug:
         raise ValidationError(
             "slug",
             f"'{slug}' is not a valid slug",
@@ -56,6 +58,10 @@ def normalize_phone(number: str, field: str = "phone") -> str:
             f"'{number}' has no country code",
             hint="write it in international form starting with +, e.g. +34600123456",
         )
+    # phonenumbers reads letters as keypad digits ("+1 800 FLOWERS") and drops an
+    # extension ("ext. 12") without a word; a WhatsApp number has neither.
+    if any(char.isalpha() for char in text):
+        raise ValidationError(field, f"'{number}' is not a phone number", hint="e.g. +34600123456")
     try:
         parsed = phonenumbers.parse(text, None)
     except phonenumbers.NumberParseException:
@@ -110,7 +116,7 @@ def _validate_day(day: str, intervals: Any, field: str) -> list[str]:
         )
     spans: list[tuple[int, int, str]] = []
     for item in intervals:
-        match = _INTERVAL_RE.match(item) if isinstance(item, str) else None
+        match = _INTERVAL_RE.fullmatch(item) if isinstance(item, str) else None
         start = _minutes(match[1], match[2], allow_24=False) if match else None
         end = _minutes(match[3], match[4], allow_24=True) if match else None
         if match is None or start is None or end is None:

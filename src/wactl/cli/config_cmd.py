@@ -69,4 +69,5 @@ def set_(
     write_config(updated, source)
     section, _, name = key.partition(".")
     shown = config_as_dict(updated, redact=True)[section][name]
-    app_ctx.err_console.print(f"{source}: {key} = {shown!r}")
+    # markup=False: a value such as "/srv/[x]" is data, not rich markup to interpret.
+    app_ctx.err_console.print(f"{source}: {key} = {shown!r}", markup=False)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import tempfile
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from wactl import paths
@@ -23,9 +23,9 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def _closest(word: str, choices: list[str]) -> str:
+def _closest(word: str, choices: list[str], noun: str = "keys") -> str:
     match = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
-    return f"; did you mean '{match[0]}'?" if match else f"; valid keys: {', '.join(choices)}"
+    return f"; did you mean '{match[0]}'?" if match else f"; valid {noun}: {', '.join(choices)}"
 
 
 def _field_types(section: str) -> dict[str, type[Any]]:
@@ -45,6 +45,10 @@ def _coerce(where: str, key: str, value: Any, expected: type[Any]) -> Any:
         raise ConfigError(f"{where}: '{key}' must be an integer, not {value!r}")
     if expected is bool and not isinstance(value, bool):
         raise ConfigError(f"{where}: '{key}' must be true or false, not {value!r}")
+    if expected is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: '{key}' must be a number, not {value!r}")
+        return float(value)
     if expected is str and not isinstance(value, str):
         raise ConfigError(f"{where}: '{key}' must be a string, not {value!r}")
     return value
@@ -64,6 +68,11 @@ def _parse_text(label: str, raw: str, expected: type[Any]) -> Any:
             return int(raw)
         except ValueError:
             raise ConfigError(f"{label}: expected an integer, not {raw!r}") from None
+    if expected is float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{label}: expected a number, not {raw!r}") from None
     return raw
 
 
@@ -85,7 +94,7 @@ def parse_config_text(text: str, *, source: Path) -> dict[str, dict[str, Any]]:
         if section not in SECTIONS:
             raise ConfigError(
                 f"config file {source}: unknown section [{section}]"
-                + _closest(section, list(SECTIONS))
+                + _closest(section, list(SECTIONS), "sections")
             )
         if not isinstance(body, dict):
             raise ConfigError(f"config file {source}: '{section}' must be a table [{section}]")
@@ -150,12 +159,54 @@ def validate_values(config: Config, *, where: str) -> None:
         ) from None
     if config.database.busy_timeout_ms < 0:
         raise ConfigError(f"{where}: database.busy_timeout_ms must be 0 or more")
+    _validate_daemon(config, where)
     url = config.database.url
     if url and not url.startswith(("sqlite:", "sqlite+", "postgresql:", "postgresql+")):
         raise ConfigError(
             f"{where}: database.url must be a sqlite:/// or postgresql+psycopg:// URL, "
             f"not '{redact_url(url)}'"
         )
+
+
+def _validate_daemon(config: Config, where: str) -> None:
+    daemon = config.daemon
+    positive = {
+        "daemon.stop_grace_seconds": daemon.stop_grace_seconds,
+        "daemon.heartbeat_interval_seconds": daemon.heartbeat_interval_seconds,
+        "daemon.heartbeat_timeout_seconds": daemon.heartbeat_timeout_seconds,
+        "daemon.start_concurrency": daemon.start_concurrency,
+        "daemon.max_crashes": daemon.max_crashes,
+        "daemon.crash_window_seconds": daemon.crash_window_seconds,
+        "daemon.log_max_bytes": daemon.log_max_bytes,
+        "sandbox.qr_rotate_seconds": config.sandbox.qr_rotate_seconds,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{where}: {key} must be greater than 0, not {value!r}")
+    not_negative = {
+        "daemon.memory_limit_mb": daemon.memory_limit_mb,
+        "daemon.backoff_initial_seconds": daemon.backoff_initial_seconds,
+        "daemon.backoff_max_seconds": daemon.backoff_max_seconds,
+        "daemon.stable_after_seconds": daemon.stable_after_seconds,
+        "daemon.log_backups": daemon.log_backups,
+    }
+    for key, value in not_negative.items():
+        if value < 0:
+            raise ConfigError(f"{where}: {key} must be 0 or more, not {value!r}")
+    if daemon.heartbeat_timeout_seconds <= daemon.heartbeat_interval_seconds:
+        raise ConfigError(
+            f"{where}: daemon.heartbeat_timeout_seconds must be longer than "
+            "daemon.heartbeat_interval_seconds",
+            hint="a timeout of 3 or more intervals avoids false alarms",
+        )
+    address = daemon.metrics_address
+    if address:
+        host, sep, port = address.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(
+                f"{where}: daemon.metrics_address '{address}' is not HOST:PORT",
+                hint='e.g. "127.0.0.1:9464"',
+            )
 
 
 def build_config(sections: Mapping[str, Mapping[str, Any]], *, source: Path, where: str) -> Config:
@@ -204,17 +255,19 @@ def load_config(
     return build_config(merged, source=source, where=where)
 
 
+# "scheme://user:" up to the last "@": the password as SQLAlchemy's URL parser reads it
+# (user up to the first ":" with no "/" before it, password anything up to an "@").
+# urlsplit is not used because it stops the host part at "/", "?" or "#", so a password
+# holding one of them unencoded (SQLAlchemy accepts that) was printed in the clear.
+_CREDENTIALS_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/]*):.*@(?=[^@]*$)", re.DOTALL)
+
+
 def redact_url(url: str) -> str:
     """The URL with its password replaced by ***."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if parts.password is None:
+    match = _CREDENTIALS_RE.match(url)
+    if match is None:
         return url
-    netloc = parts.netloc.rsplit("@", 1)
-    userinfo = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{userinfo}:***@{netloc[1]}"))
+    return f"{match[1]}:***@{url[match.end() :]}"
 
 
 def config_as_dict(config: Config, *, redact: bool) -> dict[str, dict[str, Any]]:

@@ -95,12 +95,98 @@ class DefaultsConfig:
 
 
 @dataclass(frozen=True)
+class DaemonConfig:
+    """The supervising daemon (wactld) and how it watches workers."""
+
+    stop_grace_seconds: float = field(
+        default=10.0,
+        metadata=_doc(
+            "After SIGTERM, how long a worker's process group may take to exit before "
+            "it is killed with SIGKILL."
+        ),
+    )
+    heartbeat_interval_seconds: float = field(
+        default=5.0,
+        metadata=_doc("How often a worker reports that it is alive."),
+    )
+    heartbeat_timeout_seconds: float = field(
+        default=30.0,
+        metadata=_doc(
+            "A worker silent for this long is hung (for example stopped with SIGSTOP): "
+            "it is killed and started again."
+        ),
+    )
+    memory_limit_mb: int = field(
+        default=1024,
+        metadata=_doc(
+            "Memory ceiling of one worker's whole process tree (resident set, MB); over "
+            "it the worker is restarted gracefully. 0 turns the check off."
+        ),
+    )
+    start_concurrency: int = field(
+        default=4,
+        metadata=_doc(
+            "How many workers may be starting at the same time (no thundering herd of "
+            "browsers at boot)."
+        ),
+    )
+    backoff_initial_seconds: float = field(
+        default=1.0,
+        metadata=_doc(
+            "A crashed worker restarts at once the first time; after that the delay "
+            "starts here and doubles on each crash in a row (with 20% jitter)."
+        ),
+    )
+    backoff_max_seconds: float = field(
+        default=60.0, metadata=_doc("Upper bound of the restart delay.")
+    )
+    max_crashes: int = field(
+        default=5,
+        metadata=_doc(
+            "This many crashes within crash_window_seconds quarantine the worker (FATAL, "
+            "tenant ERROR) until an operator starts it again."
+        ),
+    )
+    crash_window_seconds: float = field(
+        default=300.0, metadata=_doc("The window in which crashes are counted.")
+    )
+    stable_after_seconds: float = field(
+        default=60.0,
+        metadata=_doc("A worker up this long has its crash history forgiven."),
+    )
+    metrics_address: str = field(
+        default="",
+        metadata=_doc(
+            'Also serve Prometheus metrics over TCP at "HOST:PORT" (e.g. '
+            '"127.0.0.1:9464"). Empty: only on the socket, at /v1/metrics.'
+        ),
+    )
+    log_max_bytes: int = field(
+        default=10_000_000,
+        metadata=_doc("Size at which the daemon's and each worker's log file is rotated."),
+    )
+    log_backups: int = field(default=5, metadata=_doc("How many rotated log files are kept."))
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """The sandbox engine: a simulated WhatsApp with no phone and no network."""
+
+    qr_rotate_seconds: float = field(
+        default=20.0,
+        metadata=_doc("How often an unlinked sandbox tenant shows a new QR (as WhatsApp does)."),
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration, plus the file it was read from."""
 
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     defaults: DefaultsConfig = field(default_factory=DefaultsConfig)
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     #: The file this configuration was read from (it may not exist yet).
     source: Path = field(default_factory=xdg.default_config_file, compare=False)
 
@@ -131,4 +217,6 @@ SECTIONS: dict[str, type[Any]] = {
     "database": DatabaseConfig,
     "paths": PathsConfig,
     "defaults": DefaultsConfig,
+    "daemon": DaemonConfig,
+    "sandbox": SandboxConfig,
 }

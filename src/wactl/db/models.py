@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -142,6 +143,11 @@ class WorkerProcess(Base):
     restarts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    #: The process's start time as the kernel reports it (psutil create_time): with the
+    #: pid, it identifies the worker when a new daemon re-adopts it (pids are reused).
+    create_time: Mapped[float | None] = mapped_column(Float)
+    #: Written by the worker every daemon.heartbeat_interval_seconds.
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     tenant: Mapped[Tenant] = relationship(back_populates="worker")
