@@ -21,7 +21,7 @@ class ExitCode(enum.IntEnum):
     FAILURE = 1
     #: Bad command line or bad input value (slug, phone, timezone, hours, file contents).
     USAGE = 2
-    #: The config file is missing a value, is not TOML or holds an unknown key.
+    #: The config file is not TOML, holds an unknown key or a bad value, or is missing.
     CONFIG = 3
     #: The database cannot be reached, or its schema is not the one this wactl needs.
     DATABASE = 4

@@ -21,8 +21,8 @@ from wactl.errors import ExitCode, WactlError
 HELP = (
     "Run WhatsApp bots for many small businesses from a terminal.\n\n"
     "Each business is a tenant with its own bot. Configure tenants, decide setup requests "
-    "from the portal and read the audit trail. Errors are one line on stderr; exit codes "
-    "are listed in wactl(1)."
+    "from the portal and read the audit trail. Errors are one line on stderr; the exit "
+    "codes are listed in the man page."
 )
 
 app = typer.Typer(

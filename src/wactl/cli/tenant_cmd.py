@@ -24,11 +24,11 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 Slug = Annotated[str, typer.Argument(help="The tenant's slug, e.g. casa-pepe.", metavar="SLUG")]
 TemplateOpt = Annotated[
     TemplateType | None,
-    typer.Option("--template", help="Reply template [default: defaults.template]."),
+    typer.Option("--template", help="Reply template (default: the config's defaults.template)."),
 ]
 LanguageOpt = Annotated[
     Language | None,
-    typer.Option("--language", help="Reply language [default: defaults.language]."),
+    typer.Option("--language", help="Reply language (default: the config's defaults.language)."),
 ]
 PhoneOpt = Annotated[
     str | None,
@@ -37,12 +37,16 @@ PhoneOpt = Annotated[
 TimezoneOpt = Annotated[
     str | None,
     typer.Option(
-        "--timezone", metavar="Area/City", help="IANA time zone [default: defaults.timezone]."
+        "--timezone",
+        metavar="Area/City",
+        help="IANA time zone (default: the config's defaults.timezone).",
     ),
 ]
 EngineOpt = Annotated[
     EngineName | None,
-    typer.Option("--engine", help="How the bot reaches WhatsApp [default: defaults.engine]."),
+    typer.Option(
+        "--engine", help="How the bot reaches WhatsApp (default: the config's defaults.engine)."
+    ),
 ]
 
 
@@ -58,7 +62,7 @@ def create(
     engine: EngineOpt = None,
     json_output: JsonFlag = False,
 ) -> None:
-    """Create a tenant, ready to start. Options left out take the config's [defaults]."""
+    """Create a tenant, ready to start. Options left out take the config's defaults section."""
     from wactl.cli.output import emit_json
     from wactl.db import audit, tenants
 
