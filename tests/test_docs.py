@@ -209,18 +209,6 @@ def test_every_parameter_is_documented_with_its_command() -> None:
                 assert rf"\fI{escape(manpage._metavar(param))}\fR" in body, doc.path
 
 
-def _typer_keeps_argument_help() -> bool:
-    from typer.core import TyperArgument
-
-    return TyperArgument(param_decls=["probe"], help="probe").help == "probe"
-
-
-@pytest.mark.xfail(
-    not _typer_keeps_argument_help(),
-    reason="typer 0.20 sets TyperArgument.help before calling click.Argument.__init__, "
-    "which from click 8.5 resets it to None: argument help is lost in --help and here",
-    strict=True,
-)
 def test_every_parameter_has_help() -> None:
     missing = [
         f"{doc.path} {param.name}"
