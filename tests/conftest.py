@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.daemon_support import Daemon, running_daemon
 from tests.support import Result, pg_database, pg_url, run_cli
 
 
@@ -127,3 +128,13 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
         return run_cli(capsys, monkeypatch, *args, input=input)
 
     return invoke
+
+
+@pytest.fixture
+def daemon(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Daemon]:
+    """A real daemon (subprocess) on this test's database; the in-process CLI reaches it."""
+    with running_daemon() as started:
+        for name, value in started.env.items():
+            if name.startswith("WACTL_"):
+                monkeypatch.setenv(name, value)
+        yield started

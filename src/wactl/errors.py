@@ -33,6 +33,8 @@ class ExitCode(enum.IntEnum):
     DAEMON = 7
     #: The operator declined a confirmation prompt; nothing was changed.
     ABORTED = 8
+    #: A wait (`--wait`, `tenant start`) ran out of time before its condition was met.
+    TIMEOUT = 9
 
 
 class WactlError(Exception):
@@ -101,6 +103,12 @@ class DaemonError(WactlError):
     """The daemon cannot be reached or rejected a request."""
 
     exit_code = ExitCode.DAEMON
+
+
+class WaitTimeoutError(WactlError):
+    """A wait ran out of time."""
+
+    exit_code = ExitCode.TIMEOUT
 
 
 class AbortedError(WactlError):

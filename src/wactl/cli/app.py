@@ -14,7 +14,16 @@ import click
 import typer
 
 import wactl
-from wactl.cli import audit_cmd, config_cmd, db_cmd, init_cmd, requests_cmd, tenant_cmd
+from wactl.cli import (
+    audit_cmd,
+    config_cmd,
+    daemon_cmd,
+    db_cmd,
+    init_cmd,
+    proc_cmd,
+    requests_cmd,
+    tenant_cmd,
+)
 from wactl.cli.context import AppContext
 from wactl.errors import ExitCode, WactlError
 
@@ -72,6 +81,15 @@ app.add_typer(db_cmd.app, name="db")
 app.add_typer(tenant_cmd.app, name="tenant")
 app.add_typer(requests_cmd.app, name="requests")
 app.command("audit")(audit_cmd.audit)
+app.add_typer(daemon_cmd.app, name="daemon")
+app.command("ps")(proc_cmd.ps)
+for _name in ("start", "stop", "restart", "qr", "logout"):
+    tenant_cmd.app.command(_name)(getattr(proc_cmd, _name))
+sandbox_app = typer.Typer(
+    help="Play WhatsApp's part for sandbox tenants (no phone needed).", no_args_is_help=True
+)
+sandbox_app.command("scan")(proc_cmd.sandbox_scan)
+app.add_typer(sandbox_app, name="sandbox")
 
 
 def command() -> click.Command:

@@ -94,6 +94,10 @@ EXIT_STATUS: dict[ExitCode, str] = {
     ),
     ExitCode.DAEMON: "The daemon cannot be reached or answered with an error.",
     ExitCode.ABORTED: "The operator declined a confirmation prompt; nothing was changed.",
+    ExitCode.TIMEOUT: (
+        "A wait ran out of time: `tenant qr --wait` before the phone was linked, or "
+        "`tenant start` before the worker was running."
+    ),
 }
 
 

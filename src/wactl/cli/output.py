@@ -6,9 +6,10 @@ import datetime as dt
 import json
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
-from wactl.errors import UsageError
+from wactl.errors import NotFoundError, UsageError
 
 _DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -50,3 +51,34 @@ def parse_since(text: str, *, now: dt.datetime | None = None) -> dt.datetime:
 
 def or_dash(value: object) -> str:
     return "-" if value is None or value == "" else str(value)
+
+
+def tail_file(path: Path, *, lines: int, follow: bool) -> None:
+    """Print the last ``lines`` lines of ``path``; with ``follow``, keep printing new ones.
+
+    Following notices rotation (the file replaced by a new, smaller one).
+    """
+    import time
+    from collections import deque
+
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        raise NotFoundError(f"no log file at {path} yet") from None
+    with handle:
+        for line in deque(handle, maxlen=lines) if lines else ():
+            sys.stdout.write(line.decode("utf-8", "replace"))
+        sys.stdout.flush()
+        while follow:
+            chunk = handle.readline()
+            if chunk:
+                sys.stdout.write(chunk.decode("utf-8", "replace"))
+                sys.stdout.flush()
+                continue
+            try:
+                if path.stat().st_size < handle.tell():
+                    handle.close()
+                    handle = path.open("rb")
+            except FileNotFoundError:
+                pass
+            time.sleep(0.2)

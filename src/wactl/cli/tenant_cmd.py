@@ -14,6 +14,7 @@ from wactl.enums import EngineName, Language, TemplateType
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from wactl.cli.context import AppContext
     from wactl.db.models import Tenant
 
 app = typer.Typer(help="Create, list, change and delete tenants.", no_args_is_help=True)
@@ -249,8 +250,25 @@ def delete(
                 abort=True,
                 err=True,
             )
+        _stop_worker_if_running(app_ctx, slug)
         tenants.delete_tenant(session, slug, actor=audit.operator_actor())
     app_ctx.err_console.print(f"deleted tenant '{slug}'")
+
+
+def _stop_worker_if_running(app_ctx: AppContext, slug: str) -> None:
+    """Before a tenant's rows go, its worker goes: through the daemon, if one runs."""
+    from wactl.cli.daemon_client import client_for
+    from wactl.errors import NotFoundError
+    from wactl.ipc.client import DaemonNotRunning
+
+    try:
+        client = client_for(app_ctx, autostart=False)
+        view = client.request("GET", f"/v1/tenants/{slug}")
+    except (DaemonNotRunning, NotFoundError):
+        return
+    if view["pid"] is not None or view["state"] in ("STARTING", "BACKOFF"):
+        client.request("POST", "/v1/stop", {"tenants": [slug]}, timeout=120)
+        app_ctx.err_console.print(f"stopped the worker of '{slug}'")
 
 
 @config_app.command("export")

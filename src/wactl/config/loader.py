@@ -175,6 +175,7 @@ def _validate_daemon(config: Config, where: str) -> None:
         "daemon.heartbeat_interval_seconds": daemon.heartbeat_interval_seconds,
         "daemon.heartbeat_timeout_seconds": daemon.heartbeat_timeout_seconds,
         "daemon.start_concurrency": daemon.start_concurrency,
+        "daemon.sample_interval_seconds": daemon.sample_interval_seconds,
         "daemon.max_crashes": daemon.max_crashes,
         "daemon.crash_window_seconds": daemon.crash_window_seconds,
         "daemon.log_max_bytes": daemon.log_max_bytes,

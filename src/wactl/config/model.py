@@ -116,6 +116,13 @@ class DaemonConfig:
             "it is killed and started again."
         ),
     )
+    sample_interval_seconds: float = field(
+        default=5.0,
+        metadata=_doc(
+            "How often the daemon samples each worker tree's CPU and memory (USS every "
+            "second sample); the memory ceiling is checked on each sample."
+        ),
+    )
     memory_limit_mb: int = field(
         default=1024,
         metadata=_doc(

@@ -7,24 +7,16 @@ change, so a change and its audit row are committed together or not at all.
 from __future__ import annotations
 
 import datetime as dt
-import getpass
-import os
 import uuid
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from wactl.actor import operator_actor
 from wactl.db.models import PortalEventLog, Tenant
 
-
-def operator_actor() -> str:
-    """The actor of CLI commands: ``os:<login>`` of the user running wactl."""
-    try:
-        login = getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (some containers)
-        login = f"uid-{os.getuid()}"
-    return f"os:{login}"
+__all__ = ["event_json", "list_events", "operator_actor", "record"]
 
 
 def record(

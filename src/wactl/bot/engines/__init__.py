@@ -1,0 +1,44 @@
+"""The engine registry: builds a tenant's engine from its name.
+
+Each engine module is imported only when a worker asks for it, so a sandbox worker
+never loads a browser driver. An engine named in `wactl.enums.EngineName` but not
+built yet fails with `EngineUnavailableError` (exit code 3 of the worker); there are no
+placeholder engines that pretend to work.
+"""
+
+from __future__ import annotations
+
+from wactl.bot.engines.base import (
+    Engine,
+    EngineError,
+    EngineEvents,
+    EngineUnavailableError,
+    InboundMessage,
+)
+from wactl.config.model import Config
+from wactl.enums import EngineName
+from wactl.errors import ConfigError
+
+__all__ = [
+    "Engine",
+    "EngineError",
+    "EngineEvents",
+    "EngineUnavailableError",
+    "InboundMessage",
+    "create_engine",
+]
+
+
+def create_engine(name: str, tenant_slug: str, config: Config, events: EngineEvents) -> Engine:
+    """The engine called ``name`` for ``tenant_slug``, reporting to ``events``."""
+    if name == EngineName.SANDBOX:
+        from wactl.bot.engines.sandbox import SandboxEngine
+
+        return SandboxEngine(tenant_slug, config, events)
+    if name == EngineName.WHATSAPP_WEB:
+        raise EngineUnavailableError(
+            "the whatsapp-web engine is not available yet",
+            hint=f"use the sandbox engine: `wactl tenant edit {tenant_slug} --engine sandbox`",
+        )
+    known = ", ".join(member.value for member in EngineName)
+    raise ConfigError(f"unknown engine '{name}'", hint=f"engines: {known}")

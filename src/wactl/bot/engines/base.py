@@ -1,0 +1,98 @@
+"""What an engine is: the worker's one connection to WhatsApp (DESIGN.md section 4).
+
+An `Engine` links a tenant's WhatsApp account, reports what happens to the link through
+an `EngineEvents` object (the worker), and sends text. Engines know nothing about the
+database, the control socket or the daemon: the worker turns their events into rows and
+control-socket events. This module holds only the interface and its errors; stdlib only.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+from wactl.errors import ConfigError, WactlError
+
+
+class EngineError(WactlError):
+    """An engine cannot do what was asked (a broken session, a failed send)."""
+
+
+class EngineUnavailableError(ConfigError):
+    """The tenant's engine exists in the configuration model but not in this wactl."""
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """A message that arrived on the tenant's WhatsApp account."""
+
+    #: WhatsApp's id of the message; with the tenant, the durable dedup key.
+    wa_message_id: str
+    #: The chat the message belongs to (for a one-to-one chat, the customer's number).
+    chat: str
+    #: Who wrote it (E.164 without spaces, or WhatsApp's id for groups).
+    from_number: str
+    #: The tenant's own number.
+    to_number: str
+    text: str
+    #: When WhatsApp says the message was sent (UTC, aware).
+    timestamp: dt.datetime
+    #: True for a message the business wrote itself (from the phone, not the bot).
+    from_me: bool = False
+
+
+class EngineEvents(Protocol):
+    """What an engine reports; implemented by the worker.
+
+    Engines await each callback, so events arrive in the order they happened and a
+    callback may do I/O. Callbacks should not raise; an engine logs an exception from
+    one and carries on.
+    """
+
+    async def on_qr(self, qr: str) -> None:
+        """A new QR code is showing; the previous one no longer links."""
+
+    async def on_ready(self) -> None:
+        """The account is linked and the engine can send and receive."""
+
+    async def on_disconnected(self, reason: str) -> None:
+        """The link was lost for ``reason``; the engine may get it back by itself."""
+
+    async def on_logged_out(self) -> None:
+        """The account was unlinked (from the phone or by `Engine.logout`)."""
+
+    async def on_message(self, message: InboundMessage) -> None:
+        """A message arrived."""
+
+
+class Engine(abc.ABC):
+    """One tenant's connection to WhatsApp, owned by that tenant's worker."""
+
+    #: The name tenants select it by (`wactl.enums.EngineName` values).
+    name: ClassVar[str]
+
+    def __init__(self, tenant_slug: str, events: EngineEvents) -> None:
+        self.tenant_slug = tenant_slug
+        self.events = events
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Connect; report `on_ready` when a saved session links, else show QR codes.
+
+        Raises `EngineError` when the engine cannot run at all (for example a corrupt
+        saved session), which makes the worker exit with an error.
+        """
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Disconnect and release everything; the saved session stays for the next start."""
+
+    @abc.abstractmethod
+    async def send_text(self, to: str, text: str) -> str:
+        """Send ``text`` to the chat ``to``; returns WhatsApp's id of the sent message."""
+
+    @abc.abstractmethod
+    async def logout(self) -> None:
+        """Unlink the account and forget the saved session, then show QR codes again."""

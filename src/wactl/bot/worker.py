@@ -1,0 +1,496 @@
+"""The worker process of one tenant: ``python -m wactl.bot SLUG``, started by the daemon.
+
+It exists so that each tenant's WhatsApp link lives in its own process (and process
+group), which the daemon can start, watch and kill without touching any other tenant.
+
+Startup, in this order: load the configuration (``WACTL_CONFIG`` and ``WACTL_*``), log to
+the tenant's log file (`wactl.bot.logs`), check the database schema, load the tenant,
+build its engine, open the control socket (`wactl.bot.control`), start the engine. Then
+it writes ``worker_process.heartbeat_at`` every ``daemon.heartbeat_interval_seconds``,
+records what the engine reports in ``whatsapp_session`` and ``tenant.status``, and
+pushes the same as events to the control socket's clients. SIGTERM or SIGINT stop it
+gracefully: engine stopped, socket removed, database engine disposed, exit code 0.
+
+Exit codes (`wactl.errors.ExitCode` values; the daemon records them):
+
+====  ============================================================================
+0     stopped by SIGTERM or SIGINT
+1     unexpected failure, including a corrupt sandbox session file (the log says why)
+2     bad command line: no slug, or not a valid slug
+3     configuration: bad config file or variable, the tenant's engine is not available
+      in this wactl, or the socket path is too long for a Unix socket
+4     the database is unreachable, or its schema is not the one this wactl needs
+5     no tenant with that slug
+6     another worker already answers on this tenant's control socket
+====  ============================================================================
+
+It must not write ``worker_process.status``, ``pid`` or ``restarts`` (the daemon owns
+them), do database work on the event loop (a single database thread keeps writes in
+order), or import the CLI, TUI, web or browser stacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import signal
+import sys
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar, cast
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import CursorResult, Engine
+from sqlalchemy.orm import Session
+
+import wactl
+from wactl.bot.control import ControlServer, RequestError
+from wactl.bot.engines import InboundMessage, create_engine
+from wactl.bot.engines.sandbox import SandboxEngine
+from wactl.bot.logs import setup_logging
+from wactl.config import load_config
+from wactl.config.model import Config
+from wactl.db.engine import display_url, make_engine, session_scope
+from wactl.db.models import Tenant, WhatsappSession, WorkerProcess
+from wactl.enums import SessionState, TenantStatus
+from wactl.errors import (
+    ConfigError,
+    DatabaseError,
+    ExitCode,
+    NotFoundError,
+    SchemaOutOfDateError,
+    ValidationError,
+    WactlError,
+)
+from wactl.ipc.protocol import WORKER_PROTOCOL_VERSION, worker_socket_path
+from wactl.validation import validate_slug
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: How long `Engine.stop` may take before the worker exits anyway; well inside the
+#: daemon's stop grace period (10 s by default), after which it would SIGKILL.
+ENGINE_STOP_TIMEOUT_SECONDS = 5.0
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run the worker for the tenant named in ``argv``; returns the exit code."""
+    if len(argv) != 1:
+        print("usage: python -m wactl.bot SLUG", file=sys.stderr)
+        return ExitCode.USAGE
+    try:
+        slug = validate_slug(argv[0])
+    except ValidationError as exc:
+        print(f"wactl-bot: {exc.one_line()}", file=sys.stderr)
+        return ExitCode.USAGE
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        # No log file without a configuration; stderr is the log file when the daemon
+        # starts the worker.
+        print(f"wactl-bot {slug}: {exc.one_line()}", file=sys.stderr)
+        return ExitCode.CONFIG
+    try:
+        setup_logging(config, slug)
+    except OSError as exc:
+        print(f"wactl-bot {slug}: cannot open the log file: {exc}", file=sys.stderr)
+        return ExitCode.FAILURE
+    log.info(
+        "starting the worker of tenant '%s' (pid %d, wactl %s, config %s)",
+        slug,
+        os.getpid(),
+        wactl.__version__,
+        config.source,
+    )
+    # Until the event loop takes the signals over, a stop request ends startup with 0 too.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stop_during_startup)
+    try:
+        code = int(run_worker(config, slug))
+    except _StopDuringStartup as stop:
+        log.info("%s received during startup; exiting", stop.args[0])
+        code = ExitCode.OK
+    except WactlError as exc:
+        log.error("%s", exc.one_line())
+        code = exc.exit_code
+    except Exception:
+        log.exception("the worker crashed")
+        code = ExitCode.FAILURE
+    log.info("worker exiting with code %d", code)
+    return code
+
+
+class _StopDuringStartup(BaseException):
+    """SIGTERM or SIGINT before the event loop runs (a BaseException: nothing swallows it)."""
+
+
+def _stop_during_startup(signum: int, _frame: object) -> None:
+    raise _StopDuringStartup(signal.Signals(signum).name)
+
+
+def run_worker(config: Config, slug: str) -> int:
+    """Everything after logging is set up; raises `WactlError` for the documented exits."""
+    db = make_engine(
+        config.database_url,
+        busy_timeout_ms=config.database.busy_timeout_ms,
+        echo=config.database.echo,
+    )
+    try:
+        log.info("database %s", display_url(db.url))
+        check_schema(db)
+        tenant = load_tenant(db, slug)
+        worker = Worker(config, tenant, db)
+        return asyncio.run(worker.run())
+    finally:
+        db.dispose()
+
+
+# --- startup checks -------------------------------------------------------------------
+
+
+def check_schema(db: Engine) -> None:
+    """`wactl.db.migrate.ensure_current`, run in a forked child that reports on a pipe.
+
+    Importing Alembic adds ~12 MB of unique memory (psutil USS of a worker: ~36 MB
+    without it, ~48 MB with it) for a check that runs once; across 200 workers that is
+    2.4 GB. The child imports it, checks, reports and exits, so this process never
+    loads Alembic; a fork costs ~1 ms plus the ~100 ms the import takes anyway.
+    Must run before any thread or database connection exists: fork copies only the
+    calling thread, and a pooled connection must not be shared by two processes.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        try:
+            os.close(read_fd)
+            with os.fdopen(write_fd, "wb") as pipe:
+                pipe.write(json.dumps(_schema_report(db)).encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    try:
+        with os.fdopen(read_fd, "rb") as pipe:
+            data = pipe.read()
+        _, status = os.waitpid(pid, 0)
+    except BaseException:
+        # Stopped while waiting (SIGTERM during startup): leave no child behind.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        raise
+    try:
+        report = json.loads(data)
+    except json.JSONDecodeError:
+        raise WactlError(
+            f"the schema check process died ({_describe_wait_status(status)})"
+        ) from None
+    kind = report.get("kind")
+    if kind == "ok":
+        return
+    message, hint = str(report.get("message")), report.get("hint")
+    if kind == "schema":
+        raise SchemaOutOfDateError(message, hint=hint)
+    if kind == "database":
+        raise DatabaseError(message, hint=hint)
+    raise WactlError(f"the schema check failed: {message}")
+
+
+def _schema_report(db: Engine) -> dict[str, Any]:
+    """In the forked child: run the check and describe the outcome as JSON."""
+    # Alembic logs its dialect choice at INFO; that is noise in the tenant's log.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    db.dispose(close=False)  # forget the parent's pool without touching its connections
+    try:
+        from wactl.db.migrate import ensure_current
+
+        ensure_current(db)
+    except SchemaOutOfDateError as exc:
+        return {"kind": "schema", "message": exc.message, "hint": exc.hint}
+    except DatabaseError as exc:
+        return {"kind": "database", "message": exc.message, "hint": exc.hint}
+    except Exception as exc:
+        return {"kind": "other", "message": f"{type(exc).__name__}: {exc}"}
+    finally:
+        db.dispose()
+    return {"kind": "ok"}
+
+
+def _describe_wait_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit code {os.waitstatus_to_exitcode(status)}"
+
+
+@dataclass(frozen=True)
+class TenantSnapshot:
+    """What the worker needs to know about its tenant, read once at startup."""
+
+    id: uuid.UUID
+    slug: str
+    engine: str
+    session_state: SessionState
+
+
+def load_tenant(db: Engine, slug: str) -> TenantSnapshot:
+    with session_scope(db) as session:
+        tenant = session.scalar(select(Tenant).where(Tenant.slug == slug))
+        if tenant is None:
+            raise NotFoundError(
+                f"no tenant '{slug}'", hint="create it with `wactl tenant create` first"
+            )
+        state = tenant.session.state if tenant.session is not None else SessionState.UNLINKED
+        return TenantSnapshot(
+            id=tenant.id, slug=tenant.slug, engine=tenant.engine.value, session_state=state
+        )
+
+
+# --- the running worker ------------------------------------------------------------------
+
+
+class Worker:
+    """The asyncio side of a worker: control socket, engine events, heartbeat, shutdown.
+
+    Implements `wactl.bot.engines.EngineEvents` for its engine.
+    """
+
+    def __init__(self, config: Config, tenant: TenantSnapshot, db: Engine) -> None:
+        self.config = config
+        self.tenant = tenant
+        self.db = db
+        self.pid = os.getpid()
+        #: The last state reported to clients; until the engine reports, the stored one.
+        self.state = tenant.session_state
+        #: The QR code showing now, or None.
+        self.qr: str | None = None
+        self.engine = create_engine(tenant.engine, tenant.slug, config, self)
+        self.control = ControlServer(
+            worker_socket_path(config.runtime_dir, tenant.slug),
+            hello=self.hello,
+            operations={"ping": self.op_ping, "scan": self.op_scan, "logout": self.op_logout},
+        )
+        # One thread: database writes happen in the order the events did.
+        self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="wactl-db")
+        self._stop_requested: asyncio.Event | None = None
+        self._warned_no_worker_row = False
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        stop_requested = self._stop_requested = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_stop_signal, signum)
+        heartbeat: asyncio.Task[None] | None = None
+        waiting: asyncio.Task[bool] | None = None
+        try:
+            await self.control.start()
+            log.info("control socket %s", self.control.path)
+            # The engine may take long to start (a browser); a stop signal must not wait.
+            starting = asyncio.create_task(self.engine.start(), name="engine-start")
+            waiting = asyncio.create_task(stop_requested.wait(), name="stop-requested")
+            await asyncio.wait({starting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
+            else:
+                starting.result()  # raises what the engine raised
+                log.info("engine %s started", self.engine.name)
+                heartbeat = asyncio.create_task(self._heartbeat(), name="heartbeat")
+                await waiting
+            return ExitCode.OK
+        finally:
+            if waiting is not None:
+                waiting.cancel()
+            await self._shut_down(heartbeat)
+            # Closing the loop would restore the default actions (SIGTERM kills with -15,
+            # SIGINT raises KeyboardInterrupt) for the last steps; stopping is under way.
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+                signal.signal(signum, signal.SIG_IGN)
+
+    def _on_stop_signal(self, signum: int) -> None:
+        assert self._stop_requested is not None
+        if not self._stop_requested.is_set():
+            log.info("%s received; stopping", signal.Signals(signum).name)
+            self._stop_requested.set()
+
+    async def _shut_down(self, heartbeat: asyncio.Task[None] | None) -> None:
+        if heartbeat is not None:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+        try:
+            await asyncio.wait_for(self.engine.stop(), ENGINE_STOP_TIMEOUT_SECONDS)
+        except TimeoutError:
+            log.warning("the engine did not stop within %.0f s", ENGINE_STOP_TIMEOUT_SECONDS)
+        except Exception:
+            log.exception("stopping the engine failed")
+        await self.control.close()
+        # Writes already started finish (each is short); queued ones are dropped.
+        self._db_thread.shutdown(wait=True, cancel_futures=True)
+
+    # --- control operations ---------------------------------------------------------
+
+    def hello(self) -> dict[str, Any]:
+        return {
+            "type": "hello",
+            "protocol": WORKER_PROTOCOL_VERSION,
+            "slug": self.tenant.slug,
+            "pid": self.pid,
+            "engine": self.engine.name,
+            "state": self.state.value,
+            "qr": self.qr,
+        }
+
+    async def op_ping(self, args: dict[str, Any]) -> dict[str, Any]:
+        _check_args(args, allowed=())
+        return {"pid": self.pid, "state": self.state.value}
+
+    async def op_scan(self, args: dict[str, Any]) -> dict[str, Any]:
+        _check_args(args, allowed=("qr",))
+        qr = args.get("qr")
+        if qr is not None and not isinstance(qr, str):
+            raise RequestError(400, "'qr' must be a string or null")
+        if not isinstance(self.engine, SandboxEngine):
+            raise RequestError(400, f"scan is only for sandbox tenants, not {self.engine.name}")
+        await self.engine.scan(qr)
+        return {"state": self.state.value}
+
+    async def op_logout(self, args: dict[str, Any]) -> dict[str, Any]:
+        _check_args(args, allowed=())
+        await self.engine.logout()
+        return {"state": self.state.value}
+
+    # --- engine events (EngineEvents) --------------------------------------------------
+
+    async def on_qr(self, qr: str) -> None:
+        await self._write("qr", partial(self._store_link, SessionState.QR_PENDING, qr=qr))
+        self.qr = qr
+        self._set_state(SessionState.QR_PENDING)
+        self.control.event("qr", qr=qr)
+
+    async def on_ready(self) -> None:
+        await self._write("ready", partial(self._store_link, SessionState.CONNECTED))
+        self.qr = None
+        self._set_state(SessionState.CONNECTED)
+
+    async def on_disconnected(self, reason: str) -> None:
+        await self._write("disconnected", partial(self._store_link, SessionState.DISCONNECTED))
+        self.qr = None
+        self._set_state(SessionState.DISCONNECTED, reason)
+
+    async def on_logged_out(self) -> None:
+        await self._write("logged_out", partial(self._store_link, SessionState.UNLINKED))
+        self.qr = None
+        self._set_state(SessionState.UNLINKED, "logged out")
+
+    async def on_message(self, message: InboundMessage) -> None:
+        # The conversation pipeline (DESIGN.md section 5) comes in a later issue; until
+        # then a message is only noted (no text: the log is not the message log).
+        log.info(
+            "message %s from %s (%d characters) not answered: no pipeline yet",
+            message.wa_message_id,
+            message.from_number,
+            len(message.text),
+        )
+
+    def _set_state(self, state: SessionState, reason: str | None = None) -> None:
+        if state == self.state and reason is None:
+            return
+        log.info("WhatsApp session %s%s", state.value, f" ({reason})" if reason else "")
+        self.state = state
+        self.control.event("state", state=state.value, reason=reason)
+
+    # --- heartbeat -----------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        interval = self.config.daemon.heartbeat_interval_seconds
+        while True:
+            at = dt.datetime.now(dt.UTC)
+            await self._write("heartbeat", partial(self._store_heartbeat, at))
+            self.control.event("heartbeat", at=at.isoformat())
+            await asyncio.sleep(interval)
+
+    # --- database (runs on the database thread) ---------------------------------------
+
+    async def _write(self, what: str, work: Callable[[Session], object]) -> bool:
+        """Run ``work`` in a session on the database thread; a failure is logged and
+        pushed as an ``error`` event, never raised (the engine must go on)."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._db_thread, self._in_session, work)
+        except Exception as exc:
+            message = f"cannot record {what} in the database: {_first_line(exc)}"
+            log.error("%s", message)
+            self.control.event("error", message=message)
+            return False
+        return True
+
+    def _in_session(self, work: Callable[[Session], T]) -> T:
+        with session_scope(self.db) as session:
+            return work(session)
+
+    def _store_link(self, state: SessionState, session: Session, *, qr: str | None = None) -> None:
+        """Record a link state reported by the engine in the session row and the
+        tenant's status; the engine's events are the truth about the link."""
+        tenant_id = self.tenant.id
+        row = session.scalar(select(WhatsappSession).where(WhatsappSession.tenant_id == tenant_id))
+        if row is None:
+            row = WhatsappSession(tenant_id=tenant_id)
+            session.add(row)
+        row.state = state
+        now = dt.datetime.now(dt.UTC)
+        if state in (SessionState.QR_PENDING, SessionState.UNLINKED):
+            row.last_qr = qr
+        elif state == SessionState.CONNECTED:
+            row.last_qr = None
+            row.last_seen_at = now
+        tenant_status = {
+            SessionState.QR_PENDING: TenantStatus.QR_PENDING,
+            SessionState.CONNECTED: TenantStatus.CONNECTED,
+            # Logged out: it was linked and lost the link; a QR (QR_PENDING) follows.
+            SessionState.UNLINKED: TenantStatus.DISCONNECTED,
+            SessionState.DISCONNECTED: TenantStatus.DISCONNECTED,
+        }[state]
+        session.execute(update(Tenant).where(Tenant.id == tenant_id).values(status=tenant_status))
+
+    def _store_heartbeat(self, at: dt.datetime, session: Session) -> None:
+        statement = (
+            update(WorkerProcess)
+            .where(WorkerProcess.tenant_id == self.tenant.id)
+            # Setting updated_at to itself keeps its onupdate from firing: a heartbeat is
+            # not a change of the row's bookkeeping.
+            .values(heartbeat_at=at, updated_at=WorkerProcess.updated_at)
+        )
+        result = cast(CursorResult[Any], session.execute(statement))
+        if result.rowcount == 0 and not self._warned_no_worker_row:
+            self._warned_no_worker_row = True
+            log.warning(
+                "tenant '%s' has no worker_process row; heartbeat not recorded", self.tenant.slug
+            )
+
+
+def _first_line(error: Exception) -> str:
+    """An exception as one short line (SQLAlchemy's carry the SQL on further lines)."""
+    if isinstance(error, WactlError):
+        return error.one_line()
+    lines = str(error).strip().splitlines()
+    text = f"{type(error).__name__}: {lines[0] if lines else ''}"
+    return text if len(text) <= 300 else text[:299] + "…"
+
+
+def _check_args(args: dict[str, Any], *, allowed: Sequence[str]) -> None:
+    unknown = sorted(set(args) - set(allowed))
+    if unknown:
+        raise RequestError(400, f"unknown argument '{unknown[0]}'")

@@ -1,0 +1,269 @@
+"""Commands that touch worker processes, all through the daemon: `wactl ps`,
+`wactl tenant start | stop | restart | qr | logout` and `wactl sandbox scan`.
+
+The CLI never forks or signals a worker itself (DESIGN.md section 1).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from wactl.cli.context import app_context
+
+if TYPE_CHECKING:
+    from wactl.ipc.client import DaemonClient
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+Slugs = Annotated[
+    list[str] | None, typer.Argument(help="Tenants (slugs).", metavar="SLUG...", show_default=False)
+]
+AllFlag = Annotated[bool, typer.Option("--all", help="Every tenant.")]
+WaitTimeout = Annotated[float, typer.Option("--timeout", help="Seconds to wait for the workers.")]
+NoWait = Annotated[bool, typer.Option("--no-wait", help="Return without waiting.")]
+Slug = Annotated[str, typer.Argument(help="The tenant's slug.", metavar="SLUG")]
+
+
+def _client(ctx: typer.Context) -> DaemonClient:
+    from wactl.cli.daemon_client import client_for
+
+    return client_for(app_context(ctx))
+
+
+def _human_bytes(value: int | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value / (1024 * 1024):.1f}M"
+
+
+def _seconds(value: float | None) -> str:
+    from wactl.cli.daemon_cmd import _duration
+
+    return _duration(value)
+
+
+def ps(ctx: typer.Context, json_output: JsonFlag = False) -> None:
+    """List every tenant's worker: state, pid, uptime, restarts, CPU, memory, heartbeat."""
+    from wactl.cli.output import emit_json
+
+    rows: list[dict[str, Any]] = _client(ctx).request("GET", "/v1/tenants")
+    if json_output:
+        emit_json(rows)
+        return
+    from rich.table import Table
+
+    app = app_context(ctx)
+    if not rows:
+        app.err_console.print("no tenants yet; create one with `wactl tenant create`")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in (
+        "SLUG",
+        "STATE",
+        "PID",
+        "UPTIME",
+        "RESTARTS",
+        "CPU%",
+        "MEM(USS)",
+        "BEAT",
+        "ENGINE",
+        "LAST ERROR",
+    ):
+        table.add_column(
+            column,
+            no_wrap=column != "LAST ERROR",
+            justify="right" if column in ("PID", "RESTARTS", "CPU%", "MEM(USS)") else "left",
+        )
+    for row in rows:
+        table.add_row(
+            row["slug"],
+            row["state"],
+            str(row["pid"] or "-"),
+            _seconds(row["uptime_seconds"]),
+            str(row["restarts"]),
+            "-" if row["cpu_percent"] is None else f"{row['cpu_percent']:.1f}",
+            _human_bytes(row["memory_uss_bytes"]),
+            _seconds(row["heartbeat_age_seconds"]),
+            row["engine"],
+            row["last_error"] or "",
+        )
+    app.console.print(table)
+
+
+def _targets(slugs: list[str] | None, everything: bool) -> dict[str, Any]:
+    from wactl.errors import UsageError
+
+    if everything and slugs:
+        raise UsageError("give tenants or --all, not both")
+    if not everything and not slugs:
+        raise UsageError("name at least one tenant, or give --all")
+    return {"all": True} if everything else {"tenants": slugs}
+
+
+def _wait_for(
+    client: DaemonClient, slugs: list[str], done: set[str], timeout: float
+) -> list[dict[str, Any]]:
+    """Poll until every tenant's state is in ``done`` (or FATAL); the final views."""
+    from wactl.errors import WaitTimeoutError
+
+    deadline = time.monotonic() + timeout
+    wanted = set(slugs)
+    while True:
+        views = [v for v in client.request("GET", "/v1/tenants") if v["slug"] in wanted]
+        if all(v["state"] in done or v["state"] == "FATAL" for v in views):
+            return views
+        if time.monotonic() > deadline:
+            waiting = sorted(v["slug"] for v in views if v["state"] not in done)
+            raise WaitTimeoutError(
+                f"still waiting after {timeout:g} s for: {', '.join(waiting)}",
+                hint="see `wactl ps` and the workers' logs in the log directory",
+            )
+        time.sleep(0.1)
+
+
+def _act(
+    ctx: typer.Context,
+    action: str,
+    slugs: list[str] | None,
+    everything: bool,
+    *,
+    wait: bool,
+    timeout: float,
+) -> None:
+    from wactl.errors import ConflictError
+
+    app = app_context(ctx)
+    client = _client(ctx)
+    answer = client.request(
+        "POST", f"/v1/{action}", _targets(slugs, everything), timeout=max(timeout, 30.0)
+    )
+    for message in answer.get("errors", []):
+        app.err_console.print(f"error: {message}")
+    workers = answer["workers"]
+    names = [w["slug"] for w in workers]
+    if wait and action in ("start", "restart") and names:
+        workers = _wait_for(client, names, {"RUNNING"}, timeout)
+    for worker in workers:
+        detail = f" (pid {worker['pid']})" if worker["pid"] else ""
+        reason = f": {worker['last_error']}" if worker["state"] == "FATAL" else ""
+        app.err_console.print(f"{worker['slug']}: {worker['state']}{detail}{reason}")
+    failed = [w["slug"] for w in workers if w["state"] == "FATAL"]
+    if failed:
+        raise ConflictError(
+            f"quarantined (FATAL): {', '.join(failed)}",
+            hint="read its log (<log dir>/tenants/SLUG.log), fix it, then start it again",
+        )
+    if answer.get("errors"):
+        raise ConflictError(f"{len(answer['errors'])} tenant(s) could not be {action}ed")
+
+
+def start(
+    ctx: typer.Context,
+    slugs: Slugs = None,
+    everything: AllFlag = False,
+    no_wait: NoWait = False,
+    timeout: WaitTimeout = 60.0,
+) -> None:
+    """Start tenants' workers and wait until they run. Starts the daemon if needed."""
+    _act(ctx, "start", slugs, everything, wait=not no_wait, timeout=timeout)
+
+
+def stop(
+    ctx: typer.Context,
+    slugs: Slugs = None,
+    everything: AllFlag = False,
+    timeout: WaitTimeout = 60.0,
+) -> None:
+    """Stop tenants' workers: SIGTERM, a grace period, then SIGKILL; nothing is left behind."""
+    _act(ctx, "stop", slugs, everything, wait=True, timeout=timeout)
+
+
+def restart(
+    ctx: typer.Context,
+    slugs: Slugs = None,
+    everything: AllFlag = False,
+    no_wait: NoWait = False,
+    timeout: WaitTimeout = 60.0,
+) -> None:
+    """Restart tenants' workers gracefully (clears a quarantine and the crash history)."""
+    _act(ctx, "restart", slugs, everything, wait=not no_wait, timeout=timeout)
+
+
+def _draw_qr(payload: str, *, clear: bool) -> None:
+    import io
+
+    import segno
+
+    buffer = io.StringIO()
+    segno.make(payload, error="m").terminal(out=buffer, compact=True, border=2)
+    if clear:
+        sys.stdout.write("\x1b[H\x1b[2J")
+    sys.stdout.write(buffer.getvalue())
+    sys.stdout.flush()
+
+
+def qr(
+    ctx: typer.Context,
+    slug: Slug,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Redraw as it rotates; return once linked.")
+    ] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait.")] = 300.0,
+) -> None:
+    """Draw the QR code to scan with the business's phone (WhatsApp > Linked devices).
+
+    With --wait, redraws when the QR rotates and exits 0 once the phone is linked, or 9
+    when --timeout runs out.
+    """
+    from wactl.errors import ConflictError, WaitTimeoutError
+
+    app = app_context(ctx)
+    client = _client(ctx)
+    path = f"/v1/tenants/{slug}/qr"
+    deadline = time.monotonic() + timeout
+    shown: str | None = None
+    interactive = sys.stdout.isatty()
+    while True:
+        info = client.request("GET", path)
+        if info["session_state"] == "CONNECTED":
+            app.err_console.print(f"{slug}: linked")
+            return
+        if info["state"] not in ("STARTING", "RUNNING", "BACKOFF"):
+            raise ConflictError(
+                f"tenant '{slug}' is not running (state {info['state']})",
+                hint=f"start it with `wactl tenant start {slug}`",
+            )
+        if info["qr"] and info["qr"] != shown:
+            _draw_qr(info["qr"], clear=interactive and shown is not None)
+            shown = info["qr"]
+            app.err_console.print(
+                f"{slug}: scan this with WhatsApp on the business's phone "
+                "(Settings > Linked devices > Link a device)"
+            )
+            if not wait:
+                return
+        if time.monotonic() > deadline:
+            raise WaitTimeoutError(f"{slug}: not linked after {timeout:g} s")
+        time.sleep(0.2)
+
+
+def logout(ctx: typer.Context, slug: Slug) -> None:
+    """Log the tenant out of WhatsApp; it shows a new QR to link again."""
+    _client(ctx).request("POST", f"/v1/tenants/{slug}/logout", {})
+    app_context(ctx).err_console.print(f"{slug}: logged out; a new QR is showing")
+
+
+def sandbox_scan(
+    ctx: typer.Context,
+    slug: Slug,
+    qr_payload: Annotated[
+        str | None, typer.Option("--qr", help="The QR to scan (default: the current one).")
+    ] = None,
+) -> None:
+    """Link a sandbox tenant, as a phone scanning its QR would."""
+    body = {"qr": qr_payload} if qr_payload else {}
+    _client(ctx).request("POST", f"/v1/tenants/{slug}/sandbox/scan", body)
+    app_context(ctx).err_console.print(f"{slug}: linked (sandbox)")

@@ -1,0 +1,561 @@
+"""The daemon's HTTP API under /v1: each endpoint defined once, OpenAPI derived from it.
+
+An `Endpoint` carries its method, path, summary, request and response schemas and
+handler; `build_app` turns the list into Starlette routes and `openapi_document` into
+the OpenAPI 3.1 document served at /v1/openapi.json (STYLE.md 6). Errors are JSON
+``{"error": "...", "hint": "..."}`` with a 4xx status for anything the client got wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+import wactl
+from wactl.actor import operator_actor
+from wactl.daemon import metrics
+from wactl.daemon.events import EventHub
+from wactl.daemon.supervisor import Supervisor
+from wactl.errors import (
+    ConflictError,
+    DaemonError,
+    NotFoundError,
+    UsageError,
+    WactlError,
+)
+from wactl.ipc.protocol import ACTOR_HEADER, PROTOCOL_HEADER, PROTOCOL_VERSION
+
+Handler = Callable[[Request, "DaemonState"], Awaitable[Response]]
+
+#: How often an idle event stream sends a comment line, so clients notice a dead daemon.
+KEEPALIVE_SECONDS = 15.0
+
+
+@dataclass
+class DaemonState:
+    """What handlers need: the supervisor, the hub, and how to ask the daemon to exit."""
+
+    supervisor: Supervisor
+    hub: EventHub
+    socket_path: str
+    request_shutdown: Callable[[bool], None]
+    pid: int
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    summary: str
+    handler: Handler
+    description: str = ""
+    request_schema: dict[str, Any] | None = None
+    response_schema: dict[str, Any] = field(default_factory=dict)
+    content_type: str = "application/json"
+    path_params: tuple[str, ...] = ()
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.hint = hint
+
+
+def _actor(request: Request) -> str:
+    """Who asked: the client's header (only the socket's owner can connect), else us."""
+    claimed = request.headers.get(ACTOR_HEADER, "")
+    return claimed[:200] if claimed.startswith("os:") else operator_actor()
+
+
+def _error_response(status: int, message: str, hint: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "hint": hint}, status_code=status)
+
+
+async def _json_body(request: Request, schema: dict[str, Any]) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        body: Any = {}
+    else:
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise ApiError(400, "the request body is not JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(422, "the request body must be a JSON object")
+    allowed = set(schema.get("properties", {}))
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise ApiError(
+            422, f"unknown field '{unknown[0]}'", hint=f"allowed: {', '.join(sorted(allowed))}"
+        )
+    return body
+
+
+# --- schemas ---------------------------------------------------------------------------
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}, "hint": {"type": ["string", "null"]}},
+}
+NULLABLE_NUMBER = {"type": ["number", "null"]}
+NULLABLE_INT = {"type": ["integer", "null"]}
+NULLABLE_STRING = {"type": ["string", "null"]}
+WORKER_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["slug", "state", "desired", "engine", "restarts"],
+    "properties": {
+        "slug": {"type": "string"},
+        "state": {
+            "type": "string",
+            "enum": ["STOPPED", "STARTING", "RUNNING", "STOPPING", "BACKOFF", "FATAL"],
+        },
+        "desired": {"type": "string", "enum": ["RUNNING", "STOPPED"]},
+        "engine": {"type": "string"},
+        "pid": NULLABLE_INT,
+        "uptime_seconds": NULLABLE_NUMBER,
+        "restarts": {"type": "integer"},
+        "cpu_percent": NULLABLE_NUMBER,
+        "memory_rss_bytes": NULLABLE_INT,
+        "memory_uss_bytes": NULLABLE_INT,
+        "processes": {"type": "integer"},
+        "heartbeat_age_seconds": NULLABLE_NUMBER,
+        "session_state": NULLABLE_STRING,
+        "has_qr": {"type": "boolean"},
+        "last_error": NULLABLE_STRING,
+        "reason": NULLABLE_STRING,
+    },
+}
+TARGETS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": 'Either {"tenants": ["slug", ...]} or {"all": true}.',
+    "properties": {
+        "tenants": {"type": "array", "items": {"type": "string"}},
+        "all": {"type": "boolean"},
+    },
+}
+WORKERS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["workers"],
+    "properties": {"workers": {"type": "array", "items": WORKER_SCHEMA}},
+}
+
+
+# --- handlers --------------------------------------------------------------------------
+
+
+async def version(request: Request, state: DaemonState) -> Response:
+    return JSONResponse(
+        {"protocol": PROTOCOL_VERSION, "version": wactl.__version__, "pid": state.pid}
+    )
+
+
+async def status(request: Request, state: DaemonState) -> Response:
+    supervisor = state.supervisor
+    return JSONResponse(
+        {
+            "pid": state.pid,
+            "version": wactl.__version__,
+            "protocol": PROTOCOL_VERSION,
+            "uptime_seconds": round(supervisor.uptime(), 1),
+            "socket": state.socket_path,
+            "workers": supervisor.counts(),
+            "event_subscribers": state.hub.subscriber_count,
+        }
+    )
+
+
+async def list_tenants(request: Request, state: DaemonState) -> Response:
+    await state.supervisor.refresh()
+    return JSONResponse(state.supervisor.views())
+
+
+async def show_tenant(request: Request, state: DaemonState) -> Response:
+    slug = request.path_params["slug"]
+    supervisor = state.supervisor
+    worker = await supervisor._worker_for(slug)
+    import time
+
+    return JSONResponse(worker.view(time.monotonic()))
+
+
+def _targets(body: dict[str, Any], state: DaemonState, *, for_start: bool) -> list[str]:
+    tenants = body.get("tenants")
+    everything = body.get("all", False)
+    if not isinstance(everything, bool):
+        raise ApiError(422, "'all' must be true or false")
+    if tenants is not None and (
+        not isinstance(tenants, list) or not all(isinstance(t, str) for t in tenants)
+    ):
+        raise ApiError(422, "'tenants' must be a list of slugs")
+    if everything == bool(tenants):
+        raise ApiError(422, "give either 'tenants' (a non-empty list) or 'all': true")
+    if everything:
+        return sorted(state.supervisor.workers)
+    assert tenants is not None
+    return list(dict.fromkeys(tenants))
+
+
+def _action(name: str) -> Handler:
+    async def handler(request: Request, state: DaemonState) -> Response:
+        body = await _json_body(request, TARGETS_SCHEMA)
+        supervisor = state.supervisor
+        if body.get("all"):
+            await supervisor.refresh()
+        slugs = _targets(body, state, for_start=name == "start")
+        action = getattr(supervisor, name)
+        results = []
+        errors = []
+        for slug in slugs:
+            try:
+                results.append(await action(slug))
+                await supervisor.audit(_actor(request), f"worker.{name}", slug, {})
+            except (NotFoundError, ConflictError) as exc:
+                if body.get("all") and isinstance(exc, ConflictError):
+                    continue  # --all skips tenants that are not set up yet
+                errors.append(exc)
+        if errors and not results:
+            raise errors[0]
+        import time
+
+        now = time.monotonic()
+        payload: dict[str, Any] = {"workers": [w.view(now) for w in results]}
+        if errors:
+            payload["errors"] = [e.one_line() for e in errors if isinstance(e, WactlError)]
+        return JSONResponse(payload)
+
+    return handler
+
+
+async def show_qr(request: Request, state: DaemonState) -> Response:
+    worker = await state.supervisor._worker_for(request.path_params["slug"])
+    return JSONResponse(
+        {
+            "slug": worker.slug,
+            "state": worker.machine.state.value,
+            "session_state": worker.session_state,
+            "qr": worker.qr,
+        }
+    )
+
+
+async def logout(request: Request, state: DaemonState) -> Response:
+    slug = request.path_params["slug"]
+    result = await state.supervisor.request(slug, "logout")
+    await state.supervisor.audit(_actor(request), "whatsapp.logout", slug, {})
+    return JSONResponse({"slug": slug, "result": result})
+
+
+SCAN_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"qr": {"type": "string", "description": "The QR being scanned (optional)."}},
+}
+
+
+async def sandbox_scan(request: Request, state: DaemonState) -> Response:
+    slug = request.path_params["slug"]
+    body = await _json_body(request, SCAN_SCHEMA)
+    qr = body.get("qr")
+    if qr is not None and not isinstance(qr, str):
+        raise ApiError(422, "'qr' must be a string")
+    worker = await state.supervisor._worker_for(slug)
+    if worker.engine != "sandbox":
+        raise ApiError(
+            409,
+            f"tenant '{slug}' uses the {worker.engine} engine",
+            hint="scan its QR with the phone instead (`wactl tenant qr`)",
+        )
+    result = await state.supervisor.request(slug, "scan", {"qr": qr} if qr else {})
+    await state.supervisor.audit(_actor(request), "sandbox.scan", slug, {})
+    return JSONResponse({"slug": slug, "result": result})
+
+
+async def events(request: Request, state: DaemonState) -> Response:
+    subscription = state.hub.subscribe()
+
+    async def stream() -> AsyncIterator[bytes]:
+        try:
+            yield b": connected\n\n"
+            while True:
+                try:
+                    item = await asyncio.wait_for(subscription.queue.get(), KEEPALIVE_SECONDS)
+                except TimeoutError:
+                    yield b": keepalive\n\n"
+                    continue
+                data = json.dumps(item, separators=(",", ":"))
+                yield f"id: {item['id']}\nevent: {item['event']}\ndata: {data}\n\n".encode()
+                if item["event"] == "shutdown":
+                    return
+        finally:
+            subscription.close()
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def get_metrics(request: Request, state: DaemonState) -> Response:
+    text = metrics.render(
+        state.supervisor.views(), uptime=state.supervisor.uptime(), version=wactl.__version__
+    )
+    return PlainTextResponse(text, media_type=metrics.CONTENT_TYPE)
+
+
+SHUTDOWN_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "stop_workers": {
+            "type": "boolean",
+            "description": "Also stop every worker (default: they keep running).",
+        }
+    },
+}
+
+
+async def shutdown(request: Request, state: DaemonState) -> Response:
+    body = await _json_body(request, SHUTDOWN_SCHEMA)
+    stop_workers = body.get("stop_workers", False)
+    if not isinstance(stop_workers, bool):
+        raise ApiError(422, "'stop_workers' must be true or false")
+    await state.supervisor.audit(
+        _actor(request), "daemon.stop", None, {"stop_workers": stop_workers}
+    )
+    state.request_shutdown(stop_workers)
+    return JSONResponse({"pid": state.pid, "stopping_workers": stop_workers})
+
+
+async def openapi(request: Request, state: DaemonState) -> Response:
+    return JSONResponse(openapi_document())
+
+
+SLUG = ("slug",)
+ENDPOINTS: list[Endpoint] = [
+    Endpoint(
+        "GET",
+        "/v1/version",
+        "Protocol version and daemon identity",
+        version,
+        "Clients call this first and refuse a daemon that speaks another protocol.",
+        response_schema={
+            "type": "object",
+            "required": ["protocol", "version", "pid"],
+            "properties": {
+                "protocol": {"type": "integer"},
+                "version": {"type": "string"},
+                "pid": {"type": "integer"},
+            },
+        },
+    ),
+    Endpoint(
+        "GET",
+        "/v1/status",
+        "Daemon status",
+        status,
+        "pid, version, uptime, socket and the number of workers in each state.",
+        response_schema={"type": "object"},
+    ),
+    Endpoint(
+        "GET",
+        "/v1/tenants",
+        "Every tenant's worker",
+        list_tenants,
+        "What `wactl ps --json` prints.",
+        response_schema={"type": "array", "items": WORKER_SCHEMA},
+    ),
+    Endpoint(
+        "GET",
+        "/v1/tenants/{slug}",
+        "One tenant's worker",
+        show_tenant,
+        response_schema=WORKER_SCHEMA,
+        path_params=SLUG,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/start",
+        "Start workers",
+        _action("start"),
+        "Sets the desired state to RUNNING and starts the workers; returns at once "
+        "(poll the tenants or follow /v1/events). A quarantined (FATAL) worker is "
+        "started again. With all=true, tenants not set up yet are skipped.",
+        request_schema=TARGETS_SCHEMA,
+        response_schema=WORKERS_SCHEMA,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/stop",
+        "Stop workers",
+        _action("stop"),
+        "SIGTERM to each worker's process group, the grace period, then SIGKILL; "
+        "returns when they are gone.",
+        request_schema=TARGETS_SCHEMA,
+        response_schema=WORKERS_SCHEMA,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/restart",
+        "Restart workers",
+        _action("restart"),
+        "Graceful stop, then start; clears the crash history.",
+        request_schema=TARGETS_SCHEMA,
+        response_schema=WORKERS_SCHEMA,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/tenants/{slug}/qr",
+        "The QR to scan",
+        show_qr,
+        "The current QR payload of an unlinked tenant (null when linked or stopped).",
+        response_schema={"type": "object"},
+        path_params=SLUG,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/tenants/{slug}/logout",
+        "Unlink WhatsApp",
+        logout,
+        "Logs the running worker out of WhatsApp; a new QR follows.",
+        response_schema={"type": "object"},
+        path_params=SLUG,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/tenants/{slug}/sandbox/scan",
+        "Link a sandbox tenant",
+        sandbox_scan,
+        "Plays the phone scanning the sandbox tenant's QR.",
+        request_schema=SCAN_SCHEMA,
+        response_schema={"type": "object"},
+        path_params=SLUG,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/events",
+        "Live events (Server-Sent Events)",
+        events,
+        "worker (state changes), qr, session and error events, as JSON in data lines.",
+        content_type="text/event-stream",
+    ),
+    Endpoint(
+        "GET", "/v1/metrics", "Prometheus metrics", get_metrics, content_type=metrics.CONTENT_TYPE
+    ),
+    Endpoint(
+        "POST",
+        "/v1/shutdown",
+        "Stop the daemon",
+        shutdown,
+        "Workers keep running (a new daemon re-adopts them) unless stop_workers.",
+        request_schema=SHUTDOWN_SCHEMA,
+        response_schema={"type": "object"},
+    ),
+    Endpoint(
+        "GET", "/v1/openapi.json", "This document", openapi, response_schema={"type": "object"}
+    ),
+]
+
+
+def _operation_id(endpoint: Endpoint) -> str:
+    words = endpoint.path.removeprefix("/v1/").replace(".", "_").replace("{", "").replace("}", "")
+    return f"{endpoint.method.lower()}_{words.replace('/', '_')}"
+
+
+def openapi_document() -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for endpoint in ENDPOINTS:
+        content = (
+            {"application/json": {"schema": endpoint.response_schema}}
+            if endpoint.content_type == "application/json"
+            else {endpoint.content_type: {"schema": {"type": "string"}}}
+        )
+        responses: dict[str, Any] = {
+            "200": {"description": "OK", "content": content},
+            "default": {
+                "description": "An error, with what to do about it.",
+                "content": {"application/json": {"schema": ERROR_SCHEMA}},
+            },
+        }
+        operation: dict[str, Any] = {
+            "summary": endpoint.summary,
+            "operationId": _operation_id(endpoint),
+            "responses": responses,
+        }
+        if endpoint.description:
+            operation["description"] = endpoint.description
+        if endpoint.path_params:
+            operation["parameters"] = [
+                {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                for name in endpoint.path_params
+            ]
+        if endpoint.request_schema is not None:
+            operation["requestBody"] = {
+                "required": False,
+                "content": {"application/json": {"schema": endpoint.request_schema}},
+            }
+        paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "wactld",
+            "version": wactl.__version__,
+            "description": "The wactl daemon's API, on its Unix socket "
+            "(curl --unix-socket SOCK http://wactl/v1/tenants).",
+        },
+        "paths": paths,
+    }
+
+
+def build_app(state: DaemonState) -> Starlette:
+    def wrap(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+        async def route(request: Request) -> Response:
+            theirs = request.headers.get(PROTOCOL_HEADER)
+            if theirs is not None and theirs != str(PROTOCOL_VERSION):
+                return _error_response(
+                    400,
+                    f"this daemon speaks protocol {PROTOCOL_VERSION}, the client {theirs}",
+                    "run the same wactl version as the daemon, or `wactl daemon restart`",
+                )
+            try:
+                return await endpoint.handler(request, state)
+            except ApiError as exc:
+                return _error_response(exc.status, exc.message, exc.hint)
+            except NotFoundError as exc:
+                return _error_response(404, exc.message, exc.hint)
+            except ConflictError as exc:
+                return _error_response(409, exc.message, exc.hint)
+            except UsageError as exc:
+                return _error_response(422, exc.message, exc.hint)
+            except DaemonError as exc:
+                return _error_response(503, exc.message, exc.hint)
+            except WactlError as exc:
+                return _error_response(503, exc.message, exc.hint)
+
+        return route
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return _error_response(exc.status_code, str(exc.detail))
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        import logging
+
+        logging.getLogger("wactl.daemon.api").exception("unexpected error in %s", request.url.path)
+        return _error_response(500, f"unexpected {type(exc).__name__}", "see `wactl daemon logs`")
+
+    routes = [Route(e.path, wrap(e), methods=[e.method]) for e in ENDPOINTS]
+    return Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: http_error, Exception: server_error},
+    )

@@ -1,0 +1,116 @@
+"""Process trees of workers, read from /proc directly where psutil would scan everything.
+
+psutil's ``Process.children()`` walks every pid on the machine (~5 ms with a few hundred
+processes); the kernel's per-thread ``children`` files name a process's children
+directly, so a worker's tree costs a few small reads. Linux only, like the daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid`` (all its threads), or [] when it is gone."""
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            text = (task / "children").read_text()
+        except OSError:
+            continue
+        found.extend(int(part) for part in text.split())
+    return found
+
+
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and all its descendants, parents first."""
+    order = [pid]
+    index = 0
+    while index < len(order):
+        order.extend(child_pids(order[index]))
+        index += 1
+    return order
+
+
+def group_members(pgid: int) -> list[int]:
+    """Every process in process group ``pgid`` (one /proc scan; used only when stopping)."""
+    members = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid:
+                members.append(proc.pid)
+        except (ProcessLookupError, PermissionError):
+            continue
+    return members
+
+
+def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
+    """Signal a worker's process group and any descendant that left it."""
+    targets = set(tree_pids(pid))
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+    for target in targets:
+        try:
+            os.kill(target, sig)
+        except (ProcessLookupError, PermissionError):
+            continue
+
+
+@dataclass
+class TreeSample:
+    """Resources of one worker tree at one moment."""
+
+    processes: int = 0
+    cpu_seconds: float = 0.0
+    rss: int = 0
+    uss: int | None = None
+
+
+def sample_tree(pid: int, *, with_uss: bool) -> TreeSample | None:
+    """CPU time and memory of a worker and its descendants; None when the worker is gone."""
+    sample = TreeSample()
+    for member in tree_pids(pid):
+        try:
+            proc = psutil.Process(member)
+            with proc.oneshot():
+                times = proc.cpu_times()
+                sample.cpu_seconds += times.user + times.system
+                if with_uss:
+                    full = proc.memory_full_info()
+                    sample.rss += full.rss
+                    sample.uss = (sample.uss or 0) + full.uss
+                else:
+                    sample.rss += proc.memory_info().rss
+            sample.processes += 1
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            if member == pid:
+                return None
+    return sample
+
+
+def identity_matches(pid: int, create_time: float, slug: str) -> bool:
+    """True when ``pid`` is still the worker for ``slug`` that started at ``create_time``.
+
+    Pids are reused; the kernel's start time together with the command line is what
+    tells the worker the database remembers from an unrelated process with its pid.
+    """
+    try:
+        proc = psutil.Process(pid)
+        if abs(proc.create_time() - create_time) > 0.05:
+            return False
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        cmdline = proc.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+    return "wactl.bot" in cmdline and slug in cmdline

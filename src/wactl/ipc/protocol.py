@@ -1,0 +1,34 @@
+"""Names and numbers shared by the daemon, its clients and the workers. Stdlib only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+#: Bumped when the /v1 API changes incompatibly; the client checks it first.
+PROTOCOL_VERSION = 1
+#: The worker control protocol (daemon <-> worker, JSON lines on the worker's socket).
+WORKER_PROTOCOL_VERSION = 1
+#: Header every client sends, and the daemon echoes.
+PROTOCOL_HEADER = "X-Wactl-Protocol"
+#: Header naming who acts (``os:<login>``), recorded in the audit trail by the daemon.
+ACTOR_HEADER = "X-Wactl-Actor"
+
+
+def socket_path(runtime_dir: Path) -> Path:
+    return runtime_dir / "wactld.sock"
+
+
+def pid_path(runtime_dir: Path) -> Path:
+    return runtime_dir / "wactld.pid"
+
+
+def worker_socket_path(runtime_dir: Path, slug: str) -> Path:
+    return runtime_dir / "workers" / f"{slug}.sock"
+
+
+def daemon_log_path(log_dir: Path) -> Path:
+    return log_dir / "wactld.log"
+
+
+def worker_log_path(log_dir: Path, slug: str) -> Path:
+    return log_dir / "tenants" / f"{slug}.log"

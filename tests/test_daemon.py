@@ -1,0 +1,489 @@
+"""The daemon and supervision with real processes and signals, on SQLite and PostgreSQL.
+
+Every wait polls a condition with a timeout; nothing sleeps a fixed time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import threading
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from sqlalchemy import select
+
+from tests.conftest import CLI
+from tests.daemon_support import Daemon, events_in_thread, running_daemon
+from tests.support import db_session, poll_for
+from wactl.db.models import PortalEventLog, Tenant, WorkerProcess
+
+PS_KEYS = {
+    "slug",
+    "state",
+    "desired",
+    "engine",
+    "pid",
+    "uptime_seconds",
+    "restarts",
+    "cpu_percent",
+    "memory_rss_bytes",
+    "memory_uss_bytes",
+    "processes",
+    "heartbeat_age_seconds",
+    "session_state",
+    "has_qr",
+    "last_error",
+    "reason",
+}
+
+
+def _create(cli: CLI, *slugs: str) -> None:
+    for slug in slugs:
+        result = cli("tenant", "create", slug, "--name", slug.title())
+        assert result.code == 0, result.err
+
+
+def _start(cli: CLI, *slugs: str) -> None:
+    result = cli("tenant", "start", *slugs)
+    assert result.code == 0, result.err
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_socket_status_and_ps(cli: CLI, daemon: Daemon) -> None:
+    mode = stat.S_IMODE(daemon.socket.stat().st_mode)
+    assert mode == 0o600
+    assert stat.S_IMODE(daemon.socket.parent.stat().st_mode) == 0o700
+    _create(cli, "alpha", "beta")
+    _start(cli, "alpha")
+    status = json.loads(cli("daemon", "status", "--json").out)
+    assert status["pid"] == daemon.pid
+    assert status["socket"] == str(daemon.socket)
+    assert status["workers"]["RUNNING"] == 1 and status["workers"]["STOPPED"] == 1
+    rows = json.loads(cli("ps", "--json").out)
+    assert [r["slug"] for r in rows] == ["alpha", "beta"]
+    assert all(set(r) == PS_KEYS for r in rows)
+    alpha = rows[0]
+    assert alpha["state"] == "RUNNING" and alpha["desired"] == "RUNNING"
+    assert _alive(alpha["pid"])
+    assert os.getpgid(alpha["pid"]) == alpha["pid"]  # its own process group
+    assert os.getsid(alpha["pid"]) == alpha["pid"]  # and its own session
+    text = cli("ps").out
+    assert "alpha" in text and "RUNNING" in text
+    # Sampled CPU and memory arrive within a couple of sample intervals.
+    poll_for(lambda: daemon.ps()["alpha"]["memory_uss_bytes"] is not None, timeout=10)
+    assert daemon.ps()["alpha"]["memory_uss_bytes"] > 1_000_000
+    metrics = daemon.client.request("GET", "/v1/metrics")
+    assert 'wactl_worker_up{tenant="alpha"} 1' in metrics
+    assert 'wactl_worker_up{tenant="beta"} 0' in metrics
+    assert 'wactl_worker_memory_uss_bytes{tenant="alpha"}' in metrics
+
+
+def test_start_stop_and_audit(cli: CLI, daemon: Daemon, db_url: str) -> None:
+    _create(cli, "alpha", "beta")
+    _start(cli, "alpha", "beta")
+    pids = {slug: row["pid"] for slug, row in daemon.ps().items()}
+    result = cli("tenant", "stop", "alpha")
+    assert result.code == 0, result.err
+    assert "alpha: STOPPED" in result.err
+    assert not _alive(pids["alpha"])
+    assert daemon.ps()["beta"]["state"] == "RUNNING"
+    with db_session(db_url) as session:
+        rows = {
+            t.slug: (t.status.value, t.worker.status.value, t.worker.desired.value, t.worker.pid)
+            for t in session.scalars(select(Tenant))
+            if t.worker is not None
+        }
+        assert rows["alpha"] == ("STOPPED", "STOPPED", "STOPPED", None)
+        assert rows["beta"][1:] == ("RUNNING", "RUNNING", pids["beta"])
+        events = session.scalars(select(PortalEventLog).order_by(PortalEventLog.id)).all()
+        actions = [
+            (e.tenant_slug, e.event_type) for e in events if e.event_type.startswith("worker.")
+        ]
+        assert actions == [
+            ("alpha", "worker.start"),
+            ("beta", "worker.start"),
+            ("alpha", "worker.stop"),
+        ]
+        assert all(e.actor.startswith("os:") for e in events)
+    result = cli("tenant", "stop", "--all")
+    assert result.code == 0
+    assert all(row["state"] == "STOPPED" for row in daemon.ps().values())
+
+
+def test_bad_targets(cli: CLI, daemon: Daemon) -> None:
+    _create(cli, "alpha")
+    result = cli("tenant", "start", "nosuch")
+    assert (result.code, result.err) == (5, "error: no tenant 'nosuch'; see `wactl tenant list`\n")
+    result = cli("tenant", "start")
+    assert result.code == 2
+    assert result.err == "error: name at least one tenant, or give --all\n"
+    result = cli("tenant", "start", "alpha", "--all")
+    assert result.code == 2
+
+
+def test_unconfigured_tenant_cannot_start(cli: CLI, daemon: Daemon, db_url: str) -> None:
+    from wactl.db.tenants import new_tenant_rows
+    from wactl.enums import TenantStatus
+
+    with db_session(db_url) as session:
+        tenant = Tenant(slug="fresh", name="Fresh", status=TenantStatus.NEW)
+        new_tenant_rows(tenant)
+        session.add(tenant)
+    result = cli("tenant", "start", "fresh")
+    assert result.code == 6
+    assert result.err.startswith("error: tenant 'fresh' is not set up yet (status NEW)")
+
+
+def test_kill9_worker_is_restarted(cli: CLI, daemon: Daemon) -> None:
+    _create(cli, "alpha")
+    _start(cli, "alpha")
+    old = daemon.ps()["alpha"]["pid"]
+    os.kill(old, signal.SIGKILL)
+    poll_for(
+        lambda: (
+            daemon.ps()["alpha"]["pid"] not in (None, old)
+            and daemon.ps()["alpha"]["state"] == "RUNNING"
+        ),
+        timeout=15,
+    )
+    row = daemon.ps()["alpha"]
+    assert row["restarts"] == 1
+    assert row["last_error"] == "killed by SIGKILL"
+    assert not _alive(old)
+
+
+def test_crash_loop_is_quarantined(
+    cli: CLI, daemon: Daemon, db_url: str, isolated_env: Path
+) -> None:
+    _create(cli, "broken")
+    session_file = isolated_env / ".local/share/wactl/sandbox/broken/session.json"
+    session_file.parent.mkdir(parents=True)
+    session_file.write_text("{not json")
+    result = cli("tenant", "start", "broken", "--timeout", "30")
+    assert result.code == 6
+    assert "quarantined (FATAL): broken" in result.err
+    row = daemon.ps()["broken"]
+    assert row["state"] == "FATAL" and row["pid"] is None
+    assert row["restarts"] == 4  # the first start plus 4 restarts = 5 crashes (max_crashes)
+    assert row["last_error"].startswith("5 crashes within 300 s; last: exited with code")
+    with db_session(db_url) as session:
+        tenant = session.scalar(select(Tenant).where(Tenant.slug == "broken"))
+        assert tenant is not None and tenant.worker is not None
+        assert tenant.status.value == "ERROR"
+        assert tenant.worker.status.value == "FATAL"
+        assert tenant.worker.last_error == row["last_error"]
+    assert not daemon.worker_processes()
+    # The operator fixes the cause and starts it again: the quarantine is lifted.
+    session_file.unlink()
+    _start(cli, "broken")
+    assert daemon.ps()["broken"]["state"] == "RUNNING"
+
+
+def test_hung_worker_is_replaced(cli: CLI, daemon: Daemon) -> None:
+    _create(cli, "alpha")
+    _start(cli, "alpha")
+    old = daemon.ps()["alpha"]["pid"]
+    os.kill(old, signal.SIGSTOP)
+    try:
+        poll_for(
+            lambda: (
+                daemon.ps()["alpha"]["pid"] not in (None, old)
+                and daemon.ps()["alpha"]["state"] == "RUNNING"
+            ),
+            timeout=20,
+        )
+    finally:
+        if _alive(old):
+            os.kill(old, signal.SIGKILL)
+    row = daemon.ps()["alpha"]
+    assert row["restarts"] == 1
+    assert "no heartbeat" in row["last_error"] and "(hung)" in row["last_error"]
+    poll_for(lambda: not _alive(old), timeout=10)
+
+
+SPAWNER = """
+import os, sys, time
+if "wactl.bot" in sys.argv[0] or any("wactl.bot" in a for a in sys.orig_argv):
+    marker = os.environ["WACTL_TEST_DESCENDANTS"]
+    if os.fork() == 0:
+        # A child that stays in the worker's process group...
+        if os.fork() == 0:
+            # ...and a grandchild that leaves it, as a browser's helpers may.
+            os.setsid()
+            with open(marker + ".grandchild", "w") as f:
+                f.write(str(os.getpid()))
+            while True:
+                time.sleep(60)
+        with open(marker + ".child", "w") as f:
+            f.write(str(os.getpid()))
+        while True:
+            time.sleep(60)
+"""
+
+
+def test_stop_leaves_no_descendant(
+    db_url: str, cli: CLI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SPAWNER)
+    marker = tmp_path / "desc"
+    extra = {"PYTHONPATH": str(site), "WACTL_TEST_DESCENDANTS": str(marker)}
+    with running_daemon(extra) as daemon:
+        for name, value in daemon.env.items():
+            if name.startswith("WACTL_"):
+                monkeypatch.setenv(name, value)
+        _create(cli, "alpha")
+        _start(cli, "alpha")
+        worker = daemon.ps()["alpha"]["pid"]
+        child_file = Path(str(marker) + ".child")
+        grandchild_file = Path(str(marker) + ".grandchild")
+        poll_for(lambda: child_file.exists() and grandchild_file.exists(), timeout=10)
+        child = int(child_file.read_text())
+        grandchild = int(grandchild_file.read_text())
+        assert os.getpgid(child) == worker and os.getpgid(grandchild) != worker
+        poll_for(lambda: daemon.ps()["alpha"]["processes"] >= 3, timeout=10)
+        result = cli("tenant", "stop", "alpha")
+        assert result.code == 0, result.err
+        poll_for(lambda: not any(_alive(p) for p in (worker, child, grandchild)), timeout=10)
+
+
+def test_daemon_kill9_readopts_workers(cli: CLI, daemon: Daemon) -> None:
+    slugs = ["alpha", "beta", "gamma"]
+    _create(cli, *slugs)
+    _start(cli, *slugs)
+    before = daemon.ps()
+    daemon.kill9()
+    assert all(_alive(before[s]["pid"]) for s in slugs)  # workers outlive the daemon
+    daemon.start()
+    after = daemon.ps()
+    for slug in slugs:
+        assert after[slug]["state"] == "RUNNING"
+        assert after[slug]["pid"] == before[slug]["pid"]
+        assert after[slug]["restarts"] == 0
+        assert after[slug]["reason"] == "re-adopted after a daemon restart"
+    # Exactly one worker process per tenant: no second copy was started.
+    workers = daemon.worker_processes()
+    assert sorted(p.pid for p in workers) == sorted(before[s]["pid"] for s in slugs)
+    # The re-adopted workers are supervised for real: a crash is still noticed.
+    os.kill(before["beta"]["pid"], signal.SIGKILL)
+    poll_for(
+        lambda: daemon.ps()["beta"]["restarts"] == 1 and daemon.ps()["beta"]["state"] == "RUNNING",
+        timeout=15,
+    )
+    # And heartbeats flow again over the re-opened control connections.
+    poll_for(lambda: (daemon.ps()["alpha"]["heartbeat_age_seconds"] or 99) < 1, timeout=10)
+
+
+def test_daemon_restart_with_20_workers_restarts_none(cli: CLI, daemon: Daemon) -> None:
+    slugs = [f"shop-{n:02d}" for n in range(20)]
+    _create(cli, *slugs)
+    result = cli("tenant", "start", "--all", "--timeout", "120")
+    assert result.code == 0, result.err
+    before = daemon.ps()
+    assert all(before[s]["state"] == "RUNNING" for s in slugs)
+    result = cli("daemon", "restart")
+    assert result.code == 0, result.err
+    assert "workers kept running" in result.err
+    new_pid = json.loads(cli("daemon", "status", "--json").out)["pid"]
+    assert new_pid != daemon.pid
+    assert daemon.process is not None
+    daemon.process.wait(timeout=10)  # the old daemon, our child, has exited: reap it
+    daemon.process = None  # the CLI started the new one; the teardown finds it by socket
+    after = daemon.ps()
+    for slug in slugs:
+        assert (after[slug]["pid"], after[slug]["restarts"], after[slug]["state"]) == (
+            before[slug]["pid"],
+            0,
+            "RUNNING",
+        )
+    assert len(daemon.worker_processes()) == 20
+    cli("daemon", "stop", "--with-workers")
+    assert not daemon.worker_processes()
+
+
+def test_reboot_brings_back_exactly_the_running_tenants(cli: CLI, daemon: Daemon) -> None:
+    _create(cli, "alpha", "beta", "gamma")
+    _start(cli, "alpha", "beta")
+    assert cli("tenant", "stop", "beta").code == 0
+    pids = [p.pid for p in daemon.worker_processes()]
+    # A power cut: the daemon and every worker die at once.
+    daemon.kill9()
+    for pid in pids:
+        os.killpg(pid, signal.SIGKILL)
+    poll_for(lambda: not daemon.worker_processes(), timeout=10)
+    daemon.start()
+    daemon.wait_state("alpha", "RUNNING")
+    rows = daemon.ps()
+    assert rows["beta"]["state"] == "STOPPED" and rows["gamma"]["state"] == "STOPPED"
+    assert rows["alpha"]["pid"] not in pids
+
+
+def test_memory_ceiling_restarts_gracefully(
+    db_url: str, cli: CLI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with running_daemon({"WACTL_DAEMON_MEMORY_LIMIT_MB": "1"}) as daemon:
+        for name, value in daemon.env.items():
+            if name.startswith("WACTL_"):
+                monkeypatch.setenv(name, value)
+        _create(cli, "alpha")
+        _start(cli, "alpha")
+        first = daemon.ps()["alpha"]["pid"]
+        poll_for(lambda: daemon.ps()["alpha"]["restarts"] >= 1, timeout=20)
+        row = daemon.ps()["alpha"]
+        assert "over the 1 MB ceiling; restarted gracefully" in (row["last_error"] or "")
+        assert row["pid"] != first
+        poll_for(lambda: not _alive(first), timeout=10)
+
+
+def test_sandbox_link_flow(cli: CLI, daemon: Daemon, db_url: str) -> None:
+    _create(cli, "alpha")
+    _start(cli, "alpha")
+    poll_for(lambda: daemon.ps()["alpha"]["has_qr"], timeout=10)
+    first_qr = daemon.client.request("GET", "/v1/tenants/alpha/qr")["qr"]
+    assert first_qr
+    drawn = cli("tenant", "qr", "alpha")
+    assert drawn.code == 0 and "█" in drawn.out
+    # The QR rotates like WhatsApp's.
+    poll_for(
+        lambda: daemon.client.request("GET", "/v1/tenants/alpha/qr")["qr"] != first_qr, timeout=10
+    )
+    with db_session(db_url) as session:
+        tenant = session.scalar(select(Tenant).where(Tenant.slug == "alpha"))
+        assert tenant is not None and tenant.session is not None
+        assert tenant.status.value == "QR_PENDING" and tenant.session.last_qr
+    # `tenant qr --wait` returns once the phone links.
+    results: list[Any] = []
+    waiter = threading.Thread(
+        target=lambda: results.append(daemon.client.request("GET", "/v1/tenants/alpha/qr"))
+    )
+    waiter.start()
+    waiter.join()
+    assert cli("sandbox", "scan", "alpha").code == 0
+    assert cli("tenant", "qr", "alpha", "--wait", "--timeout", "10").code == 0
+    assert daemon.ps()["alpha"]["session_state"] == "CONNECTED"
+    assert cli("sandbox", "scan", "alpha").code == 6  # already linked
+    # The link survives a restart of the worker, like a real session.
+    assert cli("tenant", "restart", "alpha").code == 0
+    poll_for(lambda: daemon.ps()["alpha"]["session_state"] == "CONNECTED", timeout=10)
+    assert cli("tenant", "logout", "alpha").code == 0
+    poll_for(lambda: daemon.ps()["alpha"]["has_qr"], timeout=10)
+    with db_session(db_url) as session:
+        tenant = session.scalar(select(Tenant).where(Tenant.slug == "alpha"))
+        assert tenant is not None
+        assert tenant.status.value == "QR_PENDING"
+
+
+def test_qr_wait_times_out(cli: CLI, daemon: Daemon) -> None:
+    _create(cli, "alpha")
+    _start(cli, "alpha")
+    result = cli("tenant", "qr", "alpha", "--wait", "--timeout", "0.5")
+    assert result.code == 9
+    assert result.err.endswith("error: alpha: not linked after 0.5 s\n")
+    assert cli("tenant", "stop", "alpha").code == 0
+    result = cli("tenant", "qr", "alpha")
+    assert result.code == 6
+    assert "is not running (state STOPPED)" in result.err
+
+
+def test_events_stream(cli: CLI, daemon: Daemon) -> None:
+    _create(cli, "alpha")
+    events: list[dict[str, Any]] = []
+    reader = threading.Thread(target=events_in_thread, args=(daemon.client, events), daemon=True)
+    reader.start()
+    poll_for(lambda: daemon.client.request("GET", "/v1/status")["event_subscribers"] == 1)
+    _start(cli, "alpha")
+    poll_for(lambda: any(e["event"] == "qr" for e in events), timeout=10)
+    states = [e["state"] for e in events if e["event"] == "worker" and e["slug"] == "alpha"]
+    assert states[:2] == ["STARTING", "RUNNING"]
+    daemon.client.request("POST", "/v1/shutdown", {"stop_workers": True})
+    reader.join(timeout=15)
+    assert not reader.is_alive()
+    assert events[-1]["event"] == "shutdown"
+
+
+def test_autostart_and_stop(cli: CLI, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+    import tempfile
+
+    runtime = Path(tempfile.mkdtemp(prefix="wt", dir="/tmp"))
+    monkeypatch.setenv("WACTL_PATHS_RUNTIME_DIR", str(runtime))
+    try:
+        result = cli("daemon", "status")
+        assert result.code == 7
+        assert result.err == (
+            f"error: the daemon is not running (no socket at {runtime}/wactld.sock); "
+            "run `wactl daemon start`\n"
+        )
+        result = cli("ps", "--json")
+        assert result.code == 0, result.err
+        assert result.err.startswith("wactl: the daemon was not running; started it (pid ")
+        assert cli("daemon", "start").err.startswith("the daemon is already running (pid ")
+        result = cli("daemon", "stop")
+        assert (result.code, result.err) == (0, "daemon stopped; workers keep running\n")
+        assert not (runtime / "wactld.sock").exists()
+        assert cli("daemon", "stop").err == "the daemon was not running\n"
+    finally:
+        cli("daemon", "stop", "--with-workers")
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+def test_second_daemon_refuses(daemon: Daemon) -> None:
+    import subprocess
+    import sys
+
+    second = subprocess.run(
+        [sys.executable, "-m", "wactl.daemon"],
+        env=daemon.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode == 7
+    assert second.stderr == (
+        f"error: a daemon is already running (pid {daemon.pid}) for "
+        f"{daemon.runtime_dir}; see `wactl daemon status`\n"
+    )
+    assert daemon.client.check_version()["pid"] == daemon.pid
+
+
+def test_workers_rows_track_supervision(cli: CLI, daemon: Daemon, db_url: str) -> None:
+    _create(cli, "alpha")
+    _start(cli, "alpha")
+    pid = daemon.ps()["alpha"]["pid"]
+
+    def row() -> WorkerProcess:
+        with db_session(db_url) as session:
+            found: WorkerProcess | None = session.scalar(select(WorkerProcess))
+            assert found is not None
+            return found
+
+    poll_for(lambda: row().heartbeat_at is not None, timeout=10)
+    current = row()
+    assert current.pid == pid
+    assert current.create_time == pytest.approx(psutil.Process(pid).create_time(), abs=0.05)
+    assert current.started_at is not None
+
+
+def test_delete_stops_the_worker_first(cli: CLI, daemon: Daemon, db_url: str) -> None:
+    _create(cli, "alpha", "beta")
+    _start(cli, "alpha", "beta")
+    pid = daemon.ps()["alpha"]["pid"]
+    result = cli("tenant", "delete", "alpha", "--yes")
+    assert result.code == 0, result.err
+    assert "stopped the worker of 'alpha'" in result.err
+    assert not _alive(pid)
+    assert set(daemon.ps()) == {"beta"}
+    with db_session(db_url) as session:
+        assert session.scalar(select(WorkerProcess).where(WorkerProcess.pid == pid)) is None
