@@ -487,3 +487,74 @@ def test_delete_stops_the_worker_first(cli: CLI, daemon: Daemon, db_url: str) ->
     assert set(daemon.ps()) == {"beta"}
     with db_session(db_url) as session:
         assert session.scalar(select(WorkerProcess).where(WorkerProcess.pid == pid)) is None
+
+
+def test_start_concurrency_is_bounded(
+    db_url: str, cli: CLI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with running_daemon({"WACTL_DAEMON_START_CONCURRENCY": "1"}) as daemon:
+        for name, value in daemon.env.items():
+            if name.startswith("WACTL_"):
+                monkeypatch.setenv(name, value)
+        slugs = ["alpha", "beta", "gamma", "delta"]
+        _create(cli, *slugs)
+        events: list[dict[str, Any]] = []
+        reader = threading.Thread(
+            target=events_in_thread, args=(daemon.client, events), daemon=True
+        )
+        reader.start()
+        poll_for(lambda: daemon.client.request("GET", "/v1/status")["event_subscribers"] == 1)
+        _start(cli, "--all")
+        poll_for(
+            lambda: (
+                {
+                    e["slug"]
+                    for e in list(events)
+                    if e["event"] == "worker" and e["state"] == "RUNNING"
+                }
+                == set(slugs)
+            ),
+            timeout=10,
+        )
+        starting: set[str] = set()
+        most = 0
+        for event in [e for e in events if e["event"] == "worker"]:
+            if event["state"] == "STARTING" and event["pid"]:
+                starting.add(event["slug"])
+            elif event["state"] == "RUNNING":
+                starting.discard(event["slug"])
+            most = max(most, len(starting))
+        assert most == 1
+        assert {e["slug"] for e in events if e["event"] == "worker"} == set(slugs)
+
+
+def test_metrics_on_tcp(db_url: str, cli: CLI, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with running_daemon({"WACTL_DAEMON_METRICS_ADDRESS": f"127.0.0.1:{port}"}) as daemon:
+        for name, value in daemon.env.items():
+            if name.startswith("WACTL_"):
+                monkeypatch.setenv(name, value)
+        _create(cli, "alpha")
+        _start(cli, "alpha")
+
+        def scrape() -> str:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                body: bytes = r.read()
+                assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+                return body.decode()
+
+        poll_for(lambda: 'wactl_worker_up{tenant="alpha"} 1' in scrape(), timeout=10)
+        # Only metrics on TCP: no control endpoint is reachable there.
+        try:
+            urllib.request.urlopen(
+                urllib.request.Request(f"http://127.0.0.1:{port}/v1/stop", data=b"{}"), timeout=5
+            )
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 404
+        else:
+            pytest.fail("the TCP metrics address served a control endpoint")
