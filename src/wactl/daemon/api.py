@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -184,13 +185,11 @@ async def list_tenants(request: Request, state: DaemonState) -> Response:
 async def show_tenant(request: Request, state: DaemonState) -> Response:
     slug = request.path_params["slug"]
     supervisor = state.supervisor
-    worker = await supervisor._worker_for(slug)
-    import time
-
+    worker = await supervisor.worker_for(slug)
     return JSONResponse(worker.view(time.monotonic()))
 
 
-def _targets(body: dict[str, Any], state: DaemonState, *, for_start: bool) -> list[str]:
+def _targets(body: dict[str, Any], state: DaemonState) -> list[str]:
     tenants = body.get("tenants")
     everything = body.get("all", False)
     if not isinstance(everything, bool):
@@ -213,7 +212,7 @@ def _action(name: str) -> Handler:
         supervisor = state.supervisor
         if body.get("all"):
             await supervisor.refresh()
-        slugs = _targets(body, state, for_start=name == "start")
+        slugs = _targets(body, state)
         action = getattr(supervisor, name)
         results = []
         errors = []
@@ -227,8 +226,6 @@ def _action(name: str) -> Handler:
                 errors.append(exc)
         if errors and not results:
             raise errors[0]
-        import time
-
         now = time.monotonic()
         payload: dict[str, Any] = {"workers": [w.view(now) for w in results]}
         if errors:
@@ -239,7 +236,7 @@ def _action(name: str) -> Handler:
 
 
 async def show_qr(request: Request, state: DaemonState) -> Response:
-    worker = await state.supervisor._worker_for(request.path_params["slug"])
+    worker = await state.supervisor.worker_for(request.path_params["slug"])
     return JSONResponse(
         {
             "slug": worker.slug,
@@ -269,7 +266,7 @@ async def sandbox_scan(request: Request, state: DaemonState) -> Response:
     qr = body.get("qr")
     if qr is not None and not isinstance(qr, str):
         raise ApiError(422, "'qr' must be a string")
-    worker = await state.supervisor._worker_for(slug)
+    worker = await state.supervisor.worker_for(slug)
     if worker.engine != "sandbox":
         raise ApiError(
             409,

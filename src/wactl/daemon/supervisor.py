@@ -362,7 +362,8 @@ class Supervisor:
             if slug not in seen and self.workers[slug].pid is None:
                 del self.workers[slug]
 
-    async def _worker_for(self, slug: str) -> Worker:
+    async def worker_for(self, slug: str) -> Worker:
+        """The worker of ``slug`` (learning the tenant from the database if new)."""
         worker = self.workers.get(slug)
 
         def load(session: Session) -> Tenant | None:
@@ -380,7 +381,7 @@ class Supervisor:
         return worker
 
     async def start(self, slug: str) -> Worker:
-        worker = await self._worker_for(slug)
+        worker = await self.worker_for(slug)
         await self._check_configured(worker)
         worker.desired = DesiredState.RUNNING
         state = worker.machine.state
@@ -413,7 +414,7 @@ class Supervisor:
             )
 
     async def stop(self, slug: str) -> Worker:
-        worker = await self._worker_for(slug)
+        worker = await self.worker_for(slug)
         worker.desired = DesiredState.STOPPED
         worker.restart_after_stop = False
         state = worker.machine.state
@@ -435,7 +436,7 @@ class Supervisor:
 
     async def restart(self, slug: str) -> Worker:
         """Stop (gracefully) and start again; an operator restart forgives past crashes."""
-        worker = await self._worker_for(slug)
+        worker = await self.worker_for(slug)
         await self._check_configured(worker)
         if worker.machine.state in (State.STARTING, State.RUNNING, State.STOPPING):
             await self._stop_process(worker)
@@ -443,7 +444,7 @@ class Supervisor:
 
     async def request(self, slug: str, op: str, args: dict[str, Any] | None = None) -> Any:
         """Forward a request (scan, logout, ...) to a running worker."""
-        worker = await self._worker_for(slug)
+        worker = await self.worker_for(slug)
         if worker.link is None or worker.machine.state not in (State.STARTING, State.RUNNING):
             raise ConflictError(
                 f"tenant '{slug}' is not running (state {worker.machine.state.value})",
