@@ -20,6 +20,7 @@ TABLES = {
     "user",
     "setup_request",
     "portal_event_log",
+    "chat_state",  # per-chat pauses of the bot (conversation pipeline)
 }
 
 
@@ -201,5 +202,49 @@ def test_session_scope_rolls_back(db_url: str) -> None:
             raise RuntimeError("boom")
         with session_scope(engine) as session:
             assert session.scalars(select(PortalEventLog)).all() == []
+    finally:
+        engine.dispose()
+
+
+def test_0003_fills_chat_and_state_of_logged_messages(empty_db_url: str) -> None:
+    import uuid
+
+    engine = make_engine(empty_db_url)
+    tenant_id = uuid.uuid4()
+    try:
+        migrate.upgrade(engine, "0002")
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO tenant (id, slug, name, status, engine, created_at, updated_at) "
+                    "VALUES (:id, 'old', 'Old', 'STOPPED', 'sandbox', :now, :now)"
+                ),
+                {
+                    "id": tenant_id.hex if engine.dialect.name == "sqlite" else tenant_id,
+                    "now": "2026-01-01 00:00:00",
+                },
+            )
+            for direction, sender, receiver in (("IN", "+1a", "+2b"), ("OUT", "+2b", "+1a")):
+                connection.execute(
+                    text(
+                        "INSERT INTO message_log (tenant_id, direction, from_number, to_number, "
+                        "message_text, wa_message_id, created_at) VALUES "
+                        "(:t, :d, :f, :r, 'x', :d, '2026-01-01 00:00:00')"
+                    ),
+                    {
+                        "t": tenant_id.hex if engine.dialect.name == "sqlite" else tenant_id,
+                        "d": direction,
+                        "f": sender,
+                        "r": receiver,
+                    },
+                )
+        migrate.upgrade(engine)
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text("SELECT direction, chat, state FROM message_log ORDER BY id")
+            ).all()
+        assert [tuple(r) for r in rows] == [("IN", "+1a", "ANSWERED"), ("OUT", "+1a", "SENT")]
+        migrate.downgrade(engine, "0002")
+        migrate.upgrade(engine)
     finally:
         engine.dispose()

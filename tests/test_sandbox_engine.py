@@ -120,8 +120,15 @@ def test_scanning_links_and_the_link_survives_a_new_engine(tmp_path: Path) -> No
         assert events.names()[-1] == "ready"
         assert engine.is_linked and engine.current_qr is None
         qrs_when_linked = len(events.qrs())
-        message_id = await engine.send_text("+34600000001", "hello")
-        assert message_id.startswith("sandbox-")
+        message_id = await engine.send_text("+34600000001", "hello", client_id="wactl-shop-1")
+        assert message_id == "wactl-shop-1"
+        assert await engine.was_sent("wactl-shop-1")
+        assert not await engine.was_sent("wactl-shop-2")
+        # A resend of the same reply is not delivered twice (what recovery relies on).
+        assert await engine.send_text("+34600000001", "hello", client_id="wactl-shop-1") == (
+            "wactl-shop-1"
+        )
+        assert engine.outbox_path.read_text().count("wactl-shop-1") == 1
         await engine.stop()
         # The rotation stopped at the scan: no QR was reported after "ready".
         assert len(events.qrs()) == qrs_when_linked
@@ -139,7 +146,8 @@ def test_scanning_links_and_the_link_survives_a_new_engine(tmp_path: Path) -> No
     assert saved["slug"] == "shop" and saved["engine"] == "sandbox"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    assert [p.name for p in path.parent.iterdir()] == ["session.json"]  # no temp files left
+    # No temp files left: only the session and what the simulated WhatsApp received.
+    assert sorted(p.name for p in path.parent.iterdir()) == ["outbox.jsonl", "session.json"]
     run(second_run)
 
 
@@ -196,7 +204,7 @@ def test_logout_forgets_the_session_and_shows_qr_codes_again(tmp_path: Path) -> 
         await events.wait_until(lambda: events.names()[-1] == "qr")
         assert collapse(events.names()) == ["qr", "ready", "logged_out", "qr"]
         with pytest.raises(EngineError, match="not linked"):
-            await engine.send_text("+34600000001", "hello")
+            await engine.send_text("+34600000001", "hello", client_id="x")
         await engine.stop()
         with pytest.raises(ConflictError, match=r"^not linked$"):
             await engine.logout()

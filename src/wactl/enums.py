@@ -53,6 +53,17 @@ class Direction(enum.StrEnum):
     OUT = "OUT"
 
 
+class MessageState(enum.StrEnum):
+    """Where a logged message is in the pipeline (DESIGN.md section 5)."""
+
+    NEW = "NEW"  # inbound, recorded (deduplicated), not handled yet
+    ANSWERED = "ANSWERED"  # inbound, its reply was sent
+    IGNORED = "IGNORED"  # inbound, deliberately not answered (paused chat, rate limit)
+    FAILED = "FAILED"  # inbound, handling raised; see worker_process.last_error
+    PENDING = "PENDING"  # outbound, decided and about to be handed to WhatsApp
+    SENT = "SENT"  # outbound, handed to WhatsApp
+
+
 class Role(enum.StrEnum):
     OWNER = "OWNER"
     ADMIN = "ADMIN"

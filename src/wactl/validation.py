@@ -78,6 +78,25 @@ def normalize_phone(number: str, field: str = "phone") -> str:
     return formatted
 
 
+_E164_SHAPE = re.compile(r"^\+[1-9]\d{6,14}$", re.ASCII)
+
+
+def normalize_chat_number(number: str, field: str = "from") -> str:
+    """A number in E.164 shape (+ and 7-15 digits), separators removed.
+
+    For the sandbox's simulated customers: it checks the shape only, so fictional
+    numbers such as +15551234567 (which `normalize_phone` rightly rejects) work.
+    """
+    compact = re.sub(r"[\s().-]", "", number)
+    if not _E164_SHAPE.fullmatch(compact):
+        raise ValidationError(
+            field,
+            f"'{number}' is not a phone number in international form",
+            hint="write + and the country code, e.g. +15551234567",
+        )
+    return compact
+
+
 def validate_timezone(name: str, field: str = "timezone") -> str:
     try:
         ZoneInfo(name)

@@ -39,6 +39,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -55,11 +56,14 @@ from wactl.bot.control import ControlServer, RequestError
 from wactl.bot.engines import InboundMessage, create_engine
 from wactl.bot.engines.sandbox import SandboxEngine
 from wactl.bot.logs import setup_logging
+from wactl.bot.pipeline import Outcome, Pipeline
+from wactl.bot.replies import ReplyBook
+from wactl.bot.store import MessageStore
 from wactl.config import load_config
 from wactl.config.model import Config
 from wactl.db.engine import display_url, make_engine, session_scope
-from wactl.db.models import Tenant, WhatsappSession, WorkerProcess
-from wactl.enums import SessionState, TenantStatus
+from wactl.db.models import Tenant, TenantConfig, WhatsappSession, WorkerProcess
+from wactl.enums import Language, SessionState, TemplateType, TenantStatus
 from wactl.errors import (
     ConfigError,
     DatabaseError,
@@ -241,6 +245,42 @@ class TenantSnapshot:
     slug: str
     engine: str
     session_state: SessionState
+    phone_number: str | None = None
+
+
+@dataclass(frozen=True)
+class ReplySettings:
+    """The tenant's reply configuration; re-read when tenant_config changes."""
+
+    template: TemplateType
+    language: Language
+    overrides: dict[str, str]
+    info: dict[str, str]
+    hours_json: dict[str, Any]
+    timezone: str
+    updated_at: dt.datetime | None
+
+
+def load_reply_settings(session: Session, tenant_id: uuid.UUID) -> ReplySettings:
+    config = session.scalar(select(TenantConfig).where(TenantConfig.tenant_id == tenant_id))
+    tenant = session.get(Tenant, tenant_id)
+    if config is None:
+        name = tenant.name if tenant is not None else ""
+        return ReplySettings(
+            TemplateType.GENERIC, Language.EN, {}, {"business_name": name}, {}, "UTC", None
+        )
+    info = {"business_name": config.business_name, **dict(config.info_json or {})}
+    if tenant is not None and tenant.phone_number and not info.get("phone"):
+        info["phone"] = tenant.phone_number
+    return ReplySettings(
+        template=config.template_type,
+        language=config.language,
+        overrides=dict(config.texts_json or {}),
+        info=info,
+        hours_json=dict(config.hours_json or {}),
+        timezone=config.timezone,
+        updated_at=config.updated_at,
+    )
 
 
 def load_tenant(db: Engine, slug: str) -> TenantSnapshot:
@@ -252,7 +292,11 @@ def load_tenant(db: Engine, slug: str) -> TenantSnapshot:
             )
         state = tenant.session.state if tenant.session is not None else SessionState.UNLINKED
         return TenantSnapshot(
-            id=tenant.id, slug=tenant.slug, engine=tenant.engine.value, session_state=state
+            id=tenant.id,
+            slug=tenant.slug,
+            engine=tenant.engine.value,
+            session_state=state,
+            phone_number=tenant.phone_number,
         )
 
 
@@ -275,13 +319,35 @@ class Worker:
         #: The QR code showing now, or None.
         self.qr: str | None = None
         self.engine = create_engine(tenant.engine, tenant.slug, config, self)
+        if isinstance(self.engine, SandboxEngine) and tenant.phone_number:
+            self.engine.own_number = tenant.phone_number
         self.control = ControlServer(
             worker_socket_path(config.runtime_dir, tenant.slug),
             hello=self.hello,
-            operations={"ping": self.op_ping, "scan": self.op_scan, "logout": self.op_logout},
+            operations={
+                "ping": self.op_ping,
+                "scan": self.op_scan,
+                "logout": self.op_logout,
+                "send": self.op_send,
+            },
         )
         # One thread: database writes happen in the order the events did.
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="wactl-db")
+        self._replies: ReplyBook | None = None
+        self._reply_settings: ReplySettings | None = None
+        self._recovered = False
+        self._outcomes: dict[str, asyncio.Future[Outcome]] = {}
+        self._last_prune = 0.0
+        self.pipeline = Pipeline(
+            slug=tenant.slug,
+            store=MessageStore(db, tenant.id),
+            engine=self.engine,
+            replier=self._replier,
+            config=config.pipeline,
+            pacing=tenant.engine != "sandbox" or config.pipeline.pacing_in_sandbox,
+            run_db=self._run_db,
+            on_event=self._pipeline_event,
+        )
         self._stop_requested: asyncio.Event | None = None
         self._warned_no_worker_row = False
 
@@ -293,6 +359,9 @@ class Worker:
         heartbeat: asyncio.Task[None] | None = None
         waiting: asyncio.Task[bool] | None = None
         try:
+            # Reply settings first: a broken tenant configuration stops the worker with
+            # the reason in its log before it links anything.
+            await self._load_replies()
             await self.control.start()
             log.info("control socket %s", self.control.path)
             # The engine may take long to start (a browser); a stop signal must not wait.
@@ -372,6 +441,86 @@ class Worker:
         await self.engine.logout()
         return {"state": self.state.value}
 
+    async def op_send(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Sandbox: a customer (or the owner, ``from_me``) writes; answers with the outcome."""
+        _check_args(args, allowed=("from", "text", "id", "from_me", "wait"))
+        sender, text = args.get("from"), args.get("text")
+        if not isinstance(sender, str) or not sender:
+            raise RequestError(400, "'from' must be the customer's number")
+        if not isinstance(text, str) or not text.strip():
+            raise RequestError(400, "'text' must be a non-empty string")
+        message_id = args.get("id")
+        if message_id is not None and (not isinstance(message_id, str) or not message_id):
+            raise RequestError(400, "'id' must be a non-empty string")
+        if not isinstance(self.engine, SandboxEngine):
+            raise RequestError(400, f"send is only for sandbox tenants, not {self.engine.name}")
+        message = await self.engine.receive(
+            sender, text, message_id, from_me=bool(args.get("from_me"))
+        )
+        outcome_future = self._outcomes.pop(message.wa_message_id, None)
+        if outcome_future is None or args.get("wait") is False:
+            return {"id": message.wa_message_id, "status": "queued"}
+        outcome = await asyncio.wait_for(outcome_future, 60)
+        return {
+            "id": message.wa_message_id,
+            "status": outcome.status,
+            "reply": outcome.reply,
+            "kind": outcome.kind,
+            "reason": outcome.reason,
+        }
+
+    # --- the pipeline's needs -----------------------------------------------------------
+
+    async def _run_db(self, work: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._db_thread, work)
+
+    def _replier(self) -> ReplyBook:
+        assert self._replies is not None, "reply settings are loaded before the engine starts"
+        return self._replies
+
+    async def _load_replies(self) -> None:
+        """(Re)build the reply book when the tenant's configuration changed."""
+        settings = await self._run_db(
+            partial(self._in_session, partial(load_reply_settings, tenant_id=self.tenant.id))
+        )
+        if self._reply_settings is not None and settings == self._reply_settings:
+            return
+        try:
+            book = ReplyBook.build(
+                settings.template,
+                settings.language,
+                settings.overrides,
+                settings.info,
+                hours_json=settings.hours_json,
+                timezone=settings.timezone,
+            )
+        except WactlError as exc:
+            if self._replies is None:
+                raise
+            log.error("new reply settings not used: %s", exc.one_line())
+            self.control.event("error", message=f"reply settings: {exc.one_line()}")
+            self._reply_settings = settings
+            return
+        self._replies = book
+        self._reply_settings = settings
+        log.info("reply book: %s in %s", settings.template.value, settings.language.value)
+
+    def _pipeline_event(self, event: str, data: dict[str, Any]) -> None:
+        self.control.event(event, **data)
+
+    async def _housekeeping(self) -> None:
+        """Each heartbeat: pick up configuration changes; hourly: apply log retention."""
+        await self._load_replies()
+        days = self.config.pipeline.retention_days
+        now = time.monotonic()
+        if days and now - self._last_prune > 3600:
+            self._last_prune = now
+            cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
+            removed = await self._run_db(partial(self.pipeline.store.prune, cutoff))
+            if removed:
+                log.info("retention: removed %d log entries older than %d days", removed, days)
+
     # --- engine events (EngineEvents) --------------------------------------------------
 
     async def on_qr(self, qr: str) -> None:
@@ -384,6 +533,13 @@ class Worker:
         await self._write("ready", partial(self._store_link, SessionState.CONNECTED))
         self.qr = None
         self._set_state(SessionState.CONNECTED)
+        if not self._recovered:
+            self._recovered = True
+            try:
+                await self.pipeline.recover()
+            except Exception as exc:
+                log.exception("recovering unfinished messages failed")
+                self.control.event("error", message=f"recovery failed: {_first_line(exc)}")
 
     async def on_disconnected(self, reason: str) -> None:
         await self._write("disconnected", partial(self._store_link, SessionState.DISCONNECTED))
@@ -396,14 +552,10 @@ class Worker:
         self._set_state(SessionState.UNLINKED, "logged out")
 
     async def on_message(self, message: InboundMessage) -> None:
-        # The conversation pipeline (DESIGN.md section 5) comes in a later issue; until
-        # then a message is only noted (no text: the log is not the message log).
-        log.info(
-            "message %s from %s (%d characters) not answered: no pipeline yet",
-            message.wa_message_id,
-            message.from_number,
-            len(message.text),
-        )
+        outcome = await self.pipeline.submit(message)
+        if len(self._outcomes) > 10_000:
+            self._outcomes.clear()  # nobody is waiting for that many
+        self._outcomes[message.wa_message_id] = outcome
 
     def _set_state(self, state: SessionState, reason: str | None = None) -> None:
         if state == self.state and reason is None:
@@ -420,6 +572,11 @@ class Worker:
             at = dt.datetime.now(dt.UTC)
             await self._write("heartbeat", partial(self._store_heartbeat, at))
             self.control.event("heartbeat", at=at.isoformat())
+            try:
+                await self._housekeeping()
+            except Exception as exc:
+                log.exception("housekeeping failed")
+                self.control.event("error", message=f"housekeeping: {_first_line(exc)}")
             await asyncio.sleep(interval)
 
     # --- database (runs on the database thread) ---------------------------------------

@@ -20,7 +20,9 @@ from wactl.cli import (
     daemon_cmd,
     db_cmd,
     init_cmd,
+    logs_cmd,
     proc_cmd,
+    quickstart_cmd,
     requests_cmd,
     tenant_cmd,
 )
@@ -75,6 +77,7 @@ def root(
     ctx.call_on_close(app_ctx.close)
 
 
+app.command("quickstart")(quickstart_cmd.quickstart)
 app.command("init")(init_cmd.init)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(db_cmd.app, name="db")
@@ -89,7 +92,11 @@ sandbox_app = typer.Typer(
     help="Play WhatsApp's part for sandbox tenants (no phone needed).", no_args_is_help=True
 )
 sandbox_app.command("scan")(proc_cmd.sandbox_scan)
+sandbox_app.command("send")(proc_cmd.sandbox_send)
+sandbox_app.command("chat")(proc_cmd.sandbox_chat)
 app.add_typer(sandbox_app, name="sandbox")
+tenant_cmd.app.command("logs")(logs_cmd.tenant_logs)
+app.add_typer(logs_cmd.app, name="logs")
 
 
 def command() -> click.Command:

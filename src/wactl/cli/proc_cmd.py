@@ -267,3 +267,71 @@ def sandbox_scan(
     body = {"qr": qr_payload} if qr_payload else {}
     _client(ctx).request("POST", f"/v1/tenants/{slug}/sandbox/scan", body)
     app_context(ctx).err_console.print(f"{slug}: linked (sandbox)")
+
+
+FromOpt = Annotated[
+    str, typer.Option("--from", metavar="+E164", help="The customer's WhatsApp number.")
+]
+
+
+def _send(ctx: typer.Context, slug: str, sender: str, text: str) -> dict[str, Any]:
+    from wactl.validation import normalize_chat_number
+
+    number = normalize_chat_number(sender, "--from")
+    answer: dict[str, Any] = _client(ctx).request(
+        "POST", f"/v1/tenants/{slug}/sandbox/send", {"from": number, "text": text}, timeout=90
+    )
+    return answer
+
+
+_WHY_IGNORED = {
+    "paused": "the bot is paused in this chat (a person is answering)",
+    "rate_limited": "rate limited",
+    "owner": "sent as the business",
+}
+
+
+def _describe(answer: dict[str, Any]) -> str:
+    if answer["status"] == "replied":
+        return str(answer["reply"])
+    reason = answer.get("reason") or ""
+    if answer["status"] == "ignored":
+        return f"(no reply: {_WHY_IGNORED.get(reason, reason)})"
+    return f"(no reply: {answer['status']}{': ' + reason if reason else ''})"
+
+
+def sandbox_send(
+    ctx: typer.Context,
+    slug: Slug,
+    text: Annotated[str, typer.Argument(help="What the customer writes.")],
+    sender: FromOpt = "+15551234567",
+    json_output: JsonFlag = False,
+) -> None:
+    """Write to a sandbox tenant as a customer and print the bot's reply."""
+    from wactl.cli.output import emit_json
+
+    answer = _send(ctx, slug, sender, text)
+    if json_output:
+        emit_json(answer)
+        return
+    sys.stdout.write(_describe(answer) + "\n")
+
+
+def sandbox_chat(ctx: typer.Context, slug: Slug, sender: FromOpt = "+15551234567") -> None:
+    """Talk to a sandbox tenant's bot as a customer, line by line (Ctrl-D ends)."""
+    app = app_context(ctx)
+    app.err_console.print(f"chatting with '{slug}' as {sender}; Ctrl-D ends")
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            sys.stdout.write("you> ")
+            sys.stdout.flush()
+        line = sys.stdin.readline()
+        if not line:
+            break
+        text = line.strip()
+        if not text:
+            continue
+        answer = _send(ctx, slug, sender, text)
+        sys.stdout.write(f"bot> {_describe(answer)}\n")
+        sys.stdout.flush()

@@ -180,6 +180,11 @@ def _validate_daemon(config: Config, where: str) -> None:
         "daemon.crash_window_seconds": daemon.crash_window_seconds,
         "daemon.log_max_bytes": daemon.log_max_bytes,
         "sandbox.qr_rotate_seconds": config.sandbox.qr_rotate_seconds,
+        "pipeline.chat_concurrency": config.pipeline.chat_concurrency,
+        "pipeline.chat_burst": config.pipeline.chat_burst,
+        "pipeline.chat_per_minute": config.pipeline.chat_per_minute,
+        "pipeline.tenant_burst": config.pipeline.tenant_burst,
+        "pipeline.tenant_per_minute": config.pipeline.tenant_per_minute,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -190,10 +195,17 @@ def _validate_daemon(config: Config, where: str) -> None:
         "daemon.backoff_max_seconds": daemon.backoff_max_seconds,
         "daemon.stable_after_seconds": daemon.stable_after_seconds,
         "daemon.log_backups": daemon.log_backups,
+        "pipeline.pacing_ms_per_char": config.pipeline.pacing_ms_per_char,
+        "pipeline.pacing_max_seconds": config.pipeline.pacing_max_seconds,
+        "pipeline.handoff_pause_minutes": config.pipeline.handoff_pause_minutes,
+        "pipeline.owner_pause_minutes": config.pipeline.owner_pause_minutes,
+        "pipeline.retention_days": config.pipeline.retention_days,
     }
     for key, value in not_negative.items():
         if value < 0:
             raise ConfigError(f"{where}: {key} must be 0 or more, not {value!r}")
+    if not 0 <= config.pipeline.pacing_jitter < 1:
+        raise ConfigError(f"{where}: pipeline.pacing_jitter must be at least 0 and below 1")
     if daemon.heartbeat_timeout_seconds <= daemon.heartbeat_interval_seconds:
         raise ConfigError(
             f"{where}: daemon.heartbeat_timeout_seconds must be longer than "

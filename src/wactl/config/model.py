@@ -186,6 +186,74 @@ class SandboxConfig:
 
 
 @dataclass(frozen=True)
+class PipelineConfig:
+    """How a worker answers: concurrency, rate limits, pacing, pauses, retention."""
+
+    chat_concurrency: int = field(
+        default=32,
+        metadata=_doc(
+            "How many chats one worker answers at the same time; messages of one chat "
+            "are always answered one after another, in arrival order."
+        ),
+    )
+    chat_burst: int = field(
+        default=5,
+        metadata=_doc("Messages one chat may send in a burst before it is rate limited."),
+    )
+    chat_per_minute: float = field(
+        default=12.0,
+        metadata=_doc(
+            "Messages per minute one chat may send once its burst is used. Over it the "
+            "customer gets one polite warning, then silence until the bucket refills."
+        ),
+    )
+    tenant_burst: int = field(
+        default=100, metadata=_doc("Messages a whole tenant may receive in a burst.")
+    )
+    tenant_per_minute: float = field(
+        default=600.0,
+        metadata=_doc("Messages per minute a whole tenant may receive after its burst."),
+    )
+    pacing_ms_per_char: float = field(
+        default=25.0,
+        metadata=_doc(
+            "Typing delay before each reply, per character of the reply (0 turns pacing "
+            "off). Real WhatsApp accounts that answer instantly look like bots."
+        ),
+    )
+    pacing_max_seconds: float = field(
+        default=4.0, metadata=_doc("Upper bound of the typing delay.")
+    )
+    pacing_jitter: float = field(
+        default=0.3,
+        metadata=_doc("The typing delay varies randomly by up to this fraction."),
+    )
+    pacing_in_sandbox: bool = field(
+        default=False,
+        metadata=_doc("Apply the typing delay to sandbox tenants too (off: instant replies)."),
+    )
+    handoff_pause_minutes: float = field(
+        default=120.0,
+        metadata=_doc(
+            "After a customer asks for a person, the bot stays quiet in that chat this long."
+        ),
+    )
+    owner_pause_minutes: float = field(
+        default=30.0,
+        metadata=_doc(
+            "After the business answers a chat by hand, the bot stays quiet in that chat this long."
+        ),
+    )
+    retention_days: int = field(
+        default=0,
+        metadata=_doc(
+            "Delete conversation log entries older than this many days (checked hourly "
+            "by each worker). 0 keeps everything; `wactl logs prune` does it by hand."
+        ),
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration, plus the file it was read from."""
 
@@ -194,6 +262,7 @@ class Config:
     defaults: DefaultsConfig = field(default_factory=DefaultsConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     #: The file this configuration was read from (it may not exist yet).
     source: Path = field(default_factory=xdg.default_config_file, compare=False)
 
@@ -226,4 +295,5 @@ SECTIONS: dict[str, type[Any]] = {
     "defaults": DefaultsConfig,
     "daemon": DaemonConfig,
     "sandbox": SandboxConfig,
+    "pipeline": PipelineConfig,
 }

@@ -79,8 +79,11 @@ def _actor(request: Request) -> str:
     return claimed[:200] if claimed.startswith("os:") else operator_actor()
 
 
-def _error_response(status: int, message: str, hint: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": message, "hint": hint}, status_code=status)
+def _error_response(status: int, message: str, hint: str | None = None) -> Response:
+    # ASCII-escaped: a message quoting a client's broken text (a lone surrogate) must
+    # never make the error reply itself fail to encode.
+    body = json.dumps({"error": message, "hint": hint}, ensure_ascii=True)
+    return Response(body, status_code=status, media_type="application/json")
 
 
 async def _json_body(request: Request, schema: dict[str, Any]) -> dict[str, Any]:
@@ -140,6 +143,7 @@ WORKER_SCHEMA: dict[str, Any] = {
 }
 TARGETS_SCHEMA: dict[str, Any] = {
     "type": "object",
+    "additionalProperties": False,
     "description": 'Either {"tenants": ["slug", ...]} or {"all": true}.',
     "properties": {
         "tenants": {"type": "array", "items": {"type": "string"}},
@@ -164,6 +168,7 @@ async def version(request: Request, state: DaemonState) -> Response:
 
 async def status(request: Request, state: DaemonState) -> Response:
     supervisor = state.supervisor
+    await supervisor.refresh()
     return JSONResponse(
         {
             "pid": state.pid,
@@ -256,6 +261,7 @@ async def logout(request: Request, state: DaemonState) -> Response:
 
 SCAN_SCHEMA: dict[str, Any] = {
     "type": "object",
+    "additionalProperties": False,
     "properties": {"qr": {"type": "string", "description": "The QR being scanned (optional)."}},
 }
 
@@ -276,6 +282,44 @@ async def sandbox_scan(request: Request, state: DaemonState) -> Response:
     result = await state.supervisor.request(slug, "scan", {"qr": qr} if qr else {})
     await state.supervisor.audit(_actor(request), "sandbox.scan", slug, {})
     return JSONResponse({"slug": slug, "result": result})
+
+
+SEND_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["from", "text"],
+    "properties": {
+        "from": {"type": "string", "description": "The customer's number."},
+        "text": {"type": "string"},
+        "id": {
+            "type": "string",
+            "description": "WhatsApp's message id (default: a new one); "
+            "sending the same id twice plays a redelivery.",
+        },
+        "from_me": {"type": "boolean", "description": "The business typed it on its phone."},
+    },
+}
+
+
+async def sandbox_send(request: Request, state: DaemonState) -> Response:
+    slug = request.path_params["slug"]
+    body = await _json_body(request, SEND_SCHEMA)
+    for key in ("from", "text"):
+        if not isinstance(body.get(key), str) or not body[key].strip():
+            raise ApiError(422, f"'{key}' must be a non-empty string")
+    if "id" in body and (not isinstance(body["id"], str) or not body["id"]):
+        raise ApiError(422, "'id' must be a non-empty string")
+    if "from_me" in body and not isinstance(body["from_me"], bool):
+        raise ApiError(422, "'from_me' must be true or false")
+    worker = await state.supervisor.worker_for(slug)
+    if worker.engine != "sandbox":
+        raise ApiError(
+            409,
+            f"tenant '{slug}' uses the {worker.engine} engine",
+            hint="customers reach it through WhatsApp itself",
+        )
+    result = await state.supervisor.request(slug, "send", body)
+    return JSONResponse({"slug": slug, **result})
 
 
 async def events(request: Request, state: DaemonState) -> Response:
@@ -305,6 +349,7 @@ async def events(request: Request, state: DaemonState) -> Response:
 
 
 async def get_metrics(request: Request, state: DaemonState) -> Response:
+    await state.supervisor.refresh()
     text = metrics.render(
         state.supervisor.views(), uptime=state.supervisor.uptime(), version=wactl.__version__
     )
@@ -313,6 +358,7 @@ async def get_metrics(request: Request, state: DaemonState) -> Response:
 
 SHUTDOWN_SCHEMA: dict[str, Any] = {
     "type": "object",
+    "additionalProperties": False,
     "properties": {
         "stop_workers": {
             "type": "boolean",
@@ -439,6 +485,17 @@ ENDPOINTS: list[Endpoint] = [
         path_params=SLUG,
     ),
     Endpoint(
+        "POST",
+        "/v1/tenants/{slug}/sandbox/send",
+        "A customer writes to a sandbox tenant",
+        sandbox_send,
+        "Goes through the same pipeline as WhatsApp messages; answers with the outcome "
+        "(status replied, ignored, duplicate or failed) and the bot's reply.",
+        request_schema=SEND_SCHEMA,
+        response_schema={"type": "object"},
+        path_params=SLUG,
+    ),
+    Endpoint(
         "GET",
         "/v1/events",
         "Live events (Server-Sent Events)",
@@ -543,7 +600,9 @@ def build_app(state: DaemonState) -> Starlette:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        return _error_response(exc.status_code, str(exc.detail))
+        response = _error_response(exc.status_code, str(exc.detail))
+        response.headers.update(exc.headers or {})  # 405 carries Allow (RFC 9110)
+        return response
 
     async def server_error(request: Request, exc: Exception) -> Response:
         import logging
@@ -552,7 +611,29 @@ def build_app(state: DaemonState) -> Starlette:
         return _error_response(500, f"unexpected {type(exc).__name__}", "see `wactl daemon logs`")
 
     routes = [Route(e.path, wrap(e), methods=[e.method]) for e in ENDPOINTS]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: http_error, Exception: server_error},
     )
+    app.add_middleware(_ProtocolHeader)
+    return app
+
+
+class _ProtocolHeader:
+    """Every response says which protocol this daemon speaks (errors and 404s too)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header = (PROTOCOL_HEADER.lower().encode(), str(PROTOCOL_VERSION).encode())
+
+        async def send_with_header(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), header]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)

@@ -199,6 +199,7 @@ async def _metrics_server(address: str, state: object, servers: list[Any]) -> No
     assert isinstance(state, DaemonState)
 
     async def get(request: Request) -> Response:
+        await state.supervisor.refresh()
         text = metrics.render(
             state.supervisor.views(), uptime=state.supervisor.uptime(), version=wactl.__version__
         )

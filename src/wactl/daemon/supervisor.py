@@ -49,6 +49,7 @@ from wactl.db.models import Tenant, WorkerProcess
 from wactl.enums import DesiredState, TenantStatus
 from wactl.errors import ConflictError, NotFoundError
 from wactl.ipc.protocol import worker_log_path, worker_socket_path
+from wactl.validation import SLUG_RE
 
 log = logging.getLogger("wactl.daemon.supervisor")
 
@@ -364,6 +365,11 @@ class Supervisor:
 
     async def worker_for(self, slug: str) -> Worker:
         """The worker of ``slug`` (learning the tenant from the database if new)."""
+        if not SLUG_RE.fullmatch(slug):
+            # No tenant can have it; and a NUL or a lone surrogate must not reach the
+            # database driver (PostgreSQL rejects NUL with a DataError).
+            shown = slug.encode("utf-8", "backslashreplace").decode("utf-8")
+            raise NotFoundError(f"no tenant '{shown}'", hint="see `wactl tenant list`")
         worker = self.workers.get(slug)
 
         def load(session: Session) -> Tenant | None:

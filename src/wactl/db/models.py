@@ -33,6 +33,7 @@ from wactl.enums import (
     Direction,
     EngineName,
     Language,
+    MessageState,
     RequestStatus,
     Role,
     SessionState,
@@ -103,6 +104,10 @@ class TenantConfig(Base):
     #: validated by `wactl.validation.validate_hours`.
     hours_json: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    #: Per-tenant replacements of template texts: {"greeting": "...", "menu.2.answer": ...}.
+    texts_json: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    #: Business facts the texts use: address, phone, email, website, maps_url.
+    info_json: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     tenant: Mapped[Tenant] = relationship(back_populates="config")
@@ -160,6 +165,8 @@ class MessageLog(Base):
     __table_args__ = (
         UniqueConstraint("tenant_id", "direction", "wa_message_id"),
         Index(None, "tenant_id", "created_at"),
+        Index(None, "tenant_id", "chat", "id"),
+        Index(None, "tenant_id", "state"),
     )
 
     id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
@@ -172,6 +179,36 @@ class MessageLog(Base):
     message_text: Mapped[str] = mapped_column(Text)
     wa_message_id: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: The customer's number: the chat this message belongs to (per-chat order, logs).
+    chat: Mapped[str] = mapped_column(String(32), default="")
+    state: Mapped[MessageState] = mapped_column(
+        enum_column(MessageState, "state"), default=MessageState.NEW
+    )
+    #: What the reply was (greeting, menu_item, hours, fallback, handoff, rate_limited,
+    #: owner for messages the business typed by hand); None for inbound.
+    kind: Mapped[str | None] = mapped_column(String(32))
+    #: For a reply: the inbound message it answers.
+    reply_to_id: Mapped[int | None] = mapped_column(
+        ForeignKey("message_log.id", ondelete="SET NULL"), index=True
+    )
+
+
+class ChatState(Base):
+    """Per-chat state that must survive worker restarts: a pause of the bot in one chat
+    (the customer asked for a person, or the owner answered by hand)."""
+
+    __tablename__ = "chat_state"
+    __table_args__ = (UniqueConstraint("tenant_id", "chat"),)
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenant.id", ondelete="CASCADE"), nullable=False
+    )
+    chat: Mapped[str] = mapped_column(String(32))
+    paused_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    #: Why: "handoff" (the customer asked for a person) or "owner" (the owner answered).
+    pause_reason: Mapped[str | None] = mapped_column(String(16))
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
 class User(Base):

@@ -90,8 +90,17 @@ class Engine(abc.ABC):
         """Disconnect and release everything; the saved session stays for the next start."""
 
     @abc.abstractmethod
-    async def send_text(self, to: str, text: str) -> str:
-        """Send ``text`` to the chat ``to``; returns WhatsApp's id of the sent message."""
+    async def send_text(self, to: str, text: str, *, client_id: str) -> str:
+        """Send ``text`` to the chat ``to``; returns WhatsApp's id of the sent message.
+
+        ``client_id`` is the pipeline's own id of this reply, unique per tenant; an
+        engine that can remember it lets `was_sent` answer after a crash.
+        """
+
+    async def was_sent(self, client_id: str) -> bool | None:
+        """Whether the reply ``client_id`` reached WhatsApp: True, False, or None when
+        this engine cannot know (then the pipeline does not send it again)."""
+        return None
 
     @abc.abstractmethod
     async def logout(self) -> None:

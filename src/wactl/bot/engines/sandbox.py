@@ -22,9 +22,9 @@ import secrets
 import tempfile
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 
-from wactl.bot.engines.base import Engine, EngineError, EngineEvents
+from wactl.bot.engines.base import Engine, EngineError, EngineEvents, InboundMessage
 from wactl.config.model import Config
 from wactl.enums import EngineName
 from wactl.errors import ConflictError
@@ -44,12 +44,28 @@ def session_file(config: Config, tenant_slug: str) -> Path:
     return config.data_dir / "sandbox" / tenant_slug / "session.json"
 
 
+def outbox_file(config: Config, tenant_slug: str) -> Path:
+    """What the simulated WhatsApp received from the bot: one JSON line per message.
+
+    It plays WhatsApp's servers: a reply is delivered once its line is written (the
+    write reaches the kernel before `send_text` returns, so it survives the worker
+    being killed), and `was_sent` reads it back after a crash.
+    """
+    return config.data_dir / "sandbox" / tenant_slug / "outbox.jsonl"
+
+
 class SandboxEngine(Engine):
     name: ClassVar[str] = EngineName.SANDBOX.value
 
     def __init__(self, tenant_slug: str, config: Config, events: EngineEvents) -> None:
         super().__init__(tenant_slug, events)
         self.session_path = session_file(config, tenant_slug)
+        self.outbox_path = outbox_file(config, tenant_slug)
+        self._delivered: set[str] | None = None
+        #: The tenant's own number as the simulated WhatsApp shows it (the worker sets
+        #: the tenant's phone number when it has one).
+        self.own_number = f"sandbox:{tenant_slug}"
+        self._outbox: IO[str] | None = None
         self.qr_rotate_seconds = config.sandbox.qr_rotate_seconds
         self._linked = False
         self._current_qr: str | None = None
@@ -79,6 +95,9 @@ class SandboxEngine(Engine):
     async def stop(self) -> None:
         await self._stop_rotating()
         self._current_qr = None
+        if self._outbox is not None:
+            self._outbox.close()
+            self._outbox = None
 
     async def scan(self, qr: str | None = None) -> None:
         """Link the account as a phone scanning ``qr`` would (None: the code showing now)."""
@@ -106,12 +125,59 @@ class SandboxEngine(Engine):
             await self._report("logged_out", self.events.on_logged_out())
         self._start_rotating()
 
-    async def send_text(self, to: str, text: str) -> str:
+    async def send_text(self, to: str, text: str, *, client_id: str) -> str:
         if not self._linked:
             raise EngineError(f"cannot send to {to}: the sandbox is not linked")
-        message_id = f"sandbox-{secrets.token_hex(10)}"
-        log.info("sandbox sent %s to %s (%d characters)", message_id, to, len(text))
-        return message_id
+        delivered = self._delivered_ids()
+        if client_id in delivered:
+            return client_id  # WhatsApp has it already; a resend must not double it
+        if self._outbox is None:
+            self.outbox_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._outbox = self.outbox_path.open("a", encoding="utf-8")
+        line = {"id": client_id, "to": to, "text": text, "at": dt.datetime.now(dt.UTC).isoformat()}
+        self._outbox.write(json.dumps(line, ensure_ascii=False) + "\n")
+        self._outbox.flush()  # in the kernel now: survives kill -9 of this process
+        delivered.add(client_id)
+        return client_id
+
+    async def was_sent(self, client_id: str) -> bool:
+        return client_id in self._delivered_ids()
+
+    def _delivered_ids(self) -> set[str]:
+        if self._delivered is None:
+            self._delivered = set()
+            try:
+                with self.outbox_path.open(encoding="utf-8") as handle:
+                    for line in handle:
+                        with contextlib.suppress(ValueError, KeyError, TypeError):
+                            self._delivered.add(json.loads(line)["id"])
+            except FileNotFoundError:
+                pass
+        return self._delivered
+
+    async def receive(
+        self,
+        from_number: str,
+        text: str,
+        wa_message_id: str | None = None,
+        *,
+        from_me: bool = False,
+    ) -> InboundMessage:
+        """A customer (or, with ``from_me``, the business's own phone) writes to the
+        tenant: what `wactl sandbox send` plays. Returns the message as reported."""
+        if not self._linked:
+            raise ConflictError("the sandbox is not linked; scan its QR first")
+        message = InboundMessage(
+            wa_message_id=wa_message_id or f"sandbox-in-{secrets.token_hex(10)}",
+            chat=from_number,
+            from_number=self.own_number if from_me else from_number,
+            to_number=from_number if from_me else self.own_number,
+            text=text,
+            timestamp=dt.datetime.now(dt.UTC),
+            from_me=from_me,
+        )
+        await self.events.on_message(message)
+        return message
 
     # --- QR codes ----------------------------------------------------------------
 

@@ -1,0 +1,83 @@
+"""Token buckets for the pipeline's rate limits (per chat and per tenant). Stdlib only.
+
+A bucket holds up to ``burst`` tokens and refills at ``per_minute / 60`` tokens per
+second; a message takes one token. The clock is injected so tests need not wait.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TokenBucket:
+    burst: float
+    per_second: float
+    clock: Callable[[], float]
+    tokens: float = field(init=False)
+    stamp: float = field(init=False)
+    #: Set when a message was refused; cleared once the bucket has a token again.
+    warned: bool = False
+
+    def __post_init__(self) -> None:
+        self.tokens = self.burst
+        self.stamp = self.clock()
+
+    def _refill(self) -> None:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.per_second)
+        self.stamp = now
+
+    def take(self) -> bool:
+        """Take one token; False when the bucket is empty (the message is over the limit)."""
+        self._refill()
+        if self.tokens >= 1:
+            self.tokens -= 1
+            self.warned = False
+            return True
+        return False
+
+
+class RateLimiter:
+    """One bucket per chat plus one for the tenant; idle chat buckets are forgotten."""
+
+    def __init__(
+        self,
+        *,
+        chat_burst: int,
+        chat_per_minute: float,
+        tenant_burst: int,
+        tenant_per_minute: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self._clock = clock
+        self._chat_burst = chat_burst
+        self._chat_rate = chat_per_minute / 60.0
+        self.tenant = TokenBucket(tenant_burst, tenant_per_minute / 60.0, clock)
+        self._chats: dict[str, TokenBucket] = {}
+
+    def check(self, chat: str) -> tuple[bool, bool]:
+        """(allowed, warn): whether to answer, and whether this is the first refusal."""
+        bucket = self._chats.get(chat)
+        if bucket is None:
+            if len(self._chats) > 10_000:
+                self._forget_full_buckets()
+            bucket = self._chats[chat] = TokenBucket(self._chat_burst, self._chat_rate, self._clock)
+        if not bucket.take():
+            warn = not bucket.warned
+            bucket.warned = True
+            return False, warn
+        if not self.tenant.take():
+            # The tenant's budget is spent: this chat's token is given back.
+            bucket.tokens += 1
+            warn = not bucket.warned
+            bucket.warned = True
+            return False, warn
+        return True, False
+
+    def _forget_full_buckets(self) -> None:
+        for chat, bucket in list(self._chats.items()):
+            bucket._refill()
+            if bucket.tokens >= bucket.burst:
+                del self._chats[chat]

@@ -1,0 +1,174 @@
+"""`wactl tenant logs` (the conversation log, or the worker's own log) and
+`wactl logs prune` (retention by hand)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Annotated, Any
+
+import typer
+
+from wactl.cli.context import app_context
+
+app = typer.Typer(help="Keep the conversation log bounded.", no_args_is_help=True)
+
+
+def _message_json(row: Any, slug: str) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "tenant": slug,
+        "created_at": row.created_at.isoformat(),
+        "direction": row.direction.value,
+        "chat": row.chat,
+        "from": row.from_number,
+        "to": row.to_number,
+        "text": row.message_text,
+        "state": row.state.value,
+        "kind": row.kind,
+        "reply_to": row.reply_to_id,
+        "wa_message_id": row.wa_message_id,
+    }
+
+
+def tenant_logs(
+    ctx: typer.Context,
+    slug: Annotated[str, typer.Argument(help="The tenant's slug.", metavar="SLUG")],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new messages.")
+    ] = False,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", metavar="WHEN", help="Only newer: 30m, 12h, 7d or a date."),
+    ] = None,
+    chat: Annotated[
+        str | None, typer.Option("--chat", metavar="NUMBER", help="Only this customer's chat.")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, help="At most this many (the newest).")
+    ] = 200,
+    json_output: Annotated[
+        bool,
+        typer.Option("--json", help="Print JSON (one array; with --follow, one object per line)."),
+    ] = False,
+    worker: Annotated[
+        bool, typer.Option("--worker", help="Show the worker's own log file instead.")
+    ] = False,
+) -> None:
+    """Show a tenant's conversation log, oldest first (or its worker's log with --worker)."""
+    from sqlalchemy import select
+
+    from wactl.cli.output import emit_json, local_time, parse_since
+    from wactl.db import tenants
+    from wactl.db.models import MessageLog
+    from wactl.validation import normalize_chat_number
+
+    app = app_context(ctx)
+    if worker:
+        from wactl.cli.output import tail_file
+        from wactl.ipc.protocol import worker_log_path
+
+        tail_file(worker_log_path(app.config.log_dir, slug), lines=limit, follow=follow)
+        return
+    since_at = parse_since(since) if since else None
+    chat_number = normalize_chat_number(chat, "--chat") if chat else None
+    with app.session() as session:
+        tenant_id = tenants.get_tenant(session, slug).id
+
+    def fetch(after_id: int | None) -> list[dict[str, Any]]:
+        query = select(MessageLog).where(MessageLog.tenant_id == tenant_id)
+        if since_at is not None:
+            query = query.where(MessageLog.created_at >= since_at)
+        if chat_number is not None:
+            query = query.where(MessageLog.chat == chat_number)
+        if after_id is not None:
+            query = query.where(MessageLog.id > after_id).order_by(MessageLog.id)
+        else:
+            query = query.order_by(MessageLog.id.desc()).limit(limit)
+        with app.session() as session:
+            rows = [_message_json(r, slug) for r in session.scalars(query)]
+        return rows if after_id is not None else list(reversed(rows))
+
+    def show(rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            if json_output:
+                import json
+
+                sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+                continue
+            import datetime as dt
+
+            when = local_time(dt.datetime.fromisoformat(row["created_at"]))
+            arrow = "<-" if row["direction"] == "IN" else "->"
+            note = "" if row["state"] in ("ANSWERED", "SENT") else f" [{row['state'].lower()}]"
+            kind = f" ({row['kind']})" if row["kind"] and row["kind"] != "owner" else ""
+            who = " (business)" if row["kind"] == "owner" else ""
+            text = row["text"].replace("\n", "\n" + " " * 24)
+            sys.stdout.write(f"{when} {row['chat']:>16} {arrow}{who}{kind}{note} {text}\n")
+        sys.stdout.flush()
+
+    rows = fetch(None)
+    if json_output and not follow:
+        emit_json(rows)
+        return
+    if not rows and not follow:
+        app.err_console.print(f"no messages for '{slug}' match")
+        return
+    show(rows)
+    last = rows[-1]["id"] if rows else 0
+    while follow:
+        time.sleep(1.0)  # the database at most once a second
+        new = fetch(last)
+        if new:
+            show(new)
+            last = new[-1]["id"]
+
+
+@app.command("prune")
+def prune(
+    ctx: typer.Context,
+    older_than: Annotated[
+        str,
+        typer.Option(
+            "--older-than", metavar="AGE", help="Delete entries older than this: 90d, 12w."
+        ),
+    ],
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", metavar="SLUG", help="Only this tenant.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count, delete nothing.")] = False,
+) -> None:
+    """Delete old conversation log entries (unfinished ones are always kept)."""
+    from sqlalchemy import delete, func, select
+
+    from wactl.cli.output import parse_since
+    from wactl.db import audit, tenants
+    from wactl.db.models import MessageLog
+    from wactl.enums import MessageState
+    from wactl.errors import UsageError
+
+    app = app_context(ctx)
+    if older_than.strip()[-1:] not in ("s", "m", "h", "d", "w"):
+        raise UsageError(f"--older-than: '{older_than}' is not an age", hint="use e.g. 90d or 12w")
+    cutoff = parse_since(older_than)
+    with app.session() as session:
+        condition = (MessageLog.created_at < cutoff) & MessageLog.state.not_in(
+            [MessageState.NEW, MessageState.PENDING]
+        )
+        target = tenants.get_tenant(session, tenant) if tenant else None
+        if target is not None:
+            condition = condition & (MessageLog.tenant_id == target.id)
+        count = session.scalar(select(func.count()).select_from(MessageLog).where(condition)) or 0
+        if dry_run:
+            app.err_console.print(f"{count} log entries older than {older_than} would be deleted")
+            return
+        # A reply whose question goes keeps its row; reply_to_id becomes NULL (SET NULL).
+        session.execute(delete(MessageLog).where(condition))
+        audit.record(
+            session,
+            actor=audit.operator_actor(),
+            event_type="logs.pruned",
+            tenant=target,
+            payload={"older_than": older_than, "deleted": count},
+        )
+    app.err_console.print(f"deleted {count} log entries older than {older_than}")
