@@ -386,3 +386,46 @@ def test_config_apply_missing_file(cli: CLI, db_url: str, tmp_path: Path) -> Non
         2,
         f"error: cannot read {tmp_path / 'nope.toml'}: No such file or directory\n",
     )
+
+
+def test_config_apply_texts_and_info(cli: CLI, db_url: str, tmp_path: Path) -> None:
+    _create(cli, "casa-pepe", "--template", "restaurant")
+    exported = cli("tenant", "config", "export", "casa-pepe").out
+    assert "\n[info]\n" in exported and "\n[texts]\n" in exported
+    edited = exported.replace(
+        "[info]\n", '[info]\naddress = "Calle Mayor 1"\nwebsite = "https://pepe.example"\n'
+    ).replace("[texts]\n", '[texts]\ngreeting = "Hola from {business_name}!\\n{menu}"\n')
+    path = tmp_path / "t.toml"
+    path.write_text(edited)
+    result = cli("tenant", "config", "apply", "casa-pepe", str(path))
+    assert result.code == 0, result.err
+    again = cli("tenant", "config", "export", "casa-pepe").out
+    assert 'address = "Calle Mayor 1"' in again
+    assert "greeting = " in again and "{business_name}" in again
+    path.write_text(again)
+    assert "no changes" in cli("tenant", "config", "apply", "casa-pepe", str(path)).err
+
+
+@pytest.mark.parametrize(
+    ("table_line", "message"),
+    [
+        ('[texts]\ngreetin = "hi"\n', "texts.greetin: is not a reply text"),
+        ('[texts]\ngreeting = "hi {nosuch}"\n', "texts.greeting: "),
+        ('[info]\naddres = "x"\n', "info.addres: is not a business fact; did you mean 'address'?"),
+        ("[info]\naddress = 3\n", "info.address: must be text"),
+    ],
+)
+def test_config_apply_rejects_bad_texts_and_info(
+    cli: CLI, db_url: str, tmp_path: Path, table_line: str, message: str
+) -> None:
+    _create(cli, "casa-pepe", "--template", "restaurant")
+    exported = cli("tenant", "config", "export", "casa-pepe").out
+    header = table_line.split("\n", 1)[0] + "\n"
+    path = tmp_path / "bad.toml"
+    path.write_text(exported.replace(header, table_line))
+    before = cli("tenant", "config", "export", "casa-pepe").out
+    result = cli("tenant", "config", "apply", "casa-pepe", str(path))
+    assert result.code == 2
+    assert result.err.startswith(f"error: {path}: {message}"), result.err
+    assert result.err.count("\n") == 1
+    assert cli("tenant", "config", "export", "casa-pepe").out == before

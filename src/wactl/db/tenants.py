@@ -264,6 +264,8 @@ DOCUMENT_KEYS = (
     "timezone",
     "holidays",
     "hours",
+    "info",
+    "texts",
 )
 
 
@@ -279,6 +281,8 @@ def export_document(tenant: Tenant) -> dict[str, Any]:
         "timezone": config.timezone,
         "holidays": list(hours.get("holidays", [])),
         "hours": {day: list(v) for day, v in hours.get("weekly", {}).items()},
+        "info": dict(config.info_json or {}),
+        "texts": dict(config.texts_json or {}),
     }
     if tenant.phone_number:
         doc["phone_number"] = tenant.phone_number
@@ -294,8 +298,14 @@ def render_document(slug: str, doc: dict[str, Any]) -> str:
         "# hours: 24-hour ranges per day (mon..sun), [] or a missing day means closed.\n"
         "# holidays: dates (YYYY-MM-DD) on which the business is closed.\n"
         "# phone_number: the WhatsApp number in E.164; leave it out for none.\n"
+        "# [info]: business facts the replies use: address, phone, email, website, maps_url.\n"
+        "# [texts]: your own wording for any reply, replacing the template's: greeting,\n"
+        "#   fallback, location, contact, handoff, rate_limited, hours.answer, menu.N.label,\n"
+        "#   menu.N.answer, menu.N.keywords (comma-separated) and more; a wrong key is\n"
+        "#   refused with the closest valid one. Placeholders: {business_name}, {address},\n"
+        "#   {phone}, {email}, {website}, {maps_url}, {hours_today}, {hours_week}, {menu}.\n"
     )
-    top = {k: v for k, v in doc.items() if k != "hours"}
+    top = {k: v for k, v in doc.items() if k not in ("hours", "info", "texts")}
     text = header + tomli_w.dumps(top)
     hours = doc.get("hours", {})
     text += "\n[hours]\n"
@@ -303,6 +313,12 @@ def render_document(slug: str, doc: dict[str, Any]) -> str:
         text += tomli_w.dumps(hours)
     else:
         text += '# not set yet; for example:\n# mon = ["09:00-14:00", "17:00-22:00"]\n'
+    for table, example in (
+        ("info", '# address = "Calle Mayor 1, Madrid"\n'),
+        ("texts", '# greeting = "Hello from {business_name}! Reply with a number:\\n{menu}"\n'),
+    ):
+        values = doc.get(table) or {}
+        text += f"\n[{table}]\n" + (tomli_w.dumps(values) if values else example)
     return text
 
 
@@ -353,11 +369,37 @@ def parse_document(text: str, *, source: str, slug: str) -> dict[str, Any]:
         raise ValidationError(f"{source}: holidays", "must be a list of dates")
     doc["holidays"] = validation.validate_holidays(holidays, f"{source}: holidays")
     doc["hours"] = validation.validate_weekly_hours(raw.get("hours", {}), f"{source}: hours")
+    for table in ("info", "texts"):
+        value = raw.get(table, {})
+        if not isinstance(value, dict):
+            raise ValidationError(f"{source}: {table}", f"must be a table [{table}]")
+        doc[table] = dict(value)
+    _check_replies(doc, source)
     if "phone_number" in raw:
         doc["phone_number"] = validation.normalize_phone(
             text_value("phone_number"), f"{source}: phone_number"
         )
     return doc
+
+
+def _check_replies(doc: dict[str, Any], source: str) -> None:
+    """Build the reply book the worker would build: every text, fact and placeholder
+    is checked now, so that nothing invalid is ever written."""
+    from wactl.bot.replies import ReplyBook
+
+    try:
+        ReplyBook.build(
+            doc["template"],
+            doc["language"],
+            doc["texts"],
+            {"business_name": doc["business_name"], **doc["info"]},
+            hours_json={"weekly": doc["hours"], "holidays": doc["holidays"]},
+            timezone=doc["timezone"],
+        )
+    except ValidationError as exc:
+        field = exc.field.replace("overrides.", "texts.", 1)
+        detail = exc.message.split(": ", 1)[-1]
+        raise ValidationError(f"{source}: {field}", detail, hint=exc.hint) from None
 
 
 def plain_document(doc: dict[str, Any]) -> dict[str, Any]:
@@ -395,6 +437,10 @@ def apply_document(
     if config.hours_json != hours:
         changed["hours"] = {"old": config.hours_json, "new": hours}
         config.hours_json = hours
+    for key, column in (("info", "info_json"), ("texts", "texts_json")):
+        if (getattr(config, column) or {}) != doc[key]:
+            changed[key] = {"old": getattr(config, column), "new": doc[key]}
+            setattr(config, column, doc[key])
     if changed:
         session.flush()
         audit.record(
