@@ -1,5 +1,6 @@
 # wactl developer entry points. The two a newcomer needs (see README.md):
-#   make demo   set up a venv and run wactl on embedded defaults (SQLite, sandbox engine)
+#   make demo   set up a venv and run `wactl quickstart` on embedded defaults (SQLite,
+#               sandbox engine): a demo bot answering two customer messages
 #   make test   set up a venv and run lint, type checks and the whole test suite
 #               (SQLite and PostgreSQL); .ci/run runs exactly this.
 
@@ -19,15 +20,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	$(BIN)/wactl init
-	@if $(BIN)/wactl tenant show demo >/dev/null 2>&1; then \
-		echo "tenant 'demo' exists; keeping it" >&2; \
-	else \
-		$(BIN)/wactl tenant create demo --name "Demo Bistro" --template restaurant \
-			--language en --timezone UTC --engine sandbox; \
-	fi
-	$(BIN)/wactl tenant list
-	$(BIN)/wactl tenant show demo
+	$(BIN)/wactl quickstart
 
 lint: setup
 	$(BIN)/ruff check src tests alembic
