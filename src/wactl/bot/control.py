@@ -204,14 +204,22 @@ class ControlServer:
                 if not line:
                     break
                 if line.strip():
-                    reply = await self._answer(line)
-                    self._send(writer, encode(reply))
+                    # Each request in its own task: a slow one (a "send" waits for the
+                    # pipeline's reply) must not hold up the next; replies carry ids.
+                    request = asyncio.create_task(self._answer_to(writer, line))
+                    self._handlers.add(request)
+                    request.add_done_callback(self._handlers.discard)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
             self._clients.discard(writer)
             self._handlers.discard(task)
             writer.close()
+
+    async def _answer_to(self, writer: asyncio.StreamWriter, line: bytes) -> None:
+        reply = await self._answer(line)
+        if not writer.is_closing():
+            self._send(writer, encode(reply))
 
     async def _answer(self, line: bytes) -> dict[str, Any]:
         request_id: Any = None
