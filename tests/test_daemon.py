@@ -558,3 +558,20 @@ def test_metrics_on_tcp(db_url: str, cli: CLI, monkeypatch: pytest.MonkeyPatch) 
             assert exc.code == 404
         else:
             pytest.fail("the TCP metrics address served a control endpoint")
+
+
+def test_stop_while_queued_for_a_start_slot(
+    db_url: str, cli: CLI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with running_daemon({"WACTL_DAEMON_START_CONCURRENCY": "1"}) as daemon:
+        for name, value in daemon.env.items():
+            if name.startswith("WACTL_"):
+                monkeypatch.setenv(name, value)
+        slugs = [f"q-{n}" for n in range(4)]
+        _create(cli, *slugs)
+        assert cli("tenant", "start", "--all", "--no-wait").code == 0
+        result = cli("tenant", "stop", "--all")
+        assert result.code == 0, result.err
+        rows = daemon.ps()
+        assert {rows[s]["state"] for s in slugs} == {"STOPPED"}
+        poll_for(lambda: not daemon.worker_processes(), timeout=15)

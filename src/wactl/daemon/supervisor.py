@@ -661,6 +661,12 @@ class Supervisor:
     async def _stop_process(self, worker: Worker) -> None:
         """SIGTERM to the group, the grace period, then SIGKILL to the group and strays."""
         if worker.pid is None:
+            if worker.machine.state is State.STARTING:
+                # Still waiting for a start slot: there is no process to signal.
+                worker.machine.transition(State.STOPPING, "stopping")
+                worker.machine.transition(State.STOPPED, "stopped before it started")
+                self._persist(worker, TenantStatus.STOPPED)
+                self._publish(worker)
             return
         pid = worker.pid
         if worker.machine.state is not State.STOPPING:
