@@ -87,6 +87,7 @@ class Workers:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.started: list[subprocess.Popen[bytes]] = []
+        self.clients: list[Client] = []
 
     def start(self, slug: str = SLUG) -> subprocess.Popen[bytes]:
         log_path = self.log_path(slug)
@@ -126,9 +127,12 @@ class Workers:
             return True
 
         poll_for(connected, TIMEOUT)
+        self.clients.append(client[0])  # closed at teardown even if the test fails
         return client[0]
 
     def cleanup(self) -> None:
+        for connected in self.clients:
+            connected.close()
         for process in self.started:
             if process.poll() is None:
                 # start_new_session: the process group id is the worker's pid.

@@ -101,7 +101,7 @@ class TenantConfig(Base):
         enum_column(Language, "language"), default=Language.EN
     )
     #: {"weekly": {"mon": ["09:00-17:00"], ...}, "holidays": ["2026-12-25", ...]};
-    #: validated by `wactl.validation.validate_hours`.
+    #: validated by `wactl.validation.hours_document`.
     hours_json: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     #: Per-tenant replacements of template texts: {"greeting": "...", "menu.2.answer": ...}.
