@@ -575,3 +575,19 @@ def test_stop_while_queued_for_a_start_slot(
         rows = daemon.ps()
         assert {rows[s]["state"] for s in slugs} == {"STOPPED"}
         poll_for(lambda: not daemon.worker_processes(), timeout=15)
+
+
+def test_handoff_raises_an_event(cli: CLI, daemon: Daemon) -> None:
+    _create(cli, "alpha")
+    _start(cli, "alpha")
+    poll_for(lambda: daemon.ps()["alpha"]["has_qr"], timeout=10)
+    assert cli("sandbox", "scan", "alpha").code == 0
+    events: list[dict[str, Any]] = []
+    reader = threading.Thread(target=events_in_thread, args=(daemon.client, events), daemon=True)
+    reader.start()
+    poll_for(lambda: daemon.client.request("GET", "/v1/status")["event_subscribers"] == 1)
+    result = cli("sandbox", "send", "alpha", "--from", "+15551234567", "I want to talk to a person")
+    assert result.code == 0, result.err
+    poll_for(lambda: any(e["event"] == "handoff" for e in list(events)), timeout=10)
+    handoff = next(e for e in events if e["event"] == "handoff")
+    assert handoff["slug"] == "alpha" and handoff["chat"] == "+15551234567"

@@ -500,7 +500,9 @@ ENDPOINTS: list[Endpoint] = [
         "/v1/events",
         "Live events (Server-Sent Events)",
         events,
-        "worker (state changes), qr, session and error events, as JSON in data lines.",
+        "worker (state changes), qr, session, error, handoff (a customer asked for a "
+        "person) and takeover (the business answered by hand) events, as JSON in data "
+        "lines; shutdown when the daemon stops.",
         content_type="text/event-stream",
     ),
     Endpoint(

@@ -585,6 +585,11 @@ class Supervisor:
             )
         elif event == "error":
             self.hub.publish("error", slug=slug, message=message.get("message"))
+        elif event in ("handoff", "takeover"):
+            # A customer asked for a person, or the owner answered by hand: the bot is
+            # quiet in that chat now, and whoever watches (the TUI) should know.
+            data = {k: v for k, v in message.items() if k not in ("type", "event")}
+            self.hub.publish(str(event), slug=slug, **data)
 
     def _on_exit(self, worker: Worker, pidfd: int | None) -> None:
         """The worker process ended (pidfd readable): decide what follows."""
