@@ -245,7 +245,13 @@ class ControlServer:
             return _reply_error(request_id, status, exc.one_line())
         except Exception as exc:
             log.exception("control request crashed")
-            return _reply_error(request_id, 500, f"internal error: {type(exc).__name__}: {exc}")
+            # The details (which may quote SQL with customers' messages) stay in the
+            # worker's log; the caller learns only what kind of failure it was.
+            return _reply_error(
+                request_id,
+                500,
+                f"internal error in the worker ({type(exc).__name__}); see its log",
+            )
         return {"type": "reply", "id": request_id, "ok": True, "result": result}
 
 

@@ -126,6 +126,14 @@ class Pipeline:
         self._slots = asyncio.Semaphore(config.chat_concurrency)
         self._closed = False
         self.handled = 0
+        #: Closed while `recover` collects the backlog: new messages are recorded but
+        #: queued only after the older, unfinished ones of their chat.
+        self._backlog_queued = asyncio.Event()
+        self._backlog_queued.set()
+        #: Inbound ids recorded by this process while recovery runs (not backlog).
+        self._recorded_here: set[int] | None = None
+        #: Inbound ids queued or being handled by this process.
+        self._active: set[int] = set()
 
     async def _db(self, fn: Callable[[], T]) -> T:
         result: T = await self._run_db(fn)
@@ -146,6 +154,9 @@ class Pipeline:
             log.info("duplicate message %s skipped", message.wa_message_id)
             done.set_result(Outcome("duplicate"))
             return done
+        if self._recorded_here is not None:
+            self._recorded_here.add(in_id)
+        await self._backlog_queued.wait()
         row = InboundRow(
             in_id,
             message.chat,
@@ -172,6 +183,7 @@ class Pipeline:
         chat = self._chats.get(job.row.chat)
         if chat is None:
             chat = self._chats[job.row.chat] = _Chat()
+        self._active.add(job.row.id)
         chat.queue.put_nowait(job)
         if chat.task is None or chat.task.done():
             chat.task = asyncio.get_running_loop().create_task(
@@ -184,6 +196,7 @@ class Pipeline:
             job = chat.queue.get_nowait()
             async with self._slots:
                 outcome = await self._handle_safely(job.row)
+            self._active.discard(job.row.id)
             if not job.done.done():
                 job.done.set_result(outcome)
         if self._chats.get(name) is chat and chat.queue.empty():
@@ -248,7 +261,20 @@ class Pipeline:
     async def recover(self) -> tuple[int, int]:
         """Finish what a crashed worker left: (replies confirmed or resent, messages
         handled again)."""
+        self._backlog_queued.clear()
+        self._recorded_here = set()
+        try:
+            return await self._recover()
+        finally:
+            self._recorded_here = None
+            self._backlog_queued.set()
+
+    async def _recover(self) -> tuple[int, int]:
         pending, new = await self._db(self.store.unhandled)
+        recorded_here = self._recorded_here or set()
+        decided = {reply.in_id for reply in pending}
+        skip = decided | recorded_here | self._active
+        new = [row for row in new if row.id not in skip]
         for reply in pending:
             sent = await self.engine.was_sent(reply.client_id)
             if sent is False:

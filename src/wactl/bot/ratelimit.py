@@ -64,6 +64,7 @@ class RateLimiter:
             if len(self._chats) > 10_000:
                 self._forget_full_buckets()
             bucket = self._chats[chat] = TokenBucket(self._chat_burst, self._chat_rate, self._clock)
+        was_warned = bucket.warned
         if not bucket.take():
             warn = not bucket.warned
             bucket.warned = True
@@ -71,7 +72,7 @@ class RateLimiter:
         if not self.tenant.take():
             # The tenant's budget is spent: this chat's token is given back.
             bucket.tokens += 1
-            warn = not bucket.warned
+            warn = not was_warned
             bucket.warned = True
             return False, warn
         return True, False

@@ -150,7 +150,7 @@ def prune(
     app = app_context(ctx)
     if older_than.strip()[-1:] not in ("s", "m", "h", "d", "w"):
         raise UsageError(f"--older-than: '{older_than}' is not an age", hint="use e.g. 90d or 12w")
-    cutoff = parse_since(older_than)
+    cutoff = parse_since(older_than, option="--older-than")
     with app.session() as session:
         condition = (MessageLog.created_at < cutoff) & MessageLog.state.not_in(
             [MessageState.NEW, MessageState.PENDING]

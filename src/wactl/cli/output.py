@@ -27,7 +27,9 @@ def local_time(value: dt.datetime | None) -> str:
     return value.astimezone().strftime("%Y-%m-%d %H:%M")
 
 
-def parse_since(text: str, *, now: dt.datetime | None = None) -> dt.datetime:
+def parse_since(
+    text: str, *, now: dt.datetime | None = None, option: str = "--since"
+) -> dt.datetime:
     """``--since``: a duration back from now (30m, 12h, 7d, 2w) or an ISO date/time."""
     now = now or dt.datetime.now(dt.UTC)
     hint = "use e.g. 30m, 12h, 7d, 2w, 2026-11-01 or 2026-11-01T09:00"
@@ -37,16 +39,16 @@ def parse_since(text: str, *, now: dt.datetime | None = None) -> dt.datetime:
             return now - dt.timedelta(seconds=int(match[1]) * _UNITS[match[2]])
         moment = dt.datetime.fromisoformat(text.strip())
     except OverflowError:
-        raise UsageError(f"--since: '{text}' is too far back", hint=hint) from None
+        raise UsageError(f"{option}: '{text}' is too far back", hint=hint) from None
     except ValueError:
-        raise UsageError(f"--since: '{text}' is not a duration or a date", hint=hint) from None
+        raise UsageError(f"{option}: '{text}' is not a duration or a date", hint=hint) from None
     try:
         if moment.tzinfo is None:
             moment = moment.astimezone()  # a naive time is the operator's local time
         return moment.astimezone(dt.UTC)
     except (OverflowError, ValueError):
         # Near year 1 or 9999 the shift to UTC leaves the range datetime can hold.
-        raise UsageError(f"--since: '{text}' is out of range", hint=hint) from None
+        raise UsageError(f"{option}: '{text}' is out of range", hint=hint) from None
 
 
 def or_dash(value: object) -> str:

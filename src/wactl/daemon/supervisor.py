@@ -584,6 +584,9 @@ class Supervisor:
                 "session", slug=slug, state=worker.session_state, reason=message.get("reason")
             )
         elif event == "error":
+            # The worker wrote it to worker_process.last_error; keep our copy the same,
+            # so `wactl ps` shows it and our next write does not undo it.
+            worker.last_error = str(message.get("message") or "")[:2000] or worker.last_error
             self.hub.publish("error", slug=slug, message=message.get("message"))
         elif event in ("handoff", "takeover"):
             # A customer asked for a person, or the owner answered by hand: the bot is

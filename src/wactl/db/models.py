@@ -174,13 +174,14 @@ class MessageLog(Base):
         ForeignKey("tenant.id", ondelete="CASCADE"), nullable=False
     )
     direction: Mapped[Direction] = mapped_column(enum_column(Direction, "direction"))
-    from_number: Mapped[str] = mapped_column(String(32))
-    to_number: Mapped[str] = mapped_column(String(32))
+    #: Numbers, or WhatsApp ids for groups and the sandbox ("sandbox:<slug>"): up to 64.
+    from_number: Mapped[str] = mapped_column(String(64))
+    to_number: Mapped[str] = mapped_column(String(64))
     message_text: Mapped[str] = mapped_column(Text)
     wa_message_id: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     #: The customer's number: the chat this message belongs to (per-chat order, logs).
-    chat: Mapped[str] = mapped_column(String(32), default="")
+    chat: Mapped[str] = mapped_column(String(64), default="")
     state: Mapped[MessageState] = mapped_column(
         enum_column(MessageState, "state"), default=MessageState.NEW
     )
@@ -204,7 +205,7 @@ class ChatState(Base):
     tenant_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("tenant.id", ondelete="CASCADE"), nullable=False
     )
-    chat: Mapped[str] = mapped_column(String(32))
+    chat: Mapped[str] = mapped_column(String(64))
     paused_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     #: Why: "handoff" (the customer asked for a person) or "owner" (the owner answered).
     pause_reason: Mapped[str | None] = mapped_column(String(16))
