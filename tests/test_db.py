@@ -248,3 +248,13 @@ def test_0003_fills_chat_and_state_of_logged_messages(empty_db_url: str) -> None
         migrate.upgrade(engine)
     finally:
         engine.dispose()
+
+
+def test_light_schema_check_agrees_with_alembic() -> None:
+    """wactl.db.schema reads the migrations without Alembic; both must see the same."""
+    from wactl.db import schema
+
+    script = migrate.script_directory()
+    assert schema.head_revision() == script.get_current_head()
+    alembic_view = {s.revision: s.down_revision for s in script.walk_revisions()}
+    assert schema.revisions() == alembic_view

@@ -119,8 +119,9 @@ class DaemonConfig:
     sample_interval_seconds: float = field(
         default=5.0,
         metadata=_doc(
-            "How often the daemon samples each worker tree's CPU and memory (USS every "
-            "second sample); the memory ceiling is checked on each sample."
+            "How often the daemon samples each worker tree's CPU and resident memory; the "
+            "memory ceiling is checked on each sample. Unique memory (USS, the figure "
+            "`wactl ps` shows) is sampled once a minute: it costs ten times more."
         ),
     )
     memory_limit_mb: int = field(

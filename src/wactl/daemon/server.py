@@ -86,7 +86,7 @@ def _bind_socket(path: Path) -> socket.socket:
 
 
 def run_daemon(config: Config, *, foreground: bool) -> None:
-    from wactl.db import migrate
+    from wactl.db import schema
     from wactl.db.engine import check_connection, make_engine
 
     runtime_dir = config.runtime_dir
@@ -98,7 +98,8 @@ def run_daemon(config: Config, *, foreground: bool) -> None:
     engine = make_engine(config.database_url, busy_timeout_ms=config.database.busy_timeout_ms)
     try:
         check_connection(engine)
-        migrate.ensure_current(engine)
+        # Without Alembic: the daemon would carry its ~11 MB for its whole life.
+        schema.ensure_current(engine)
         path = socket_path(runtime_dir)
         sock = _bind_socket(path)
         pidfile = pid_path(runtime_dir)

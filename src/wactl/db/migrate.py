@@ -8,34 +8,35 @@ a checkout. Importing Alembic costs ~40 ms, which is why only database commands 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
-import wactl
-from wactl.db.engine import describe_db_error, display_url
-from wactl.errors import DatabaseError, NotFoundError, SchemaOutOfDateError
+from wactl.db.engine import describe_db_error
+from wactl.db.schema import (
+    current_revision,
+    ensure_current,
+    ensure_known,
+    head_revision,
+    migrations_dir,
+)
+from wactl.errors import NotFoundError
 
-
-def migrations_dir() -> Path:
-    """The migrations folder: inside the installed package, else the checkout's."""
-    package_dir = Path(wactl.__file__).resolve().parent
-    shipped = package_dir / "_alembic"
-    if (shipped / "env.py").is_file():
-        return shipped
-    checkout = package_dir.parent.parent / "alembic"
-    if (checkout / "env.py").is_file():
-        return checkout
-    raise DatabaseError(
-        f"the migrations are missing: neither {shipped} nor {checkout} exists",
-        hint="reinstall wactl",
-    )
+__all__ = [
+    "Revision",
+    "current_revision",
+    "downgrade",
+    "ensure_current",
+    "ensure_known",
+    "head_revision",
+    "history",
+    "migrations_dir",
+    "upgrade",
+]
 
 
 def alembic_config(engine: Engine | None = None) -> AlembicConfig:
@@ -50,20 +51,6 @@ def alembic_config(engine: Engine | None = None) -> AlembicConfig:
 
 def script_directory() -> ScriptDirectory:
     return ScriptDirectory.from_config(alembic_config())
-
-
-def head_revision() -> str:
-    head = script_directory().get_current_head()
-    assert head is not None, "the migrations folder has no revisions"
-    return head
-
-
-def current_revision(engine: Engine) -> str | None:
-    try:
-        with engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision()
-    except OperationalError as exc:
-        raise describe_db_error(engine, exc) from exc
 
 
 def _run(engine: Engine, action: str, revision: str) -> None:
@@ -113,32 +100,3 @@ def history() -> list[Revision]:
             )
         )
     return revisions
-
-
-def ensure_known(engine: Engine) -> None:
-    """Refuse a database migrated by a newer wactl: this one cannot know its schema."""
-    current = current_revision(engine)
-    if current is not None and current not in {rev.revision for rev in history()}:
-        raise SchemaOutOfDateError(
-            f"database {display_url(engine.url)} is at revision {current}, which this "
-            f"wactl ({wactl.__version__}) does not know",
-            hint="upgrade wactl to the version that migrated it",
-        )
-
-
-def ensure_current(engine: Engine) -> None:
-    """Refuse to run on a schema this wactl was not built for, naming the fix."""
-    current = current_revision(engine)
-    head = head_revision()
-    if current == head:
-        return
-    if current is None:
-        raise SchemaOutOfDateError(
-            f"database {display_url(engine.url)} has no wactl schema",
-            hint="run `wactl init` (or `wactl db upgrade`) first",
-        )
-    ensure_known(engine)
-    raise SchemaOutOfDateError(
-        f"database {display_url(engine.url)} is at revision {current} but this wactl needs {head}",
-        hint="run `wactl db upgrade`",
-    )
