@@ -117,7 +117,7 @@ class DaemonConfig:
         ),
     )
     sample_interval_seconds: float = field(
-        default=5.0,
+        default=10.0,
         metadata=_doc(
             "How often the daemon samples each worker tree's CPU and resident memory; the "
             "memory ceiling is checked on each sample. Unique memory (USS, the figure "

@@ -132,6 +132,8 @@ async def _serve(config: Config, engine: object, sock: socket.socket, path: str)
     stop_workers = False
     servers: list[uvicorn.Server] = []
 
+    exit_requested = asyncio.Event()
+
     def request_shutdown(with_workers: bool) -> None:
         nonlocal stop_workers
         stop_workers = stop_workers or with_workers
@@ -141,13 +143,24 @@ async def _serve(config: Config, engine: object, sock: socket.socket, path: str)
             hub.close()
         for server in servers:
             server.should_exit = True
+        exit_requested.set()
 
     class Server(uvicorn.Server):
-        """uvicorn's server, with SIGTERM/SIGINT going through request_shutdown."""
+        """uvicorn's server, with SIGTERM/SIGINT going through request_shutdown, and a
+        main loop that wakes once a second instead of ten times (uvicorn's own loop
+        polls `should_exit` every 0.1 s: ~0.05 % of a core in an idle daemon)."""
 
         def handle_exit(self, sig: int, frame: object) -> None:
             request_shutdown(False)
             super().handle_exit(sig, frame)  # type: ignore[arg-type]
+
+        async def main_loop(self) -> None:
+            counter = 0
+            while not await self.on_tick(counter):
+                # on_tick refreshes the Date header when counter % 10 == 0.
+                counter = (counter + 10) % 864000
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(exit_requested.wait(), 1.0)
 
     state = DaemonState(
         supervisor=supervisor,
