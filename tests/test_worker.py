@@ -40,7 +40,7 @@ from wactl.ipc.protocol import WORKER_PROTOCOL_VERSION, worker_log_path, worker_
 
 SLUG = "shop"
 #: Only reached when something is broken.
-TIMEOUT = 15.0
+TIMEOUT = 60.0  # generous: only a failing test waits this long (CI machines get loaded)
 #: A stopped worker must be gone well inside the daemon's 10 s grace period.
 STOP_SECONDS = 5.0
 QR_ROTATE_SECONDS = 0.3
