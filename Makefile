@@ -23,8 +23,8 @@ demo: setup
 	$(BIN)/wactl quickstart
 
 lint: setup
-	$(BIN)/ruff check src tests alembic
-	$(BIN)/ruff format --check src tests alembic
+	$(BIN)/ruff check src tests alembic bench
+	$(BIN)/ruff format --check src tests alembic bench
 
 typecheck: setup
 	$(BIN)/mypy
