@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_support import Daemon, running_daemon
+from tests.daemon_support import Daemon, daemon_for_cli
 from tests.support import Result, pg_database, pg_url, run_cli
 
 
@@ -133,8 +133,5 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
 @pytest.fixture
 def daemon(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Daemon]:
     """A real daemon (subprocess) on this test's database; the in-process CLI reaches it."""
-    with running_daemon() as started:
-        for name, value in started.env.items():
-            if name.startswith("WACTL_"):
-                monkeypatch.setenv(name, value)
+    with daemon_for_cli(monkeypatch) as started:
         yield started

@@ -155,6 +155,19 @@ def running_daemon(extra_env: dict[str, str] | None = None) -> Iterator[Daemon]:
         shutil.rmtree(runtime, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def daemon_for_cli(
+    monkeypatch: pytest.MonkeyPatch, extra_env: dict[str, str] | None = None
+) -> Iterator[Daemon]:
+    """`running_daemon`, with its WACTL_* settings exported to this test's environment
+    so that the in-process CLI (the `cli` fixture) reaches the same daemon."""
+    with running_daemon(extra_env) as daemon:
+        for name, value in daemon.env.items():
+            if name.startswith("WACTL_"):
+                monkeypatch.setenv(name, value)
+        yield daemon
+
+
 def events_in_thread(client: DaemonClient, sink: list[dict[str, Any]]) -> None:
     """Collect SSE events into ``sink`` until the daemon closes the stream."""
     with contextlib.suppress(Exception):

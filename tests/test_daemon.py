@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import CLI
-from tests.daemon_support import Daemon, events_in_thread, running_daemon
+from tests.daemon_support import Daemon, daemon_for_cli, events_in_thread
 from tests.support import db_session, poll_for
 from wactl.db.models import PortalEventLog, Tenant, WorkerProcess
 
@@ -240,10 +240,7 @@ def test_stop_leaves_no_descendant(
     (site / "sitecustomize.py").write_text(SPAWNER)
     marker = tmp_path / "desc"
     extra = {"PYTHONPATH": str(site), "WACTL_TEST_DESCENDANTS": str(marker)}
-    with running_daemon(extra) as daemon:
-        for name, value in daemon.env.items():
-            if name.startswith("WACTL_"):
-                monkeypatch.setenv(name, value)
+    with daemon_for_cli(monkeypatch, extra) as daemon:
         _create(cli, "alpha")
         _start(cli, "alpha")
         worker = daemon.ps()["alpha"]["pid"]
@@ -333,10 +330,7 @@ def test_reboot_brings_back_exactly_the_running_tenants(cli: CLI, daemon: Daemon
 def test_memory_ceiling_restarts_gracefully(
     db_url: str, cli: CLI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with running_daemon({"WACTL_DAEMON_MEMORY_LIMIT_MB": "1"}) as daemon:
-        for name, value in daemon.env.items():
-            if name.startswith("WACTL_"):
-                monkeypatch.setenv(name, value)
+    with daemon_for_cli(monkeypatch, {"WACTL_DAEMON_MEMORY_LIMIT_MB": "1"}) as daemon:
         _create(cli, "alpha")
         _start(cli, "alpha")
         first = daemon.ps()["alpha"]["pid"]
@@ -492,10 +486,7 @@ def test_delete_stops_the_worker_first(cli: CLI, daemon: Daemon, db_url: str) ->
 def test_start_concurrency_is_bounded(
     db_url: str, cli: CLI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with running_daemon({"WACTL_DAEMON_START_CONCURRENCY": "1"}) as daemon:
-        for name, value in daemon.env.items():
-            if name.startswith("WACTL_"):
-                monkeypatch.setenv(name, value)
+    with daemon_for_cli(monkeypatch, {"WACTL_DAEMON_START_CONCURRENCY": "1"}) as daemon:
         slugs = ["alpha", "beta", "gamma", "delta"]
         _create(cli, *slugs)
         events: list[dict[str, Any]] = []
@@ -535,10 +526,7 @@ def test_metrics_on_tcp(db_url: str, cli: CLI, monkeypatch: pytest.MonkeyPatch) 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    with running_daemon({"WACTL_DAEMON_METRICS_ADDRESS": f"127.0.0.1:{port}"}) as daemon:
-        for name, value in daemon.env.items():
-            if name.startswith("WACTL_"):
-                monkeypatch.setenv(name, value)
+    with daemon_for_cli(monkeypatch, {"WACTL_DAEMON_METRICS_ADDRESS": f"127.0.0.1:{port}"}):
         _create(cli, "alpha")
         _start(cli, "alpha")
 
@@ -563,10 +551,7 @@ def test_metrics_on_tcp(db_url: str, cli: CLI, monkeypatch: pytest.MonkeyPatch) 
 def test_stop_while_queued_for_a_start_slot(
     db_url: str, cli: CLI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with running_daemon({"WACTL_DAEMON_START_CONCURRENCY": "1"}) as daemon:
-        for name, value in daemon.env.items():
-            if name.startswith("WACTL_"):
-                monkeypatch.setenv(name, value)
+    with daemon_for_cli(monkeypatch, {"WACTL_DAEMON_START_CONCURRENCY": "1"}) as daemon:
         slugs = [f"q-{n}" for n in range(4)]
         _create(cli, *slugs)
         assert cli("tenant", "start", "--all", "--no-wait").code == 0

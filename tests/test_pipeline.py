@@ -38,7 +38,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine as SAEngine
 
 from tests.conftest import CLI
-from tests.daemon_support import Daemon, running_daemon
+from tests.daemon_support import Daemon, daemon_for_cli
 from tests.support import db_session, poll_for
 from wactl.bot.engines.base import InboundMessage
 from wactl.bot.engines.sandbox import SandboxEngine, outbox_file
@@ -177,19 +177,6 @@ def message_log(db_url: str) -> Iterator[MessageLogReader]:
         reader.engine.dispose()
 
 
-@contextlib.contextmanager
-def pipeline_daemon(
-    monkeypatch: pytest.MonkeyPatch, extra_env: dict[str, str] | None = None
-) -> Iterator[Daemon]:
-    """A real daemon with ``extra_env`` (its workers inherit it); the in-process CLI
-    reaches it."""
-    with running_daemon(extra_env) as daemon:
-        for name, value in daemon.env.items():
-            if name.startswith("WACTL_"):
-                monkeypatch.setenv(name, value)
-        yield daemon
-
-
 def create_tenants(cli: CLI, *slugs: str) -> None:
     for slug in slugs:
         result = cli(
@@ -260,7 +247,7 @@ def chat_number(index: int) -> str:
 def test_a_redelivered_message_is_a_duplicate_even_after_a_restart(
     cli: CLI, db_url: str, monkeypatch: pytest.MonkeyPatch, message_log: MessageLogReader
 ) -> None:
-    with pipeline_daemon(monkeypatch, NO_LIMITS) as daemon:
+    with daemon_for_cli(monkeypatch, NO_LIMITS) as daemon:
         start_linked(cli, daemon, SLUG, "other")
         first = send(daemon, "hi", message_id="wamid-1")
         assert (first["status"], first["kind"]) == ("replied", "greeting")
@@ -312,7 +299,7 @@ def test_each_chat_is_answered_in_order_while_chats_run_concurrently(
         for n in range(per_chat)
         for c, chat in enumerate(chats)
     ]
-    with pipeline_daemon(monkeypatch, NO_LIMITS) as daemon:
+    with daemon_for_cli(monkeypatch, NO_LIMITS) as daemon:
         start_linked(cli, daemon, SLUG)
         # Enough threads that several messages of one chat are in flight at once.
         with ThreadPoolExecutor(48) as pool:
@@ -363,7 +350,7 @@ def test_rate_limits_warn_once_then_stay_silent_until_the_bucket_refills(
 ) -> None:
     warning = reply_book().rate_limited_text()
     a, b, c, d, e = (chat_number(n) for n in range(5))
-    with pipeline_daemon(monkeypatch, CHAT_LIMITS) as daemon:
+    with daemon_for_cli(monkeypatch, CHAT_LIMITS) as daemon:
         start_linked(cli, daemon, SLUG)
         started = time.monotonic()
         burst = [send(daemon, text, chat=a) for text in ("hi", "1", "2", "3", "hours")]
@@ -430,7 +417,7 @@ def test_handoff_and_owner_takeover_pause_one_chat_across_a_restart(
 ) -> None:
     handoff_chat, owner_chat, other_chat = (chat_number(n) for n in range(3))
     handoff = expected_reply("I want to talk to a person")
-    with pipeline_daemon(monkeypatch, NO_LIMITS) as daemon:
+    with daemon_for_cli(monkeypatch, NO_LIMITS) as daemon:
         start_linked(cli, daemon, SLUG)
         asked_at = dt.datetime.now(dt.UTC)
         assert send(daemon, "hi", chat=handoff_chat)["status"] == "replied"
@@ -498,7 +485,7 @@ def test_pauses_end_after_their_configured_time(
         "WACTL_PIPELINE_HANDOFF_PAUSE_MINUTES": "0.05",  # 3 s
         "WACTL_PIPELINE_OWNER_PAUSE_MINUTES": "0.05",
     }
-    with pipeline_daemon(monkeypatch, pauses) as daemon:
+    with daemon_for_cli(monkeypatch, pauses) as daemon:
         start_linked(cli, daemon, SLUG)
         handed_over = time.monotonic()
         assert send(daemon, "a person please", chat=handoff_chat)["kind"] == "handoff"
@@ -841,7 +828,7 @@ def test_every_message_gets_exactly_one_reply_across_kill_9(
     stop = threading.Event()
     killed: list[int] = []
 
-    with pipeline_daemon(monkeypatch, env) as daemon:
+    with daemon_for_cli(monkeypatch, env) as daemon:
         start_linked(cli, daemon, SLUG)
         path = f"/v1/tenants/{SLUG}/sandbox/send"
 
@@ -926,7 +913,7 @@ def test_sandbox_and_log_commands(
     cli: CLI, db_url: str, monkeypatch: pytest.MonkeyPatch, message_log: MessageLogReader
 ) -> None:
     greeting = expected_reply("hi", first=True).text
-    with pipeline_daemon(monkeypatch, NO_LIMITS) as daemon:
+    with daemon_for_cli(monkeypatch, NO_LIMITS) as daemon:
         start_linked(cli, daemon, SLUG)
         result = cli("sandbox", "send", SLUG, "--from", "+15551234567", "hi")
         assert (result.code, result.out) == (0, greeting + "\n")
@@ -1173,7 +1160,7 @@ def test_a_tenant_with_the_longest_slug_is_answered(
 ) -> None:
     slug = "a-tenant-with-a-slug-of-forty-characters"
     assert len(slug) == 40  # the longest `validate_slug` accepts
-    with pipeline_daemon(monkeypatch) as daemon:
+    with daemon_for_cli(monkeypatch) as daemon:
         start_linked(cli, daemon, slug)
         outcome = send(daemon, "hi", slug=slug)
         assert (outcome["status"], outcome["kind"]) == ("replied", "greeting")
