@@ -98,9 +98,9 @@ def quickstart(ctx: typer.Context) -> None:
     # real phones (whatsapp-web) join this list as they land.
     out.write(
         "Next:\n"
-        f"  wactl sandbox chat {DEMO}        talk to the bot yourself\n"
-        f"  wactl tenant logs {DEMO}         the conversation log\n"
-        "  wactl ps                        every tenant's worker\n"
+        f"  wactl sandbox chat {DEMO}                       talk to the bot yourself\n"
+        f"  wactl tenant logs {DEMO}                        the conversation log\n"
+        "  wactl ps                                      every tenant's worker\n"
         f"  wactl tenant config export {DEMO} > demo.toml   change hours, texts, menu\n"
         "  wactl tenant create SLUG --name NAME --template salon --language es\n"
     )
