@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from wactl.cli.context import app_context
+from wactl.cli.context import JsonFlag, app_context
 
 
 def audit(
@@ -22,7 +22,7 @@ def audit(
     limit: Annotated[
         int, typer.Option("--limit", min=1, help="Show at most this many (the newest).")
     ] = 200,
-    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    json_output: JsonFlag = False,
 ) -> None:
     """Show who did what and when, oldest first."""
     from rich.table import Table

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from wactl import paths
-from wactl.cli.context import app_context
+from wactl.cli.context import JsonFlag, app_context
 from wactl.config import apply_setting, write_config
 from wactl.config.loader import build_config, config_as_dict, read_file_sections, render_config
 from wactl.errors import ConfigError
@@ -29,7 +29,7 @@ def path(ctx: typer.Context) -> None:
 @app.command("show")
 def show(
     ctx: typer.Context,
-    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    json_output: JsonFlag = False,
 ) -> None:
     """Print the effective configuration (file, environment and defaults), secrets redacted."""
     from wactl.cli.output import emit_json

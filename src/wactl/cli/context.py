@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from wactl.config import Config
+
+
+#: The ``--json`` flag every list and show command takes (shapes documented in wactl(1)).
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 class AppContext:

@@ -8,11 +8,9 @@ from typing import Annotated
 
 import typer
 
-from wactl.cli.context import app_context
+from wactl.cli.context import JsonFlag, app_context
 
 app = typer.Typer(help="Run and control the supervising daemon (wactld).", no_args_is_help=True)
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 @app.command("run")
@@ -101,29 +99,13 @@ def restart(ctx: typer.Context) -> None:
     app.err_console.print(f"daemon restarted (pid {pid}); workers kept running")
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours}h"
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
-
-
 @app.command("status")
 def status(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     """Show the daemon's pid, version, uptime, socket and workers by state.
 
     Exits with 7 when the daemon is not running.
     """
-    from wactl.cli.output import emit_json
+    from wactl.cli.output import duration, emit_json
     from wactl.ipc.client import DaemonClient
     from wactl.ipc.protocol import socket_path
 
@@ -136,7 +118,7 @@ def status(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     workers = ", ".join(f"{count} {state}" for state, count in data["workers"].items() if count)
     sys.stdout.write(
         f"running: pid {data['pid']}, wactl {data['version']}, "
-        f"up {_duration(data['uptime_seconds'])}\n"
+        f"up {duration(data['uptime_seconds'])}\n"
         f"socket: {data['socket']}\n"
         f"workers: {workers or 'none'}\n"
     )

@@ -7,11 +7,9 @@ from typing import Annotated
 
 import typer
 
-from wactl.cli.context import app_context
+from wactl.cli.context import JsonFlag, app_context
 
 app = typer.Typer(help="Migrate the database schema.", no_args_is_help=True)
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 @app.command("upgrade")

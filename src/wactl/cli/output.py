@@ -51,6 +51,22 @@ def parse_since(
         raise UsageError(f"{option}: '{text}' is out of range", hint=hint) from None
 
 
+def duration(seconds: float | None) -> str:
+    """A short human duration: 42s, 3m05s, 2h07m, 4d3h; "-" for None."""
+    if seconds is None:
+        return "-"
+    days, rest = divmod(int(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
 def or_dash(value: object) -> str:
     return "-" if value is None or value == "" else str(value)
 

@@ -12,12 +12,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from wactl.cli.context import app_context
+from wactl.cli.context import JsonFlag, app_context
 
 if TYPE_CHECKING:
     from wactl.ipc.client import DaemonClient
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 Slugs = Annotated[
     list[str] | None, typer.Argument(help="Tenants (slugs).", metavar="SLUG...", show_default=False)
 ]
@@ -39,12 +38,6 @@ def _human_bytes(value: int | None) -> str:
     return f"{value / (1024 * 1024):.1f}M"
 
 
-def _seconds(value: float | None) -> str:
-    from wactl.cli.daemon_cmd import _duration
-
-    return _duration(value)
-
-
 def ps(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     """List every tenant's worker: state, pid, uptime, restarts, CPU, memory, heartbeat."""
     from wactl.cli.output import emit_json
@@ -54,6 +47,8 @@ def ps(ctx: typer.Context, json_output: JsonFlag = False) -> None:
         emit_json(rows)
         return
     from rich.table import Table
+
+    from wactl.cli.output import duration
 
     app = app_context(ctx)
     if not rows:
@@ -82,11 +77,11 @@ def ps(ctx: typer.Context, json_output: JsonFlag = False) -> None:
             row["slug"],
             row["state"],
             str(row["pid"] or "-"),
-            _seconds(row["uptime_seconds"]),
+            duration(row["uptime_seconds"]),
             str(row["restarts"]),
             "-" if row["cpu_percent"] is None else f"{row['cpu_percent']:.1f}",
             _human_bytes(row["memory_uss_bytes"]),
-            _seconds(row["heartbeat_age_seconds"]),
+            duration(row["heartbeat_age_seconds"]),
             row["engine"],
             row["last_error"] or "",
         )

@@ -6,14 +6,13 @@ from typing import Annotated
 
 import typer
 
-from wactl.cli.context import app_context
+from wactl.cli.context import JsonFlag, app_context
 from wactl.enums import RequestStatus
 
 app = typer.Typer(
     help="Decide the setup requests owners send from the portal.", no_args_is_help=True
 )
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 RequestId = Annotated[int, typer.Argument(help="The request's number.", metavar="ID")]
 
 

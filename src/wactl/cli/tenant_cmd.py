@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from wactl.cli.context import app_context
+from wactl.cli.context import JsonFlag, app_context
 from wactl.enums import EngineName, Language, TemplateType
 
 if TYPE_CHECKING:
@@ -21,7 +21,6 @@ app = typer.Typer(help="Create, list, change and delete tenants.", no_args_is_he
 config_app = typer.Typer(help="Tenant configuration as a TOML file.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 Slug = Annotated[str, typer.Argument(help="The tenant's slug, e.g. casa-pepe.", metavar="SLUG")]
 TemplateOpt = Annotated[
     TemplateType | None,

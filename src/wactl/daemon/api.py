@@ -266,19 +266,20 @@ SCAN_SCHEMA: dict[str, Any] = {
 }
 
 
+async def _require_sandbox(state: DaemonState, slug: str, hint: str) -> None:
+    """The sandbox endpoints play WhatsApp's part; a real engine's tenant is refused."""
+    worker = await state.supervisor.worker_for(slug)
+    if worker.engine != "sandbox":
+        raise ApiError(409, f"tenant '{slug}' uses the {worker.engine} engine", hint=hint)
+
+
 async def sandbox_scan(request: Request, state: DaemonState) -> Response:
     slug = request.path_params["slug"]
     body = await _json_body(request, SCAN_SCHEMA)
     qr = body.get("qr")
     if qr is not None and not isinstance(qr, str):
         raise ApiError(422, "'qr' must be a string")
-    worker = await state.supervisor.worker_for(slug)
-    if worker.engine != "sandbox":
-        raise ApiError(
-            409,
-            f"tenant '{slug}' uses the {worker.engine} engine",
-            hint="scan its QR with the phone instead (`wactl tenant qr`)",
-        )
+    await _require_sandbox(state, slug, "scan its QR with the phone instead (`wactl tenant qr`)")
     result = await state.supervisor.request(slug, "scan", {"qr": qr} if qr else {})
     await state.supervisor.audit(_actor(request), "sandbox.scan", slug, {})
     return JSONResponse({"slug": slug, "result": result})
@@ -311,13 +312,7 @@ async def sandbox_send(request: Request, state: DaemonState) -> Response:
         raise ApiError(422, "'id' must be a non-empty string")
     if "from_me" in body and not isinstance(body["from_me"], bool):
         raise ApiError(422, "'from_me' must be true or false")
-    worker = await state.supervisor.worker_for(slug)
-    if worker.engine != "sandbox":
-        raise ApiError(
-            409,
-            f"tenant '{slug}' uses the {worker.engine} engine",
-            hint="customers reach it through WhatsApp itself",
-        )
+    await _require_sandbox(state, slug, "customers reach it through WhatsApp itself")
     result = await state.supervisor.request(slug, "send", body)
     return JSONResponse({"slug": slug, **result})
 
