@@ -1146,6 +1146,60 @@ def test_metrics_are_valid_prometheus_text(cli: CLI, daemon: Daemon, db_url: str
     assert uss.value > 1_000_000
 
 
+def test_message_counts_reach_ps_and_metrics_and_survive_a_restart(
+    cli: CLI, daemon: Daemon
+) -> None:
+    """Messages in/out in the last hour (what the TUI shows) come with the worker's
+    heartbeats; a restarted worker seeds them from the log, and the Prometheus counters
+    count each message once."""
+    create_tenants(cli, "alpha")
+    start_tenants(cli, "alpha")
+    poll_for(lambda: bool(daemon.ps()["alpha"]["has_qr"]), timeout=30)
+    assert cli("sandbox", "scan", "alpha").code == 0
+
+    def send(body: dict[str, Any]) -> str:
+        reply = call_json(daemon.socket, "POST", "/v1/tenants/alpha/sandbox/send", body)
+        assert reply.status == 200, reply.body
+        status: str = reply.json()["status"]
+        return status
+
+    for n in range(3):
+        assert send({"from": f"+1555020{n:04d}", "text": "hi", "id": f"c{n}"}) == "replied"
+    assert send({"from": "+15550200000", "text": "hi", "id": "c0"}) == "duplicate"
+    owner = {"from": "+15550200001", "text": "Ana here", "id": "o1", "from_me": True}
+    assert send(owner) == "ignored"
+
+    def counts() -> tuple[Any, ...]:
+        row = daemon.ps()["alpha"]
+        return tuple(row[f"messages_{d}_{w}"] for w in ("1h", "total") for d in ("in", "out"))
+
+    poll_for(lambda: counts() == (3, 4, 3, 4), timeout=30)
+    metrics = parse_prometheus(call(daemon.socket, "GET", "/v1/metrics").body.decode())
+    assert metrics.types["wactl_messages_total"] == "counter"
+    assert {
+        (s.name, s.labels["direction"]): s.value
+        for name in ("wactl_worker_messages_last_hour", "wactl_messages_total")
+        for s in metrics.series(name, tenant="alpha")
+    } == {
+        ("wactl_worker_messages_last_hour", "in"): 3.0,
+        ("wactl_worker_messages_last_hour", "out"): 4.0,
+        ("wactl_messages_total", "in"): 3.0,
+        ("wactl_messages_total", "out"): 4.0,
+    }
+    table = cli("ps")
+    assert table.code == 0 and "IN/OUT 1h" in table.out
+    assert re.search(r"^alpha .* 3/4 ", table.out, re.MULTILINE), table.out
+
+    # A new worker process: the last hour comes back from the log, the counters do not
+    # count the same messages twice, and new messages add to both.
+    old = daemon.ps()["alpha"]["pid"]
+    assert cli("tenant", "restart", "alpha").code == 0
+    poll_for(lambda: daemon.ps()["alpha"]["pid"] not in (None, old), timeout=30)
+    poll_for(lambda: counts() == (3, 4, 3, 4), timeout=30)
+    assert send({"from": "+15550209999", "text": "hi", "id": "c9"}) == "replied"
+    poll_for(lambda: counts() == (4, 5, 4, 5), timeout=30)
+
+
 def test_metrics_include_tenants_created_since_boot(cli: CLI, daemon: Daemon) -> None:
     """Prometheus scrapes /v1/metrics alone: a tenant created after the daemon started
     must appear without anyone listing the tenants first. So must /v1/status count it."""

@@ -409,6 +409,37 @@ def test_rate_limits_warn_once_then_stay_silent_until_the_bucket_refills(
     assert not [r for r in rows if r.reply_to in ignored]
 
 
+def test_a_redelivered_message_does_not_use_up_the_chat_s_rate_limit(
+    cli: CLI, db_url: str, monkeypatch: pytest.MonkeyPatch, message_log: MessageLogReader
+) -> None:
+    """Once a chat is known, a message is decided and recorded in one transaction (the
+    fast path), so the limiter is asked before the database says "duplicate"; the
+    duplicate's token must come back."""
+    limits = {
+        **NO_LIMITS,
+        "WACTL_PIPELINE_CHAT_BURST": "2",
+        "WACTL_PIPELINE_CHAT_PER_MINUTE": "0.01",
+    }
+    with daemon_for_cli(monkeypatch, limits) as daemon:
+        start_linked(cli, daemon, SLUG)
+        assert send(daemon, "hi", message_id="m1")["status"] == "replied"
+        for _ in range(3):
+            assert send(daemon, "hi", message_id="m1")["status"] == "duplicate"
+        second = send(daemon, "2", message_id="m2")
+        assert (second["status"], second["kind"]) == ("replied", "menu_item")
+        assert send(daemon, "3", message_id="m3")["kind"] == "rate_limited"
+        # A duplicate of the message that got the warning does not use the warning up.
+        assert send(daemon, "3", message_id="m3")["status"] == "duplicate"
+        assert send(daemon, "4", message_id="m4")["reason"] == "rate_limited"
+    rows = message_log.rows()
+    assert [(r.wa_id, r.state) for r in rows if r.direction == "IN"] == [
+        ("m1", "ANSWERED"),
+        ("m2", "ANSWERED"),
+        ("m3", "ANSWERED"),
+        ("m4", "IGNORED"),
+    ]
+
+
 # --- 4, 5. handoff and owner takeover ---------------------------------------------------
 
 
@@ -627,6 +658,7 @@ async def local_worker(db: SAEngine, replies: _Replies | None = None) -> AsyncIt
     finally:
         await engine.stop()
         executor.shutdown(wait=True, cancel_futures=True)
+        store.close()
 
 
 def run_async(scenario: Callable[[], Any]) -> None:
@@ -669,6 +701,41 @@ def test_a_failing_message_is_recorded_and_the_others_are_answered(
     assert [r.getMessage() for r in logged] == [f"handling {error}"]
 
 
+def test_the_first_message_after_the_database_dropped_the_connection_is_answered(
+    cli: CLI, db_url: str, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker keeps one connection open; when the server ends it (a restart, an
+    idle timeout, an administrator), the next message reconnects instead of failing."""
+    if backend == "sqlite":
+        pytest.skip("SQLite has no server that could end the connection")
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    database = make_url(db_url).database
+    with daemon_for_cli(monkeypatch, NO_LIMITS) as daemon:
+        start_linked(cli, daemon, SLUG)
+        assert send(daemon, "hi", message_id="before")["status"] == "replied"
+        admin = create_engine(make_url(db_url).set(database="postgres"))
+        try:
+            with admin.connect() as connection:
+                ended = connection.execute(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = :name AND pid <> pg_backend_pid()"
+                    ),
+                    {"name": database},
+                ).scalar_one()
+        finally:
+            admin.dispose()
+        assert ended >= 1
+        after = send(daemon, "2", message_id="after")
+        assert (after["status"], after["kind"]) == ("replied", "menu_item"), after
+        # A heartbeat written at the moment the connection was ended may fail (and say
+        # so); no message may.
+        error = daemon.ps()[SLUG]["last_error"]
+        assert error is None or error.startswith("cannot record heartbeat"), error
+
+
 # --- crash recovery, step by step (in-process) -----------------------------------------
 
 
@@ -698,17 +765,26 @@ async def _crash_at(worker: LocalWorker, step: str, chat: str, message_id: str) 
     """Leave the log (and the outbox) as a worker killed at ``step`` leaves them, using the
     same calls in the same order as the pipeline: record, decide, send, finish."""
     message = _inbound(worker, chat, "hours", message_id)
-    in_id = worker.store.record_inbound(message)
-    assert in_id is not None
-    if step == "recorded":
-        return in_id
-    client_id = f"wactl-{SLUG}-{in_id}"
     text = reply_book().reply("hours", dt.datetime.now(dt.UTC), first_message=True).text
-    worker.store.begin_reply(in_id, _row(in_id, message), text, "hours", client_id)
-    if step == "decided":
+    if step.startswith("at once"):
+        # The fast path: recorded and decided in one transaction.
+        written = worker.store.record_decided(
+            message, reply=(text, "hours"), client_prefix=f"wactl-{SLUG}-"
+        )
+        assert written is not None and written[1] is not None
+        in_id = written[0]
+    else:
+        recorded = worker.store.record_inbound(message)
+        assert recorded is not None
+        in_id = recorded
+        if step == "recorded":
+            return in_id
+        client_id = f"wactl-{SLUG}-{in_id}"
+        worker.store.begin_reply(in_id, _row(in_id, message), text, "hours", client_id)
+    if step in ("decided", "at once, decided"):
         return in_id
-    await worker.engine.send_text(chat, text, client_id=client_id)
-    assert step == "sent"
+    await worker.engine.send_text(chat, text, client_id=f"wactl-{SLUG}-{in_id}")
+    assert step in ("sent", "at once, sent")
     return in_id
 
 
@@ -716,7 +792,7 @@ def test_recovery_finishes_a_crash_at_each_step_with_exactly_one_reply(
     cli: CLI, db_url: str, message_log: MessageLogReader
 ) -> None:
     create_tenants(cli, SLUG)
-    steps = ("recorded", "decided", "sent")
+    steps = ("recorded", "decided", "sent", "at once, decided", "at once, sent")
 
     async def scenario() -> None:
         db = message_log.engine

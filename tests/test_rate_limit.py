@@ -133,3 +133,27 @@ def test_idle_full_buckets_are_forgotten_but_a_limited_chat_is_not() -> None:
     # "busy" kept its 1.5 tokens: one answer, then a warning (a new bucket would
     # have answered twice).
     assert [limits.check("busy") for _ in range(2)] == [ALLOWED, WARN]
+
+
+def test_a_refund_gives_a_duplicate_s_tokens_back() -> None:
+    """The pipeline's fast path asks the limiter before it knows the message is a
+    redelivery; a duplicate must cost nothing."""
+    clock = FakeClock()
+    rates = limiter(clock, chat_burst=2, chat_per_minute=0.001, tenant_burst=3)
+    assert rates.check("a") == ALLOWED
+    assert rates.check("a") == ALLOWED  # a duplicate, it turns out
+    rates.refund("a", allowed=True, warned=False)
+    assert rates.check("a") == ALLOWED
+    assert rates.check("b") == ALLOWED  # the tenant's third token was given back too
+    assert rates.check("a") == WARN
+    rates.refund("a", allowed=False, warned=True)  # the warning went to a duplicate
+    assert rates.check("a") == WARN  # so the next refusal warns
+    assert rates.check("a") == SILENT
+
+
+def test_a_refund_never_fills_a_bucket_beyond_its_burst() -> None:
+    rates = limiter(FakeClock(), chat_burst=1, chat_per_minute=0.001, tenant_burst=1)
+    rates.check("a")
+    rates.refund("a", allowed=True, warned=False)
+    rates.refund("a", allowed=True, warned=False)
+    assert [rates.check("a"), rates.check("a")] == [ALLOWED, WARN]

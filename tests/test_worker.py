@@ -277,6 +277,10 @@ def test_an_unlinked_worker_shows_rotating_qr_codes_and_heartbeats(
         "engine": "sandbox",
         "state": hello["state"],
         "qr": hello["qr"],
+        "messages_in_1h": 0,
+        "messages_out_1h": 0,
+        "messages_in_total": 0,
+        "messages_out_total": 0,
     }
     assert hello["state"] in ("UNLINKED", "QR_PENDING")
     qr = first_qr(client, hello)
@@ -296,6 +300,7 @@ def test_an_unlinked_worker_shows_rotating_qr_codes_and_heartbeats(
     # Heartbeats: events to every client, and heartbeat_at moving forward in the database.
     beat = client.event("heartbeat")
     assert beat["at"].endswith("+00:00")
+    assert beat["messages_in_1h"] == beat["messages_out_1h"] == 0
     second = workers.connect(process)
     assert second.hello()["pid"] == process.pid
     second.event("heartbeat")

@@ -13,6 +13,16 @@ The guarantee, message by message:
 4. After the engine accepts the reply, one transaction marks the OUT row SENT and the
    inbound row ANSWERED.
 
+Steps 1 and 3 are one transaction when nothing stands in the way (the fast path): the
+chat has no message queued or being recorded, the pipeline already knows the chat's
+pause and history, a concurrency slot is free, no recovery runs and there is no typing
+delay. The decision is then made first and written with the message (NEW + PENDING
+reply, or IGNORED), the same rows the two steps write, so recovery treats them alike;
+a message that turns out to be a duplicate writes nothing and gives its rate-limit
+token back. That is two write transactions per answered message instead of three.
+What the pipeline knows of a chat (pause, whether it has history) is read once per
+chat and then kept in memory, because only this worker writes them.
+
 After a crash at any point, `recover` finishes the work: NEW inbound rows are handled
 again (nothing was sent for them), and for each PENDING reply the engine is asked
 whether it reached WhatsApp (`Engine.was_sent`, keyed by the reply's client id).
@@ -31,19 +41,25 @@ import datetime as dt
 import logging
 import random
 import time
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from wactl.bot.counters import HourlyCounts
 from wactl.bot.engines.base import Engine, InboundMessage
 from wactl.bot.ratelimit import RateLimiter
 from wactl.bot.store import InboundRow, MessageStore
 from wactl.config.model import PipelineConfig
-from wactl.enums import MessageState
+from wactl.enums import Direction, MessageState
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: How many chats the pipeline remembers the pause and history of (least recently used
+#: forgotten first; a forgotten chat is read again from the database).
+CHAT_MEMORY = 10_000
 RunDb = Callable[[Callable[[], T]], Awaitable[T]]
 
 
@@ -86,9 +102,33 @@ class _Job:
 
 
 @dataclass
+class _ChatMemory:
+    """What the pipeline knows of a chat it has answered in. Only this worker writes a
+    tenant's chat pauses and log, so after one read the memory stays true."""
+
+    paused_until: dt.datetime | None
+    has_history: bool
+
+
+@dataclass
 class _Chat:
     queue: asyncio.Queue[_Job] = field(default_factory=asyncio.Queue)
     task: asyncio.Task[None] | None = None
+    #: A message taken by the fast path is being handled: queued ones wait for it.
+    busy: bool = False
+
+
+@dataclass(frozen=True)
+class _Decision:
+    """What to do with a message: a reply, or silence for ``reason``."""
+
+    text: str | None
+    kind: str | None = None
+    handoff: bool = False
+    reason: str | None = None
+    #: What the rate limiter said, so that a duplicate can give its token back.
+    allowed: bool = True
+    warned: bool = False
 
 
 class Pipeline:
@@ -134,6 +174,11 @@ class Pipeline:
         self._recorded_here: set[int] | None = None
         #: Inbound ids queued or being handled by this process.
         self._active: set[int] = set()
+        self._memory: OrderedDict[str, _ChatMemory] = OrderedDict()
+        #: Chats with a message being recorded by the slow path (how many).
+        self._recording: Counter[str] = Counter()
+        #: Messages in and out, for the heartbeat (seeded by `load_counts`).
+        self.counts = HourlyCounts(now)
 
     async def _db(self, fn: Callable[[], T]) -> T:
         result: T = await self._run_db(fn)
@@ -149,14 +194,118 @@ class Pipeline:
         if message.from_me:
             await self._owner_message(message, done)
             return done
-        in_id = await self._db(lambda: self.store.record_inbound(message))
-        if in_id is None:
-            log.info("duplicate message %s skipped", message.wa_message_id)
-            done.set_result(Outcome("duplicate"))
+        if self._fast_path_open(message.chat):
+            await self._submit_decided(message, done)
             return done
-        if self._recorded_here is not None:
-            self._recorded_here.add(in_id)
-        await self._backlog_queued.wait()
+        # Until it is queued, a message being recorded holds its chat's place in line:
+        # a later message of the chat must not take the fast path past it.
+        self._recording[message.chat] += 1
+        try:
+            in_id = await self._db(lambda: self.store.record_inbound(message))
+            if in_id is None:
+                log.info("duplicate message %s skipped", message.wa_message_id)
+                done.set_result(Outcome("duplicate"))
+                return done
+            self.counts.add(Direction.IN)
+            if self._recorded_here is not None:
+                self._recorded_here.add(in_id)
+            await self._backlog_queued.wait()
+            row = InboundRow(
+                in_id,
+                message.chat,
+                message.from_number,
+                message.to_number,
+                message.text,
+                message.wa_message_id,
+            )
+            self._enqueue(_Job(row, done))
+            return done
+        finally:
+            self._recording[message.chat] -= 1
+            if not self._recording[message.chat]:
+                del self._recording[message.chat]
+
+    # --- the fast path: record and decide in one transaction ------------------------
+
+    def _fast_path_open(self, chat: str) -> bool:
+        """Whether ``message`` can be decided at once: its chat idle and known, a slot
+        free, no recovery under way, no typing delay (a decision waiting out a delay
+        should not be durable yet: an engine that cannot tell whether a reply went out
+        would then skip it after a crash)."""
+        return (
+            chat not in self._chats
+            and chat not in self._recording
+            and chat in self._memory
+            and not self._slots.locked()
+            and self._backlog_queued.is_set()
+            and self._recorded_here is None
+            and not self.pacing
+        )
+
+    async def _submit_decided(self, message: InboundMessage, done: asyncio.Future[Outcome]) -> None:
+        """The common case, in one transaction instead of two: the message is recorded
+        together with the decision (the PENDING reply, or IGNORED), exactly the rows the
+        slow path writes in two steps, so recovery cannot tell them apart."""
+        await self._slots.acquire()  # a slot is free: this does not wait
+        chat = self._chats[message.chat] = _Chat(busy=True)  # later messages queue behind
+        memory = self._memory[message.chat]
+        self._memory.move_to_end(message.chat)
+        now = self._now()
+        try:
+            decision = self._decide(message.chat, message.text, memory, now)
+        except Exception:
+            # The reply book failed: let the slow path record the message and report it.
+            self._slots.release()
+            self._idle(message.chat, chat)
+            in_id = await self._db(lambda: self.store.record_inbound(message))
+            if in_id is None:
+                done.set_result(Outcome("duplicate"))
+                return
+            self.counts.add(Direction.IN)
+            row = InboundRow(
+                in_id,
+                message.chat,
+                message.from_number,
+                message.to_number,
+                message.text,
+                message.wa_message_id,
+            )
+            self._enqueue(_Job(row, done))
+            return
+        pause = None
+        if decision.handoff:
+            pause = (now + dt.timedelta(minutes=self.config.handoff_pause_minutes), "handoff")
+            memory.paused_until = pause[0]
+        prefix = self._client_prefix
+        try:
+            written = await self._db(
+                lambda: self.store.record_decided(
+                    message,
+                    reply=None if decision.text is None else (decision.text, decision.kind or ""),
+                    client_prefix=prefix,
+                    pause=pause,
+                )
+            )
+        except BaseException:
+            self._slots.release()
+            self._idle(message.chat, chat)
+            raise
+        if written is None:
+            log.info("duplicate message %s skipped", message.wa_message_id)
+            self.limiter.refund(message.chat, allowed=decision.allowed, warned=decision.warned)
+            self._slots.release()
+            self._idle(message.chat, chat)
+            done.set_result(Outcome("duplicate"))
+            return
+        in_id, out_id = written
+        self.counts.add(Direction.IN)
+        if decision.handoff:
+            self._on_event("handoff", {"chat": message.chat, "text": message.text})
+        if out_id is None or decision.text is None:
+            self._slots.release()
+            self._idle(message.chat, chat)
+            done.set_result(Outcome("ignored", in_id=in_id, reason=decision.reason))
+            return
         row = InboundRow(
             in_id,
             message.chat,
@@ -165,8 +314,43 @@ class Pipeline:
             message.text,
             message.wa_message_id,
         )
-        self._enqueue(_Job(row, done))
-        return done
+        self._active.add(in_id)
+        chat.task = asyncio.get_running_loop().create_task(
+            self._send_decided(chat, row, out_id, decision, done), name=f"chat-{row.chat}"
+        )
+
+    async def _send_decided(
+        self,
+        chat: _Chat,
+        row: InboundRow,
+        out_id: int,
+        decision: _Decision,
+        done: asyncio.Future[Outcome],
+    ) -> None:
+        try:
+            outcome = await self._safely(row, lambda: self._deliver(row, out_id, decision))
+        finally:
+            self._slots.release()
+            self._active.discard(row.id)
+            chat.busy = False
+        if not done.done():
+            done.set_result(outcome)
+        await self._drain(row.chat, chat)  # what arrived meanwhile, in order
+
+    def _idle(self, name: str, chat: _Chat) -> None:
+        """A fast-path message is done with its chat: hand over to what queued behind."""
+        chat.busy = False
+        if not chat.queue.empty():
+            chat.task = asyncio.get_running_loop().create_task(
+                self._drain(name, chat), name=f"chat-{name}"
+            )
+        elif self._chats.get(name) is chat:
+            del self._chats[name]
+
+    @property
+    def _client_prefix(self) -> str:
+        """The pipeline's id of a reply is this plus the inbound row's id."""
+        return f"wactl-{self.slug}-"
 
     async def _owner_message(self, message: InboundMessage, done: asyncio.Future[Outcome]) -> None:
         """The business answered by hand: log it, and keep the bot quiet in that chat."""
@@ -174,8 +358,9 @@ class Pipeline:
         if out_id is None:
             done.set_result(Outcome("duplicate"))
             return
+        self.counts.add(Direction.OUT)
         until = self._now() + dt.timedelta(minutes=self.config.owner_pause_minutes)
-        await self._db(lambda: self.store.pause(message.chat, until, "owner"))
+        await self._pause(message.chat, until, "owner")
         self._on_event("takeover", {"chat": message.chat, "until": until.isoformat()})
         done.set_result(Outcome("ignored", reason="owner"))
 
@@ -185,7 +370,7 @@ class Pipeline:
             chat = self._chats[job.row.chat] = _Chat()
         self._active.add(job.row.id)
         chat.queue.put_nowait(job)
-        if chat.task is None or chat.task.done():
+        if not chat.busy and (chat.task is None or chat.task.done()):
             chat.task = asyncio.get_running_loop().create_task(
                 self._drain(job.row.chat, chat), name=f"chat-{job.row.chat}"
             )
@@ -205,8 +390,11 @@ class Pipeline:
     # --- handling -----------------------------------------------------------------
 
     async def _handle_safely(self, row: InboundRow) -> Outcome:
+        return await self._safely(row, lambda: self._handle(row))
+
+    async def _safely(self, row: InboundRow, handle: Callable[[], Awaitable[Outcome]]) -> Outcome:
         try:
-            return await self._handle(row)
+            return await handle()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -219,35 +407,85 @@ class Pipeline:
             self._on_event("error", {"message": message})
             return Outcome("failed", in_id=row.id, reason=str(exc))
 
-    async def _handle(self, row: InboundRow) -> Outcome:
-        now = self._now()
-        paused = await self._db(lambda: self.store.paused_until(row.chat))
+    def _decide(self, chat: str, text: str, memory: _ChatMemory, now: dt.datetime) -> _Decision:
+        """The reply to ``text``, or silence (paused chat, over the rate limit)."""
+        first = not memory.has_history
+        memory.has_history = True  # this message is the chat's history from now on
+        paused = memory.paused_until
         if paused is not None and paused > now:
-            await self._db(lambda: self.store.mark(row.id, MessageState.IGNORED))
-            return Outcome("ignored", in_id=row.id, reason="paused")
-        allowed, warn = self.limiter.check(row.chat)
+            return _Decision(None, reason="paused")
+        allowed, warn = self.limiter.check(chat)
         replier = self._replier()
         if not allowed:
             if not warn:
-                await self._db(lambda: self.store.mark(row.id, MessageState.IGNORED))
-                return Outcome("ignored", in_id=row.id, reason="rate_limited")
-            text, kind, handoff = replier.rate_limited_text(), "rate_limited", False
-        else:
-            first = await self._db(lambda: self.store.is_first_in_chat(row.chat, row.id))
-            reply = replier.reply(row.text, now, first_message=first)
-            text, kind, handoff = reply.text, reply.kind, reply.handoff
-        if handoff:
+                return _Decision(None, reason="rate_limited", allowed=False)
+            return _Decision(
+                replier.rate_limited_text(), "rate_limited", allowed=False, warned=True
+            )
+        reply = replier.reply(text, now, first_message=first)
+        return _Decision(reply.text, reply.kind, reply.handoff)
+
+    async def _handle(self, row: InboundRow) -> Outcome:
+        """The slow path: the message was recorded; decide, then reply."""
+        now = self._now()
+        memory = await self._chat_memory(row)
+        decision = self._decide(row.chat, row.text, memory, now)
+        if decision.text is None:
+            await self._db(lambda: self.store.mark(row.id, MessageState.IGNORED))
+            return Outcome("ignored", in_id=row.id, reason=decision.reason)
+        text, kind = decision.text, decision.kind or ""
+        if decision.handoff:
             until = now + dt.timedelta(minutes=self.config.handoff_pause_minutes)
-            await self._db(lambda: self.store.pause(row.chat, until, "handoff"))
+            await self._pause(row.chat, until, "handoff")
             self._on_event("handoff", {"chat": row.chat, "text": row.text})
         if self.pacing:
             await asyncio.sleep(self._typing_delay(text))
-        client_id = f"wactl-{self.slug}-{row.id}"
+        client_id = f"{self._client_prefix}{row.id}"
         out_id = await self._db(lambda: self.store.begin_reply(row.id, row, text, kind, client_id))
-        sent_id = await self.engine.send_text(row.chat, text, client_id=client_id)
+        return await self._deliver(row, out_id, decision)
+
+    async def _deliver(self, row: InboundRow, out_id: int, decision: _Decision) -> Outcome:
+        """Hand the decided reply to WhatsApp, then mark it SENT and the message ANSWERED."""
+        assert decision.text is not None
+        client_id = f"{self._client_prefix}{row.id}"
+        sent_id = await self.engine.send_text(row.chat, decision.text, client_id=client_id)
         await self._db(lambda: self.store.finish_reply(out_id, row.id, sent_id))
+        self.counts.add(Direction.OUT)
         self.handled += 1
-        return Outcome("replied", in_id=row.id, reply=text, kind=kind)
+        return Outcome("replied", in_id=row.id, reply=decision.text, kind=decision.kind)
+
+    async def _chat_memory(self, row: InboundRow) -> _ChatMemory:
+        memory = self._memory.get(row.chat)
+        if memory is not None:
+            self._memory.move_to_end(row.chat)
+            return memory
+        info = await self._db(lambda: self.store.chat_info(row.chat, row.id))
+        memory = self._memory.get(row.chat)  # the owner paused the chat meanwhile?
+        if memory is None:
+            memory = self._remember(row.chat, _ChatMemory(info.paused_until, info.has_history))
+        return memory
+
+    def _remember(self, chat: str, memory: _ChatMemory) -> _ChatMemory:
+        self._memory[chat] = memory
+        self._memory.move_to_end(chat)
+        while len(self._memory) > CHAT_MEMORY:
+            self._memory.popitem(last=False)
+        return memory
+
+    async def _pause(self, chat: str, until: dt.datetime, reason: str) -> None:
+        await self._db(lambda: self.store.pause(chat, until, reason))
+        # Either way the chat has history now: the owner's message or the hand-over.
+        memory = self._memory.get(chat)
+        if memory is None:
+            self._remember(chat, _ChatMemory(until, has_history=True))
+        else:
+            memory.paused_until = until
+            memory.has_history = True
+
+    async def load_counts(self) -> None:
+        """Seed the hourly counters from the log (at start-up)."""
+        since = self._now() - dt.timedelta(hours=1)
+        self.counts.seed(await self._db(lambda: self.store.recent_times(since)))
 
     def _typing_delay(self, text: str) -> float:
         base = min(
@@ -271,6 +509,8 @@ class Pipeline:
 
     async def _recover(self) -> tuple[int, int]:
         pending, new = await self._db(self.store.unhandled)
+        # A reply this process is sending right now is not a crash's leftover.
+        pending = [reply for reply in pending if reply.in_id not in self._active]
         recorded_here = self._recorded_here or set()
         decided = {reply.in_id for reply in pending}
         skip = decided | recorded_here | self._active
@@ -295,6 +535,7 @@ class Pipeline:
                     reply.out_id, reply.in_id, sent_id
                 )
             )
+            self.counts.add(Direction.OUT)
         loop = asyncio.get_running_loop()
         for row in new:
             self._enqueue(_Job(row, loop.create_future()))

@@ -77,6 +77,17 @@ class RateLimiter:
             return False, warn
         return True, False
 
+    def refund(self, chat: str, *, allowed: bool, warned: bool) -> None:
+        """Undo a `check` whose message turned out to be a duplicate: give the tokens
+        back, or make the next refusal warn again."""
+        bucket = self._chats.get(chat)
+        if allowed:
+            self.tenant.tokens = min(self.tenant.burst, self.tenant.tokens + 1)
+            if bucket is not None:
+                bucket.tokens = min(bucket.burst, bucket.tokens + 1)
+        elif warned and bucket is not None:
+            bucket.warned = False
+
     def _forget_full_buckets(self) -> None:
         for chat, bucket in list(self._chats.items()):
             bucket._refill()

@@ -1,23 +1,36 @@
 """The pipeline's database work for one tenant: the message log and chat pauses.
 
-Plain SQLAlchemy Core statements (no ORM identity map: ~3x less CPU per message), each
-method one short transaction, called only from the worker's database thread. It holds
-no state of its own besides the tenant it works for.
+Plain SQLAlchemy Core (no ORM identity map: ~3x less CPU per message). Every statement
+is built once, with bound parameters, and runs on one connection that the store keeps
+open: it is called only from the worker's single database thread, so nothing else
+shares it. Per message that saves building the statements and their cache keys, and a
+pool checkout with its pre-ping and rollback per transaction (bench/README.md has the
+figures). Each method is one short transaction. A connection that breaks (the
+PostgreSQL server restarted) fails the message being handled; the next use reconnects.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
-from sqlalchemy import Engine, and_, delete, insert, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
 from wactl.bot.engines.base import InboundMessage
 from wactl.db.base import Base, utcnow
 from wactl.db.models import ChatState, MessageLog, WorkerProcess
 from wactl.enums import Direction, MessageState
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Table objects (typed as such, unlike ``Model.__table__``).
 LOG = Base.metadata.tables[MessageLog.__tablename__]
@@ -44,143 +57,254 @@ class PendingReply:
     client_id: str
 
 
+@dataclass(frozen=True)
+class ChatInfo:
+    """What the pipeline needs to know of a chat before it answers in it."""
+
+    #: The bot stays quiet in the chat until then (owner takeover, hand-over).
+    paused_until: dt.datetime | None
+    #: Whether anything was logged in the chat before the message being handled.
+    has_history: bool
+
+
 class MessageStore:
     def __init__(self, db: Engine, tenant_id: uuid.UUID) -> None:
         self.db = db
         self.tenant_id = tenant_id
-        self._dialect = db.dialect.name
-
-    def _insert_ignoring_duplicates(self, values: dict[str, object]) -> int | None:
-        """Insert a log row; None when (tenant, direction, wa_message_id) exists already."""
-        module = postgresql if self._dialect == "postgresql" else sqlite
-        statement = (
+        self._connection: Connection | None = None
+        module = postgresql if db.dialect.name == "postgresql" else sqlite
+        self._insert_once = (
             module.insert(LOG)
-            .values(**values)
             .on_conflict_do_nothing(index_elements=["tenant_id", "direction", "wa_message_id"])
             .returning(LOG.c.id)
         )
-        with self.db.begin() as connection:
-            row = connection.execute(statement).first()
+        self._insert = insert(LOG).returning(LOG.c.id)
+        self._set_state = (
+            update(LOG).where(LOG.c.id == bindparam("row_id")).values(state=bindparam("new_state"))
+        )
+        self._set_sent = (
+            update(LOG)
+            .where(LOG.c.id == bindparam("row_id"))
+            .values(state=MessageState.SENT.value, wa_message_id=bindparam("sent_id"))
+        )
+        self._paused_until = select(CHATS.c.paused_until).where(
+            CHATS.c.tenant_id == bindparam("tenant"), CHATS.c.chat == bindparam("chat_name")
+        )
+        self._earlier_row = (
+            select(LOG.c.id)
+            .where(
+                LOG.c.tenant_id == bindparam("tenant"),
+                LOG.c.chat == bindparam("chat_name"),
+                LOG.c.id < bindparam("before_id"),
+            )
+            .limit(1)
+        )
+        self._update_pause = (
+            update(CHATS)
+            .where(CHATS.c.tenant_id == bindparam("tenant"), CHATS.c.chat == bindparam("chat_name"))
+            .values(
+                paused_until=bindparam("until"),
+                pause_reason=bindparam("reason"),
+                updated_at=bindparam("at"),
+            )
+        )
+        self._insert_pause = insert(CHATS)
+
+    # --- the connection -------------------------------------------------------------
+
+    def _run(self, work: Callable[[Connection], T]) -> T:
+        """``work`` in one transaction on the kept connection (opened on first use).
+
+        A connection found dead (the server restarted or ended it while the worker was
+        idle) is replaced and the work tried once more: without that, the first message
+        after a database restart would fail. A transaction cut off at its commit might
+        have committed; the retry then meets its own row (a duplicate, or one more row),
+        the narrow window every client of a remote database has.
+        """
+        for attempt in (1, 2):
+            connection = self._connection
+            if connection is None or connection.closed:
+                connection = self._connection = self.db.connect()
+            try:
+                with connection.begin():
+                    return work(connection)
+            except DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+                self._connection = None
+                with contextlib.suppress(Exception):
+                    connection.close()
+                if attempt == 2:
+                    raise
+                log.warning("the database connection was lost; reconnecting")
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        """Give the kept connection back (before the engine is disposed)."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+
+    # --- writes -----------------------------------------------------------------------
+
+    def _log_row(
+        self, message: InboundMessage, direction: Direction, state: MessageState
+    ) -> dict[str, object]:
+        return {
+            "tenant_id": self.tenant_id,
+            "direction": direction.value,
+            "from_number": message.from_number,
+            "to_number": message.to_number,
+            "message_text": message.text,
+            "wa_message_id": message.wa_message_id,
+            "chat": message.chat,
+            "state": state.value,
+            "kind": None,
+            "reply_to_id": None,
+            "created_at": utcnow(),
+        }
+
+    def _insert_ignoring_duplicates(self, values: dict[str, object]) -> int | None:
+        """Insert a log row; None when (tenant, direction, wa_message_id) exists already."""
+        row = self._run(lambda c: c.execute(self._insert_once, values).first())
         return None if row is None else int(row[0])
 
     def record_inbound(self, message: InboundMessage) -> int | None:
         """Durable dedup: the message is logged before it is handled; None if seen before."""
         return self._insert_ignoring_duplicates(
-            {
-                "tenant_id": self.tenant_id,
-                "direction": Direction.IN.value,
-                "from_number": message.from_number,
-                "to_number": message.to_number,
-                "message_text": message.text,
-                "wa_message_id": message.wa_message_id,
-                "chat": message.chat,
-                "state": MessageState.NEW.value,
-                "created_at": utcnow(),
-            }
+            self._log_row(message, Direction.IN, MessageState.NEW)
         )
 
     def record_owner_message(self, message: InboundMessage) -> int | None:
         """A message the business typed by hand: logged as OUT (kind owner), deduplicated."""
-        return self._insert_ignoring_duplicates(
-            {
-                "tenant_id": self.tenant_id,
-                "direction": Direction.OUT.value,
-                "from_number": message.from_number,
-                "to_number": message.to_number,
-                "message_text": message.text,
-                "wa_message_id": message.wa_message_id,
-                "chat": message.chat,
-                "state": MessageState.SENT.value,
-                "kind": "owner",
-                "created_at": utcnow(),
-            }
-        )
+        values = self._log_row(message, Direction.OUT, MessageState.SENT)
+        values["kind"] = "owner"
+        return self._insert_ignoring_duplicates(values)
 
-    def is_first_in_chat(self, chat: str, in_id: int) -> bool:
-        query = (
-            select(LOG.c.id)
-            .where(
-                LOG.c.tenant_id == self.tenant_id,
-                LOG.c.chat == chat,
-                LOG.c.id < in_id,
-            )
-            .limit(1)
-        )
-        with self.db.connect() as connection:
-            return connection.execute(query).first() is None
+    def chat_info(self, chat: str, before_id: int) -> ChatInfo:
+        """The chat's pause, and whether anything was logged in it before ``before_id``."""
+        params = {"tenant": self.tenant_id, "chat_name": chat, "before_id": before_id}
 
-    def paused_until(self, chat: str) -> dt.datetime | None:
-        query = select(CHATS.c.paused_until).where(
-            CHATS.c.tenant_id == self.tenant_id, CHATS.c.chat == chat
-        )
-        with self.db.connect() as connection:
-            value = connection.execute(query).scalar()
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.UTC)
-        return value if isinstance(value, dt.datetime) else None
+        def read(connection: Connection) -> tuple[object, bool]:
+            paused = connection.execute(self._paused_until, params).scalar()
+            return paused, connection.execute(self._earlier_row, params).first() is not None
+
+        paused, earlier = self._run(read)
+        if not isinstance(paused, dt.datetime):
+            return ChatInfo(None, has_history=earlier)
+        if paused.tzinfo is None:
+            paused = paused.replace(tzinfo=dt.UTC)
+        return ChatInfo(paused, has_history=earlier)
 
     def pause(self, chat: str, until: dt.datetime, reason: str) -> None:
-        with self.db.begin() as connection:
-            changed = connection.execute(
-                update(CHATS)
-                .where(CHATS.c.tenant_id == self.tenant_id, CHATS.c.chat == chat)
-                .values(paused_until=until, pause_reason=reason, updated_at=utcnow())
-            ).rowcount
-            if not changed:
-                connection.execute(
-                    insert(CHATS).values(
-                        tenant_id=self.tenant_id,
-                        chat=chat,
-                        paused_until=until,
-                        pause_reason=reason,
-                        updated_at=utcnow(),
-                    )
-                )
+        self._run(lambda c: self._write_pause(c, chat, until, reason))
+
+    def _write_pause(
+        self, connection: Connection, chat: str, until: dt.datetime, reason: str
+    ) -> None:
+        at = utcnow()
+        params = {
+            "tenant": self.tenant_id,
+            "chat_name": chat,
+            "until": until,
+            "reason": reason,
+            "at": at,
+        }
+        if not connection.execute(self._update_pause, params).rowcount:
+            connection.execute(
+                self._insert_pause,
+                {
+                    "tenant_id": self.tenant_id,
+                    "chat": chat,
+                    "paused_until": until,
+                    "pause_reason": reason,
+                    "updated_at": at,
+                },
+            )
+
+    def record_decided(
+        self,
+        message: InboundMessage,
+        *,
+        reply: tuple[str, str] | None,
+        client_prefix: str,
+        pause: tuple[dt.datetime, str] | None = None,
+    ) -> tuple[int, int | None] | None:
+        """The pipeline's fast path: `record_inbound` and the decision in one transaction.
+
+        ``reply`` is (text, kind): the message is recorded NEW with a PENDING reply whose
+        client id is ``client_prefix`` + the message's row id; None: recorded IGNORED.
+        ``pause`` (until, reason) pauses the chat in the same transaction. Returns the
+        (inbound, reply) row ids, or None when the message is a duplicate (then nothing
+        is written)."""
+        inbound = self._log_row(
+            message, Direction.IN, MessageState.NEW if reply else MessageState.IGNORED
+        )
+
+        def write(connection: Connection) -> tuple[int, int | None] | None:
+            row = connection.execute(self._insert_once, inbound).first()
+            if row is None:
+                return None
+            in_id = int(row[0])
+            if reply is None:
+                return in_id, None
+            if pause is not None:
+                self._write_pause(connection, message.chat, *pause)
+            text, kind = reply
+            values = {
+                "tenant_id": self.tenant_id,
+                "direction": Direction.OUT.value,
+                "from_number": message.to_number,
+                "to_number": message.from_number,
+                "message_text": text,
+                "wa_message_id": f"{client_prefix}{in_id}",
+                "chat": message.chat,
+                "state": MessageState.PENDING.value,
+                "kind": kind,
+                "reply_to_id": in_id,
+                "created_at": inbound["created_at"],
+            }
+            return in_id, int(connection.execute(self._insert, values).scalar_one())
+
+        return self._run(write)
 
     def begin_reply(self, in_id: int, row: InboundRow, text: str, kind: str, client_id: str) -> int:
         """The decision, made durable before the reply is handed to WhatsApp."""
-        with self.db.begin() as connection:
-            result = connection.execute(
-                insert(LOG)
-                .values(
-                    tenant_id=self.tenant_id,
-                    direction=Direction.OUT.value,
-                    from_number=row.to_number,
-                    to_number=row.from_number,
-                    message_text=text,
-                    wa_message_id=client_id,
-                    chat=row.chat,
-                    state=MessageState.PENDING.value,
-                    kind=kind,
-                    reply_to_id=in_id,
-                    created_at=utcnow(),
-                )
-                .returning(LOG.c.id)
-            )
-            return int(result.scalar_one())
+        values = {
+            "tenant_id": self.tenant_id,
+            "direction": Direction.OUT.value,
+            "from_number": row.to_number,
+            "to_number": row.from_number,
+            "message_text": text,
+            "wa_message_id": client_id,
+            "chat": row.chat,
+            "state": MessageState.PENDING.value,
+            "kind": kind,
+            "reply_to_id": in_id,
+            "created_at": utcnow(),
+        }
+        return int(self._run(lambda c: c.execute(self._insert, values).scalar_one()))
 
     def finish_reply(self, out_id: int, in_id: int | None, wa_message_id: str) -> None:
-        with self.db.begin() as connection:
-            connection.execute(
-                update(LOG)
-                .where(LOG.c.id == out_id)
-                .values(state=MessageState.SENT.value, wa_message_id=wa_message_id)
-            )
+        def write(connection: Connection) -> None:
+            connection.execute(self._set_sent, {"row_id": out_id, "sent_id": wa_message_id})
             if in_id is not None:
                 connection.execute(
-                    update(LOG).where(LOG.c.id == in_id).values(state=MessageState.ANSWERED.value)
+                    self._set_state, {"row_id": in_id, "new_state": MessageState.ANSWERED.value}
                 )
 
+        self._run(write)
+
     def mark(self, in_id: int, state: MessageState) -> None:
-        with self.db.begin() as connection:
-            connection.execute(update(LOG).where(LOG.c.id == in_id).values(state=state.value))
+        self._run(lambda c: c.execute(self._set_state, {"row_id": in_id, "new_state": state.value}))
+
+    # --- rarely: recovery, errors, retention, counters ----------------------------------
 
     def unhandled(self) -> tuple[list[PendingReply], list[InboundRow]]:
         """After a crash: replies decided but not confirmed sent, and inbound messages
         recorded but not yet decided, oldest first."""
-        with self.db.connect() as connection:
+
+        def read(connection: Connection) -> tuple[list[PendingReply], list[InboundRow]]:
             pending = [
                 PendingReply(r.id, r.reply_to_id, r.chat, r.message_text, r.wa_message_id)
                 for r in connection.execute(
@@ -206,26 +330,41 @@ class MessageStore:
                     .order_by(LOG.c.id)
                 )
             ]
-        return pending, new
+            return pending, new
+
+        return self._run(read)
+
+    def recent_times(self, since: dt.datetime) -> list[tuple[str, dt.datetime]]:
+        """(direction, created_at) of the messages logged since ``since`` (replies and
+        the owner's messages count as OUT once sent), for the worker's hourly counters."""
+        query = select(LOG.c.direction, LOG.c.created_at).where(
+            LOG.c.tenant_id == self.tenant_id,
+            LOG.c.created_at >= since,
+            LOG.c.state != MessageState.PENDING.value,
+        )
+        rows = self._run(lambda c: c.execute(query).all())
+        result = []
+        for direction, created in rows:
+            if created.tzinfo is None:
+                created = created.replace(tzinfo=dt.UTC)
+            result.append((getattr(direction, "value", str(direction)), created))
+        return result
 
     def set_last_error(self, text: str) -> None:
-        with self.db.begin() as connection:
-            connection.execute(
-                update(WORKERS)
-                .where(WORKERS.c.tenant_id == self.tenant_id)
-                .values(last_error=text[:2000])
-            )
+        statement = (
+            update(WORKERS)
+            .where(WORKERS.c.tenant_id == self.tenant_id)
+            .values(last_error=text[:2000])
+        )
+        self._run(lambda c: c.execute(statement))
 
     def prune(self, older_than: dt.datetime) -> int:
         """Delete log rows older than ``older_than`` that no unfinished work needs."""
-        with self.db.begin() as connection:
-            result = connection.execute(
-                delete(LOG).where(
-                    and_(
-                        LOG.c.tenant_id == self.tenant_id,
-                        LOG.c.created_at < older_than,
-                        LOG.c.state.not_in([MessageState.NEW.value, MessageState.PENDING.value]),
-                    )
-                )
+        statement = delete(LOG).where(
+            and_(
+                LOG.c.tenant_id == self.tenant_id,
+                LOG.c.created_at < older_than,
+                LOG.c.state.not_in([MessageState.NEW.value, MessageState.PENDING.value]),
             )
-            return int(result.rowcount or 0)
+        )
+        return int(self._run(lambda c: c.execute(statement).rowcount) or 0)

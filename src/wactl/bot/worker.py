@@ -294,6 +294,7 @@ class Worker:
             # Reply settings first: a broken tenant configuration stops the worker with
             # the reason in its log before it links anything.
             await self._load_replies()
+            await self.pipeline.load_counts()
             await self.control.start()
             log.info("control socket %s", self.control.path)
             # The engine may take long to start (a browser); a stop signal must not wait.
@@ -340,6 +341,10 @@ class Worker:
         await self.control.close()
         # Writes already started finish (each is short); queued ones are dropped.
         self._db_thread.shutdown(wait=True, cancel_futures=True)
+        try:
+            self.pipeline.store.close()
+        except Exception:
+            log.exception("closing the message store's connection failed")
 
     # --- control operations ---------------------------------------------------------
 
@@ -352,6 +357,18 @@ class Worker:
             "engine": self.engine.name,
             "state": self.state.value,
             "qr": self.qr,
+            **self.message_counts(),
+        }
+
+    def message_counts(self) -> dict[str, int]:
+        """Messages in and out in the last hour, and since this worker started."""
+        counts = self.pipeline.counts
+        last_in, last_out = counts.last_hour()
+        return {
+            "messages_in_1h": last_in,
+            "messages_out_1h": last_out,
+            "messages_in_total": counts.total_in,
+            "messages_out_total": counts.total_out,
         }
 
     async def op_ping(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -503,7 +520,7 @@ class Worker:
         while True:
             at = dt.datetime.now(dt.UTC)
             await self._write("heartbeat", partial(self._store_heartbeat, at))
-            self.control.event("heartbeat", at=at.isoformat())
+            self.control.event("heartbeat", at=at.isoformat(), **self.message_counts())
             try:
                 await self._housekeeping()
             except Exception as exc:

@@ -39,7 +39,8 @@ def _human_bytes(value: int | None) -> str:
 
 
 def ps(ctx: typer.Context, json_output: JsonFlag = False) -> None:
-    """List every tenant's worker: state, pid, uptime, restarts, CPU, memory, heartbeat."""
+    """List every tenant's worker: state, pid, uptime, restarts, CPU, memory, heartbeat,
+    messages in/out in the last hour."""
     from wactl.cli.output import emit_json
 
     rows: list[dict[str, Any]] = _client(ctx).request("GET", "/v1/tenants")
@@ -64,6 +65,7 @@ def ps(ctx: typer.Context, json_output: JsonFlag = False) -> None:
         "CPU%",
         "MEM(USS)",
         "BEAT",
+        "IN/OUT 1h",
         "ENGINE",
         "LAST ERROR",
     ):
@@ -82,10 +84,15 @@ def ps(ctx: typer.Context, json_output: JsonFlag = False) -> None:
             "-" if row["cpu_percent"] is None else f"{row['cpu_percent']:.1f}",
             _human_bytes(row["memory_uss_bytes"]),
             duration(row["heartbeat_age_seconds"]),
+            _in_out(row.get("messages_in_1h"), row.get("messages_out_1h")),
             row["engine"],
             row["last_error"] or "",
         )
     app.console.print(table)
+
+
+def _in_out(inbound: int | None, outbound: int | None) -> str:
+    return "-" if inbound is None or outbound is None else f"{inbound}/{outbound}"
 
 
 def _targets(slugs: list[str] | None, everything: bool) -> dict[str, Any]:

@@ -71,4 +71,29 @@ def render(views: list[dict[str, Any]], *, uptime: float, version: str) -> str:
         for v in views:
             if v[key] is not None:
                 lines.append(f'{name}{{tenant="{_label(v["slug"])}"}} {v[key]}')
+    family(
+        "wactl_worker_messages_last_hour",
+        "gauge",
+        "Messages logged by the worker in the last hour, by direction (in: from customers; "
+        "out: the bot's replies and the owner's own messages).",
+    )
+    for v in views:
+        for direction in ("in", "out"):
+            value = v[f"messages_{direction}_1h"]
+            if value is not None:
+                lines.append(
+                    f'wactl_worker_messages_last_hour{{tenant="{_label(v["slug"])}",'
+                    f'direction="{direction}"}} {value}'
+                )
+    family(
+        "wactl_messages_total",
+        "counter",
+        "Messages logged by the tenant's worker while this daemon watched it, by direction.",
+    )
+    for v in views:
+        for direction in ("in", "out"):
+            lines.append(
+                f'wactl_messages_total{{tenant="{_label(v["slug"])}",direction="{direction}"}} '
+                f"{v[f'messages_{direction}_total']}"
+            )
     return "\n".join(lines) + "\n"

@@ -94,7 +94,31 @@ class Worker:
     uss: int | None = None
     processes: int = 0
     _cpu_mark: tuple[float, float] | None = None
+    #: Messages in/out in the last hour, as the worker last reported them.
+    messages_1h: tuple[int, int] | None = None
+    #: Messages logged by the worker since this daemon watches it (Prometheus counters).
+    messages_total: tuple[int, int] = (0, 0)
+    #: The worker's own since-start totals at its last report (None: not reported yet
+    #: on this link), so a report adds only what is new.
+    _reported_totals: tuple[int, int] | None = None
     restart_handle: asyncio.TimerHandle | None = None
+
+    def count_messages(self, report: dict[str, Any], *, first: bool) -> None:
+        """Take the message counts of a hello or heartbeat. A hello starts a new link:
+        what the worker counted before it is its own business, not new to us."""
+        try:
+            hour = (int(report["messages_in_1h"]), int(report["messages_out_1h"]))
+            totals = (int(report["messages_in_total"]), int(report["messages_out_total"]))
+        except (KeyError, TypeError, ValueError):
+            return  # a worker of an older wactl: no counts
+        self.messages_1h = hour
+        previous = None if first else self._reported_totals
+        if previous is not None:
+            self.messages_total = (
+                self.messages_total[0] + max(0, totals[0] - previous[0]),
+                self.messages_total[1] + max(0, totals[1] - previous[1]),
+            )
+        self._reported_totals = totals
 
     def view(self, now: float) -> dict[str, Any]:
         """The stable shape of a worker in the API and `wactl ps --json`."""
@@ -120,6 +144,10 @@ class Worker:
             "heartbeat_age_seconds": round(now - self.last_heartbeat, 1)
             if alive and self.last_heartbeat is not None
             else None,
+            "messages_in_1h": self.messages_1h[0] if alive and self.messages_1h else None,
+            "messages_out_1h": self.messages_1h[1] if alive and self.messages_1h else None,
+            "messages_in_total": self.messages_total[0],
+            "messages_out_total": self.messages_total[1],
             "session_state": self.session_state,
             "has_qr": self.qr is not None,
             "last_error": self.last_error,
@@ -562,6 +590,8 @@ class Supervisor:
             return
         worker.last_heartbeat = time.monotonic()
         kind = message.get("type")
+        if kind == "hello" or message.get("event") == "heartbeat":
+            worker.count_messages(message, first=kind == "hello")
         if kind == "hello":
             worker.session_state = message.get("state")
             worker.qr = message.get("qr")
