@@ -359,7 +359,10 @@ class MessageStore:
         self._run(lambda c: c.execute(statement))
 
     def prune(self, older_than: dt.datetime) -> int:
-        """Delete log rows older than ``older_than`` that no unfinished work needs."""
+        """Delete log rows older than ``older_than`` that no unfinished work needs.
+
+        On a connection of its own (not the kept one), so it may run on another thread
+        than the pipeline's work."""
         statement = delete(LOG).where(
             and_(
                 LOG.c.tenant_id == self.tenant_id,
@@ -367,4 +370,5 @@ class MessageStore:
                 LOG.c.state.not_in([MessageState.NEW.value, MessageState.PENDING.value]),
             )
         )
-        return int(self._run(lambda c: c.execute(statement).rowcount) or 0)
+        with self.db.begin() as connection:
+            return int(connection.execute(statement).rowcount or 0)
