@@ -701,7 +701,7 @@ def test_a_failing_message_is_recorded_and_the_others_are_answered(
     assert [r.getMessage() for r in logged] == [f"handling {error}"]
 
 
-def test_the_first_message_after_the_database_dropped_the_connection_is_answered(
+def test_after_the_database_dropped_the_connection_the_next_message_is_answered(
     cli: CLI, db_url: str, backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The worker keeps one connection open; when the server ends it (a restart, an
@@ -730,6 +730,22 @@ def test_the_first_message_after_the_database_dropped_the_connection_is_answered
         assert ended >= 1
         after = send(daemon, "2", message_id="after")
         assert (after["status"], after["kind"]) == ("replied", "menu_item"), after
+
+        # And one connection per worker is all it holds, for messages and heartbeats:
+        # 50 tenants must not need 100 of the server's connections.
+        engine = create_engine(db_url)
+        try:
+            with engine.connect() as connection:
+                held = connection.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE datname = :name AND application_name = :app"
+                    ),
+                    {"name": database, "app": f"wactl worker {SLUG}"},
+                ).scalar_one()
+        finally:
+            engine.dispose()
+        assert held == 1
         # A heartbeat written at the moment the connection was ended may fail (and say
         # so); no message may.
         error = daemon.ps()[SLUG]["last_error"]

@@ -21,10 +21,12 @@ from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, and_, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
 
 from wactl.bot.engines.base import InboundMessage
 from wactl.db.base import Base, utcnow
+from wactl.db.engine import describe_db_error
 from wactl.db.models import ChatState, MessageLog, WorkerProcess
 from wactl.enums import Direction, MessageState
 
@@ -138,6 +140,25 @@ class MessageStore:
                     raise
                 log.warning("the database connection was lost; reconnecting")
         raise AssertionError("unreachable")
+
+    def run_session(self, work: Callable[[Session], T]) -> T:
+        """``work`` with an ORM session on the kept connection, in one transaction: so a
+        worker whose database work all runs on one thread needs one server connection,
+        not one for the pipeline and another for everything else."""
+
+        def in_session(connection: Connection) -> T:
+            session = Session(bind=connection, expire_on_commit=False)
+            try:
+                result = work(session)
+                session.flush()
+                return result
+            finally:
+                session.close()
+
+        try:
+            return self._run(in_session)
+        except OperationalError as exc:
+            raise describe_db_error(self.db, exc) from exc
 
     def close(self) -> None:
         """Give the kept connection back (before the engine is disposed)."""

@@ -143,6 +143,7 @@ def run_worker(config: Config, slug: str) -> int:
         config.database_url,
         busy_timeout_ms=config.database.busy_timeout_ms,
         echo=config.database.echo,
+        application_name=f"wactl worker {slug}",
     )
     try:
         log.info("database %s", display_url(db.url))
@@ -562,8 +563,13 @@ class Worker:
         return True
 
     def _in_session(self, work: Callable[[Session], T]) -> T:
-        with session_scope(self.db) as session:
-            return work(session)
+        if self._db_inline:
+            # SQLite: the store's connection belongs to the event loop's thread; a
+            # second connection to a file costs nothing.
+            with session_scope(self.db) as session:
+                return work(session)
+        # Everything runs on the database thread: one server connection per worker.
+        return self.pipeline.store.run_session(work)
 
     def _store_link(self, state: SessionState, session: Session, *, qr: str | None = None) -> None:
         """Record a link state reported by the engine in the session row and the

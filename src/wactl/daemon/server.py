@@ -95,7 +95,11 @@ def run_daemon(config: Config, *, foreground: bool) -> None:
     (runtime_dir / "workers").mkdir(exist_ok=True, mode=0o700)
     lock = _take_lock(runtime_dir)
     _setup_logging(config, to_stderr=foreground)
-    engine = make_engine(config.database_url, busy_timeout_ms=config.database.busy_timeout_ms)
+    engine = make_engine(
+        config.database_url,
+        busy_timeout_ms=config.database.busy_timeout_ms,
+        application_name="wactl daemon",
+    )
     try:
         check_connection(engine)
         # Without Alembic: the daemon would carry its ~11 MB for its whole life.

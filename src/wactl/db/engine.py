@@ -52,7 +52,11 @@ def sqlite_path(url: str | URL) -> Path | None:
     return Path(parsed.database)
 
 
-def make_engine(url: str, *, busy_timeout_ms: int = 5000, echo: bool = False) -> Engine:
+def make_engine(
+    url: str, *, busy_timeout_ms: int = 5000, echo: bool = False, application_name: str = "wactl"
+) -> Engine:
+    """An engine for ``url``; on PostgreSQL its connections show as ``application_name``
+    in ``pg_stat_activity`` (so an administrator sees which worker holds which)."""
     parsed = normalize_url(url)
     kwargs: dict[str, Any] = {"echo": echo, "future": True}
     if parsed.get_backend_name() == "sqlite":
@@ -60,7 +64,7 @@ def make_engine(url: str, *, busy_timeout_ms: int = 5000, echo: bool = False) ->
         kwargs["connect_args"] = {"timeout": busy_timeout_ms / 1000}
     else:
         kwargs["pool_pre_ping"] = True
-        kwargs["connect_args"] = {"connect_timeout": 5}
+        kwargs["connect_args"] = {"connect_timeout": 5, "application_name": application_name[:63]}
     try:
         engine = create_engine(parsed, **kwargs)
     except (NoSuchModuleError, ModuleNotFoundError) as exc:
