@@ -211,6 +211,7 @@ def test_truncated_download(config: Config, registry: LoopbackRegistry) -> None:
 
 
 BUNDLE_PATH = wajs.BUNDLE_MEMBER
+ABSOLUTE_MEMBER = "/tmp/wactl-test-absolute-member.js"
 
 
 @pytest.mark.parametrize(
@@ -229,8 +230,8 @@ BUNDLE_PATH = wajs.BUNDLE_MEMBER
             id="dotdot-member",
         ),
         pytest.param(
-            [Member("/tmp/wactl-test-absolute-member.js", b"evil"), Member(BUNDLE_PATH, BUNDLE)],
-            f"the @wppconnect/wa-js@{TEST_VERSION} tarball holds '/tmp/wactl-test-absolute-member.js', "
+            [Member(ABSOLUTE_MEMBER, b"evil"), Member(BUNDLE_PATH, BUNDLE)],
+            f"the @wppconnect/wa-js@{TEST_VERSION} tarball holds '{ABSOLUTE_MEMBER}', "
             "a path outside the package; refusing it, nothing was installed",
             id="absolute-member",
         ),
@@ -271,7 +272,7 @@ def test_bad_tarballs_are_refused_whole(
     lock = config.runtime_dir / "wa-js-install.lock"
     assert new <= {lock, *lock.parents}, new
     assert not (config.data_dir / "wa-js").exists()
-    assert not Path("/tmp/wactl-test-absolute-member.js").exists()
+    assert not Path(ABSOLUTE_MEMBER).exists()
 
 
 def test_not_a_tarball(config: Config, registry: LoopbackRegistry) -> None:
