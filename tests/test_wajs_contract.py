@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests import chromium_support
 from tests.chromium_support import chromium_executable
 from tests.wajs_support import LoopbackRegistry, loopback_registry
 from wactl import wajs
@@ -134,3 +135,22 @@ def test_listeners_for_every_event_can_be_registered(page: Page) -> None:
         list(wajs.WPP_EVENTS),
     )
     assert registered == [1] * len(wajs.WPP_EVENTS)
+
+
+def test_a_missing_chromium_fails_in_ci_and_skips_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(chromium_support, "DEBIAN_CHROMIUM", tmp_path / "no-chromium")
+    expected = (
+        "Chromium is not installed (no chromium on PATH); install it with "
+        "`apt-get install chromium` (scripts/ensure-chromium does)"
+    )
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception) as failed:
+        chromium_executable()
+    assert str(failed.value) == f"{expected}; CI must run the browser tests"
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception) as skipped:
+        chromium_executable()
+    assert str(skipped.value) == expected
