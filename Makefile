@@ -2,7 +2,8 @@
 #   make demo   set up a venv and run `wactl quickstart` on embedded defaults (SQLite,
 #               sandbox engine): a demo bot answering two customer messages
 #   make test   set up a venv and run lint, type checks and the whole test suite
-#               (SQLite and PostgreSQL); .ci/run runs exactly this.
+#               (SQLite and PostgreSQL, real Chromium from Debian's package, installed
+#               when missing); .ci/run runs exactly this.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -31,6 +32,7 @@ typecheck: setup
 
 pytest: setup
 	scripts/ensure-postgres
+	scripts/ensure-chromium
 	$(BIN)/pytest
 
 test: lint typecheck pytest

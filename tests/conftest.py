@@ -6,6 +6,8 @@
   under tmp_path) and once on PostgreSQL (a new database copied from a migrated
   template, dropped after the test). Both start at the newest schema.
 - ``empty_db_url`` is the same without the schema, for migration and init tests.
+- ``pinned_tarball`` is the real pinned wa-js tarball, fetched once per run from the
+  npm registry (tests that need it skip, with the reason, when it is unreachable).
 """
 
 from __future__ import annotations
@@ -135,3 +137,16 @@ def daemon(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Daemon]:
     """A real daemon (subprocess) on this test's database; the in-process CLI reaches it."""
     with daemon_for_cli(monkeypatch) as started:
         yield started
+
+
+@pytest.fixture(scope="session")
+def pinned_tarball() -> bytes:
+    """The real `@wppconnect/wa-js` tarball at the pinned version, integrity-checked."""
+    from wactl import wajs
+
+    try:
+        data = wajs.fetch_over_https(wajs.PINNED, wajs.DEFAULT_REGISTRY, timeout=60)
+    except wajs.RegistryUnreachableError as exc:
+        pytest.skip(f"the npm registry is unreachable: {exc.one_line()}")
+    wajs.verify_integrity(data, wajs.PINNED, origin=wajs.DEFAULT_REGISTRY)
+    return data

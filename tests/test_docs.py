@@ -256,6 +256,7 @@ def test_files_section_matches_the_code(monkeypatch: pytest.MonkeyPatch) -> None
             "data": config.data_dir,
             "database": Path(database),
             "logs": config.log_dir,
+            "wa-js": config.data_dir / "wa-js",
             "runtime": config.runtime_dir,
         }
 

@@ -28,6 +28,8 @@ print(json.dumps({"code": code, "heavy": heavy}))
         ["tenant", "--help"],
         ["tenant", "create", "--help"],
         ["db", "--help"],
+        ["engine", "--help"],
+        ["engine", "install", "--help"],
     ],
 )
 def test_fast_paths_import_nothing_heavy(args: list[str]) -> None:
@@ -36,6 +38,19 @@ def test_fast_paths_import_nothing_heavy(args: list[str]) -> None:
     )
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     assert result == {"code": 0, "heavy": []}
+
+
+def test_engine_status_imports_nothing_heavy() -> None:
+    """`wactl engine status` really runs (nothing installed: exit 5) without Playwright."""
+    completed = subprocess.run(
+        [sys.executable, "-c", PROBE, "engine", "status", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert result == {"code": 5, "heavy": []}
 
 
 def test_the_probe_can_fail() -> None:

@@ -19,6 +19,7 @@ from wactl.cli import (
     config_cmd,
     daemon_cmd,
     db_cmd,
+    engine_cmd,
     init_cmd,
     logs_cmd,
     proc_cmd,
@@ -97,6 +98,7 @@ sandbox_app.command("chat")(proc_cmd.sandbox_chat)
 app.add_typer(sandbox_app, name="sandbox")
 tenant_cmd.app.command("logs")(logs_cmd.tenant_logs)
 app.add_typer(logs_cmd.app, name="logs")
+app.add_typer(engine_cmd.app, name="engine")
 
 
 def command() -> click.Command:

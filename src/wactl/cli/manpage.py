@@ -70,8 +70,10 @@ INTERRUPTED = 130
 EXIT_STATUS: dict[ExitCode, str] = {
     ExitCode.OK: "Success.",
     ExitCode.FAILURE: (
-        "An unexpected failure; the message says what happened. Rerun with "
-        "WACTL_DEBUG=1 to see the traceback, and report it."
+        "A failure the message describes: wa-js could not be fetched, did not match its "
+        "pinned integrity or fails verification on disk (`wactl engine install | status`); "
+        "or an unexpected failure: rerun with WACTL_DEBUG=1 to see the traceback, and "
+        "report it."
     ),
     ExitCode.USAGE: (
         "Bad command line, or a bad input value (slug, phone number, time zone, hours, "
@@ -87,7 +89,10 @@ EXIT_STATUS: dict[ExitCode, str] = {
         "The database cannot be reached, or its schema is not the one this wactl needs "
         "(run `wactl db upgrade`)."
     ),
-    ExitCode.NOT_FOUND: "The named tenant, setup request or revision does not exist.",
+    ExitCode.NOT_FOUND: (
+        "The named tenant, setup request or revision does not exist; or, from `wactl "
+        "engine status`, wa-js is not installed."
+    ),
     ExitCode.CONFLICT: (
         "The change conflicts with what exists: a taken slug or phone number, or a setup "
         "request that was already decided."
@@ -142,6 +147,14 @@ FILES: tuple[FileDoc, ...] = (
         "Per-tenant logs, in the data directory.",
     ),
     FileDoc(
+        "wa-js",
+        "$XDG_DATA_HOME/wactl/wa-js",
+        "~/.local/share/wactl/wa-js",
+        "The wa-js library `wactl engine install` fetched: VERSION/wppconnect-wa.js and "
+        "VERSION/manifest.json (version, integrity, sha256, source, time), in the data "
+        "directory.",
+    ),
+    FileDoc(
         "runtime",
         "$XDG_RUNTIME_DIR/wactl",
         "~/.local/state/wactl/run",
@@ -162,6 +175,11 @@ ENVIRONMENT: tuple[tuple[str, str], ...] = (
         "WACTL_DEBUG",
         "When set to a non-empty value, an unexpected error ends with its Python "
         "traceback instead of one line on stderr.",
+    ),
+    (
+        "npm_config_registry",
+        "npm's registry setting; `wactl engine install` fetches wa-js from it when "
+        "`wajs.npm_registry` is empty (default https://registry.npmjs.org).",
     ),
     ("XDG_CONFIG_HOME", "Where the config file is (default ~/.config)."),
     ("XDG_DATA_HOME", "Where the data directory is (default ~/.local/share)."),
@@ -271,6 +289,27 @@ DB_HISTORY_KEYS: tuple[tuple[str, str], ...] = (
 )
 
 
+#: `wactl.cli.engine_cmd.bundle_json`: `wactl engine install | status --json`.
+WAJS_KEYS: tuple[tuple[str, str], ...] = (
+    ("package", "string: `@wppconnect/wa-js`."),
+    ("version", "string: the version this wactl pins."),
+    ("pinned_integrity", "string: the SRI hash (sha512) pinned beside that version."),
+    ("path", "string: where the bundle is, or would be, on disk."),
+    ("installed", "boolean: files for the pinned version are there."),
+    (
+        "verified",
+        "boolean: the manifest names the pinned version and integrity, and the bundle's "
+        "sha256 is the one recorded at install.",
+    ),
+    ("problem", "string: why it does not verify, or null."),
+    ("integrity", "string: the integrity the manifest records, or null."),
+    ("sha256", "string: the bundle's sha256 (hex) recorded at install, or null."),
+    ("source", "string: `npm` or `https`, how it was fetched; or null."),
+    ("registry", "string: the registry it came from (password replaced by ***), or null."),
+    ("installed_at", f"{_TIMESTAMP}; or null."),
+)
+
+
 @dataclass(frozen=True)
 class JsonShape:
     title: str
@@ -315,6 +354,11 @@ def json_shapes() -> tuple[JsonShape, ...]:
         JsonShape("Schema revision", "`wactl db current --json` prints one.", DB_CURRENT_KEYS),
         JsonShape(
             "Migration", "`wactl db history --json` prints a list, newest first.", DB_HISTORY_KEYS
+        ),
+        JsonShape(
+            "wa-js",
+            "`wactl engine install --json` and `wactl engine status --json` print one.",
+            WAJS_KEYS,
         ),
         JsonShape(
             "Configuration",
@@ -371,6 +415,11 @@ EXAMPLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "See what happened to one tenant in the last week.",
         ("wactl audit --tenant casa-pepe --since 7d",),
+    ),
+    (
+        "Fetch the wa-js library before the first whatsapp-web tenant starts (it is "
+        "also fetched on first use), then check it.",
+        ("wactl engine install", "wactl engine status"),
     ),
     (
         "Run one command against another configuration.",

@@ -160,11 +160,27 @@ def validate_values(config: Config, *, where: str) -> None:
     if config.database.busy_timeout_ms < 0:
         raise ConfigError(f"{where}: database.busy_timeout_ms must be 0 or more")
     _validate_daemon(config, where)
+    _validate_registry(config, where)
     url = config.database.url
     if url and not url.startswith(("sqlite:", "sqlite+", "postgresql:", "postgresql+")):
         raise ConfigError(
             f"{where}: database.url must be a sqlite:/// or postgresql+psycopg:// URL, "
             f"not '{redact_url(url)}'"
+        )
+
+
+def _validate_registry(config: Config, where: str) -> None:
+    registry = config.wajs.npm_registry
+    if not registry:
+        return
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(registry)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigError(
+            f"{where}: wajs.npm_registry '{redact_url(registry)}' is not an http:// or "
+            "https:// URL",
+            hint='e.g. "https://registry.npmjs.org", or empty for the default',
         )
 
 
@@ -185,6 +201,7 @@ def _validate_daemon(config: Config, where: str) -> None:
         "pipeline.chat_per_minute": config.pipeline.chat_per_minute,
         "pipeline.tenant_burst": config.pipeline.tenant_burst,
         "pipeline.tenant_per_minute": config.pipeline.tenant_per_minute,
+        "wajs.download_timeout_seconds": config.wajs.download_timeout_seconds,
     }
     for key, value in positive.items():
         if value <= 0:

@@ -255,6 +255,30 @@ class PipelineConfig:
 
 
 @dataclass(frozen=True)
+class WajsConfig:
+    """The wa-js library the whatsapp-web engine injects into WhatsApp Web.
+
+    `wactl engine install` (and the engine, on first use) fetches the version pinned in
+    wactl and checks it against the integrity hash pinned beside that version, so no
+    registry or mirror can change what runs.
+    """
+
+    npm_registry: str = field(
+        default="",
+        metadata=_doc(
+            "npm registry to fetch @wppconnect/wa-js from, such as a company mirror "
+            '("https://npm.example.com/"). Empty: $npm_config_registry when set, else '
+            "https://registry.npmjs.org. npm is used when it is on PATH, else the "
+            "registry's tarball is downloaded directly."
+        ),
+    )
+    download_timeout_seconds: float = field(
+        default=120.0,
+        metadata=_doc("How long fetching wa-js (npm pack or the download) may take."),
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration, plus the file it was read from."""
 
@@ -264,6 +288,7 @@ class Config:
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    wajs: WajsConfig = field(default_factory=WajsConfig)
     #: The file this configuration was read from (it may not exist yet).
     source: Path = field(default_factory=xdg.default_config_file, compare=False)
 
@@ -297,4 +322,5 @@ SECTIONS: dict[str, type[Any]] = {
     "daemon": DaemonConfig,
     "sandbox": SandboxConfig,
     "pipeline": PipelineConfig,
+    "wajs": WajsConfig,
 }
