@@ -10,6 +10,7 @@ straight from the real registry: it is what proves the pin is right.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CLI
+from tests.conftest import CLI, skip_or_fail_offline
 from tests.wajs_support import (
     BUNDLE,
     TEST_VERSION,
@@ -628,6 +629,28 @@ def test_cli_status_of_a_damaged_install(cli: CLI, pinned_registry: LoopbackRegi
     assert cli("engine", "status").code == 0
 
 
+def test_a_bundle_and_manifest_rewritten_together_fail_against_the_pin(
+    cli: CLI, pinned_registry: LoopbackRegistry
+) -> None:
+    """Whoever can write the data dir could change the bundle and its manifest's sha256
+    together; the bundle's sha256 pinned in the code still tells."""
+    assert cli("engine", "install", "--source", "https").code == 0
+    config = load_config()
+    path = wajs.bundle_path(config)
+    forged = path.read_bytes().replace(b"4.6.0", b"4.6.1")
+    path.write_bytes(forged)
+    manifest_path = path.with_name(wajs.MANIFEST_NAME)
+    manifest = json.loads(manifest_path.read_text())
+    manifest["sha256"] = hashlib.sha256(forged).hexdigest()
+    manifest_path.write_text(json.dumps(manifest))
+
+    found = wajs.installed(config)
+    assert found is not None and not found.verified
+    assert found.problem is not None
+    assert found.problem.startswith(f"the bundle {path} is not the pinned one (sha256 ")
+    assert cli("engine", "status").code == ExitCode.FAILURE
+
+
 def test_cli_bad_registry_setting(cli: CLI, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WACTL_WAJS_NPM_REGISTRY", "ftp://mirror.example.com")
     result = cli("engine", "install")
@@ -654,12 +677,12 @@ def test_the_pin_matches_the_real_npm_registry(config: Config) -> None:
     """Fetch the pinned version from registry.npmjs.org over HTTPS and install it.
 
     Runs in CI: it is what proves WAJS_VERSION and WAJS_INTEGRITY belong together.
-    Skipped, with the reason, only when the registry cannot be reached at all.
+    When the registry cannot be reached at all: skipped with the reason, failed in CI.
     """
     try:
         found = wajs.install(config, registry=wajs.DEFAULT_REGISTRY, use_npm=False)
     except wajs.RegistryUnreachableError as exc:
-        pytest.skip(f"registry.npmjs.org is unreachable: {exc.one_line()}")
+        skip_or_fail_offline(f"registry.npmjs.org is unreachable: {exc.one_line()}")
     assert found.verified and found.source == "https"
     assert found.integrity == wajs.WAJS_INTEGRITY
     head = found.path.read_bytes()[:200]

@@ -68,6 +68,10 @@ WAJS_VERSION = "4.6.0"
 #: npm's ``dist.integrity`` of that version's tarball (SRI: algorithm, "-", base64 digest).
 WAJS_INTEGRITY = "sha512-epf+ucZO9c25dCaGraslVNHB1mRjid7rfijZhKbalXed/gbDzi6u69wdHCgPbcZW9McVpKmVW+3AzffI39p2SQ=="  # noqa: E501 - whole, to compare with `npm view`
 
+#: sha256 of the bundle file inside that tarball, so that `installed` checks the file on
+#: disk against this code, not only against the manifest written beside it.
+WAJS_BUNDLE_SHA256 = "5bfb88027f14a4d8c9e319374e8bb4083201906881cf8c74f75789b32e4106bd"
+
 #: The registry used when neither the config nor ``npm_config_registry`` names one.
 DEFAULT_REGISTRY = "https://registry.npmjs.org"
 #: The one member of the tarball wactl reads (npm tarballs put everything under package/).
@@ -93,6 +97,8 @@ class Pin:
     package: str
     version: str
     integrity: str
+    #: sha256 of the bundle file, when known (the real pin; tests' made-up pins leave it).
+    bundle_sha256: str | None = None
 
     @property
     def spec(self) -> str:
@@ -106,7 +112,7 @@ class Pin:
 
 
 #: What `install` fetches unless a test passes another pin.
-PINNED = Pin(WAJS_PACKAGE, WAJS_VERSION, WAJS_INTEGRITY)
+PINNED = Pin(WAJS_PACKAGE, WAJS_VERSION, WAJS_INTEGRITY, WAJS_BUNDLE_SHA256)
 
 # --- the API the engine uses -------------------------------------------------------------
 # Function paths: the engine calls each; the contract test checks `typeof` is "function".
@@ -307,6 +313,11 @@ def _check(found: InstalledBundle, manifest: Mapping[str, object], pin: Pin) -> 
         return (
             f"the bundle {found.path} was changed after install "
             f"(sha256 {actual[:12]}..., recorded {found.sha256[:12]}...)"
+        )
+    if pin.bundle_sha256 is not None and not hmac.compare_digest(actual, pin.bundle_sha256):
+        return (
+            f"the bundle {found.path} is not the pinned one "
+            f"(sha256 {actual[:12]}..., pinned {pin.bundle_sha256[:12]}...)"
         )
     return None
 
@@ -653,6 +664,13 @@ def install(
             source, origin = "https", redact(tarball_url(source_registry, pin))
         verify_integrity(data, pin, origin=origin)
         bundle = extract_bundle(data, pin)
+        actual = hashlib.sha256(bundle).hexdigest()
+        if pin.bundle_sha256 is not None and not hmac.compare_digest(actual, pin.bundle_sha256):
+            raise WajsInstallError(
+                f"the bundle in {pin.spec} from {origin} has sha256 {actual[:12]}..., "
+                f"not the pinned {pin.bundle_sha256[:12]}...; nothing was installed",
+                hint="the pins in wactl/wajs.py disagree with each other: report it",
+            )
         _store(config, pin, bundle, source=source, registry=redact(source_registry))
     result = installed(config, pin)
     if result is None or not result.verified:
