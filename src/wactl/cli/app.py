@@ -21,6 +21,7 @@ from wactl.cli import (
     db_cmd,
     init_cmd,
     logs_cmd,
+    portal_cmd,
     proc_cmd,
     quickstart_cmd,
     requests_cmd,
@@ -97,6 +98,7 @@ sandbox_app.command("chat")(proc_cmd.sandbox_chat)
 app.add_typer(sandbox_app, name="sandbox")
 tenant_cmd.app.command("logs")(logs_cmd.tenant_logs)
 app.add_typer(logs_cmd.app, name="logs")
+app.add_typer(portal_cmd.app, name="portal")
 
 
 def command() -> click.Command:
