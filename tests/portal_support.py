@@ -18,7 +18,7 @@ from tests.support import poll_for
 from wactl.config import load_config
 from wactl.db.engine import make_engine
 from wactl.portal.app import SESSION_COOKIE, create_app
-from wactl.portal.server import bind
+from wactl.portal.server import bind, uvicorn_config
 
 SESSION_SECRET = "portal-test-session-secret-0123456789abcdef"
 
@@ -50,7 +50,7 @@ def running_portal() -> Iterator[RunningPortal]:
     app = create_app(config, engine)
     sock = bind("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="off", access_log=False))
+    server = uvicorn.Server(uvicorn_config(app, access_log=False))
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="portal", daemon=True
     )

@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wactl.errors import ConfigError
 from wactl.portal import routes
@@ -73,16 +74,40 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return routes.error_page(request, exc.status_code, title, message)
 
 
-async def _server_error(request: Request, exc: Exception) -> Response:
-    # The traceback goes to the portal's log (uvicorn logs it); the person sees none.
-    log.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path)
-    return routes.error_page(
-        request,
-        500,
-        "Something went wrong",
-        "The portal could not complete this request. Please try again; if it keeps "
-        "happening, tell the operator.",
-    )
+class CatchErrors:
+    """An unexpected exception becomes the "Something went wrong" page (or JSON), and its
+    traceback goes to the log. Done here rather than by Starlette's last-resort handler,
+    which re-raises and so makes uvicorn drop the keep-alive connection."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:
+            if started:
+                raise
+            request = Request(scope)
+            log.exception("unexpected error on %s %s", request.method, request.url.path)
+            response = routes.error_page(
+                request,
+                500,
+                "Something went wrong",
+                "The portal could not complete this request. Please try again; if it keeps "
+                "happening, tell the operator.",
+            )
+            await response(scope, receive, send)
 
 
 def create_app(config: Config, engine: Engine) -> Starlette:
@@ -133,8 +158,9 @@ def create_app(config: Config, engine: Engine) -> Starlette:
                 same_site="lax",
                 https_only=https,
             ),
+            Middleware(CatchErrors),
         ],
-        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+        exception_handlers={HTTPException: _http_error},
     )
     app.state.portal = portal
     return app

@@ -10,10 +10,15 @@ from __future__ import annotations
 import logging
 import socket
 import sys
+from typing import TYPE_CHECKING
 
 from wactl.config import Config
 from wactl.errors import UsageError
 from wactl.portal.auth import setup_instructions
+
+if TYPE_CHECKING:
+    import uvicorn
+    from starlette.types import ASGIApp
 
 log = logging.getLogger("wactl.portal")
 
@@ -55,6 +60,22 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def uvicorn_config(app: ASGIApp, *, access_log: bool = True) -> uvicorn.Config:
+    """How uvicorn runs the portal (shared with the tests and the benchmark)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        log_config=None,
+        lifespan="off",
+        access_log=access_log,
+        # Behind a reverse proxy on this host, X-Forwarded-For/-Proto are trusted.
+        proxy_headers=True,
+        forwarded_allow_ips="127.0.0.1",
+        server_header=False,
+    )
+
+
 def serve(config: Config, *, host: str, port: int) -> None:
     import uvicorn
 
@@ -87,17 +108,7 @@ def serve(config: Config, *, host: str, port: int) -> None:
             )
         else:
             log.warning("%s", setup_instructions(f"{public}/auth/callback"))
-        server = uvicorn.Server(
-            uvicorn.Config(
-                app,
-                log_config=None,
-                lifespan="off",
-                # Behind a reverse proxy on this host, X-Forwarded-For/-Proto are trusted.
-                proxy_headers=True,
-                forwarded_allow_ips="127.0.0.1",
-                server_header=False,
-            )
-        )
+        server = uvicorn.Server(uvicorn_config(app))
         try:
             server.run(sockets=[sock])
         finally:
