@@ -151,6 +151,25 @@ async def _owner(request: Request) -> Owner | None:
     return owner
 
 
+async def _owner_and(
+    request: Request, work: Callable[[Session, Owner], T]
+) -> tuple[Owner | None, T | None]:
+    """The signed-in owner and ``work`` for them, in one transaction (one thread hop)."""
+    user_id = request.session.get(_USER_KEY)
+    if not isinstance(user_id, str):
+        return None, None
+    load = _load_owner(user_id)
+
+    def both(session: Session) -> tuple[Owner | None, T | None]:
+        owner = load(session)
+        return (owner, work(session, owner)) if owner is not None else (None, None)
+
+    owner, result = await _portal(request).db(both)
+    if owner is None:
+        request.session.clear()
+    return owner, result
+
+
 def _sign_in_redirect(request: Request) -> Response:
     if request.url.path.startswith("/api/"):
         return JSONResponse(
@@ -444,14 +463,16 @@ def _cursor(request: Request) -> int | None:
 
 
 async def logs_page(request: Request) -> Response:
-    owner = await _owner(request)
-    if owner is None:
-        return _sign_in_redirect(request)
     search = request.query_params.get("q", "")[:200]
     before = _cursor(request)
-    page = await _portal(request).db(
-        lambda session: store.conversation(session, owner.tenant_id, search=search, before=before)
+    owner, page = await _owner_and(
+        request,
+        lambda session, owner: store.conversation(
+            session, owner.tenant_id, search=search, before=before
+        ),
     )
+    if owner is None or page is None:
+        return _sign_in_redirect(request)
     return render(
         request,
         "logs.html",
@@ -464,13 +485,12 @@ async def logs_page(request: Request) -> Response:
 
 
 async def events_page(request: Request) -> Response:
-    owner = await _owner(request)
-    if owner is None:
-        return _sign_in_redirect(request)
     before = _cursor(request)
-    page = await _portal(request).db(
-        lambda session: store.events(session, owner.tenant_id, before=before)
+    owner, page = await _owner_and(
+        request, lambda session, owner: store.events(session, owner.tenant_id, before=before)
     )
+    if owner is None or page is None:
+        return _sign_in_redirect(request)
     return render(request, "events.html", owner=owner, page=page, before=before)
 
 
@@ -487,9 +507,6 @@ async def api_status(request: Request) -> Response:
 
 
 async def api_logs(request: Request) -> Response:
-    owner = await _owner(request)
-    if owner is None:
-        return _sign_in_redirect(request)
     raw_limit = request.query_params.get("limit", str(store.PAGE_SIZE))
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= store.MAX_PAGE_SIZE:
         return JSONResponse(
@@ -499,11 +516,14 @@ async def api_logs(request: Request) -> Response:
     limit = int(raw_limit)
     search = request.query_params.get("q", "")[:200]
     before = _cursor(request)
-    page = await _portal(request).db(
-        lambda session: store.conversation(
+    owner, page = await _owner_and(
+        request,
+        lambda session, owner: store.conversation(
             session, owner.tenant_id, search=search, before=before, limit=limit
-        )
+        ),
     )
+    if owner is None or page is None:
+        return _sign_in_redirect(request)
     return JSONResponse(
         {"messages": [store.message_json(m) for m in page.rows], "next_before": page.older}
     )
