@@ -8,7 +8,18 @@ import sys
 
 import pytest
 
-HEAVY = ("sqlalchemy", "alembic", "textual", "playwright", "starlette", "psycopg", "uvicorn")
+HEAVY = (
+    "sqlalchemy",
+    "alembic",
+    "textual",
+    "playwright",
+    "starlette",
+    "psycopg",
+    "uvicorn",
+    "authlib",
+    "jinja2",
+    "httpx2",
+)
 
 PROBE = """
 import contextlib, io, json, sys
@@ -28,6 +39,7 @@ print(json.dumps({"code": code, "heavy": heavy}))
         ["tenant", "--help"],
         ["tenant", "create", "--help"],
         ["db", "--help"],
+        ["portal", "serve", "--help"],
     ],
 )
 def test_fast_paths_import_nothing_heavy(args: list[str]) -> None:

@@ -130,7 +130,8 @@ def test_owner_journey_in_a_browser(
 
 
 def _journey(page: object, base: str, cli: CLI, shots: Path, expect: object) -> None:
-    from playwright.sync_api import Page, expect as expect_
+    from playwright.sync_api import Page
+    from playwright.sync_api import expect as expect_
 
     assert isinstance(page, Page)
     assert expect is expect_
