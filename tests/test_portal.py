@@ -283,6 +283,13 @@ def test_api_status_and_setup_request(owner: Owner, db_url: str) -> None:
         400,
         {"error": "the request body is not JSON"},
     )
+    huge = owner.browser.post(
+        "/api/portal/setup-request", json={**body, "notes": "x" * 70_000}, headers=headers
+    )
+    assert (huge.status_code, huge.json()) == (
+        413,
+        {"error": "the request body is larger than 65536 bytes"},
+    )
     assert _requests(db_url) == []
 
     created = owner.browser.post("/api/portal/setup-request", json=body, headers=headers)

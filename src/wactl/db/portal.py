@@ -82,7 +82,7 @@ def sign_in(session: Session, *, email: str, name: str, engine: EngineName) -> S
     user = session.scalar(select(User).where(User.email == email))
     created = False
     if user is None:
-        display = validation.validate_name("name", name or email.split("@", 1)[0])
+        display = validation.validate_name("name", (name or email.split("@", 1)[0])[:200])
         slug = validation.validate_slug(_free_slug(session, slug_base(email)))
         tenant = Tenant(slug=slug, name=display, status=TenantStatus.NEW, engine=engine)
         new_tenant_rows(tenant)

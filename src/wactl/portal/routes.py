@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("wactl.portal")
 T = TypeVar("T")
 
+#: A setup request is a few hundred bytes; anything far larger is not one.
+MAX_JSON_BYTES = 64 * 1024
+
 _USER_KEY = "uid"
 _NEXT_KEY = "next"
 
@@ -536,6 +539,10 @@ async def api_setup_request(request: Request) -> Response:
     refused = await _checked_post(request, owner, request.headers.get(CSRF_HEADER))
     if refused is not None:
         return refused
+    if int(request.headers.get("content-length") or 0) > MAX_JSON_BYTES:
+        return JSONResponse(
+            {"error": f"the request body is larger than {MAX_JSON_BYTES} bytes"}, status_code=413
+        )
     try:
         body = json.loads(await request.body())
     except ValueError:
