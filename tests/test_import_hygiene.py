@@ -8,7 +8,18 @@ import sys
 
 import pytest
 
-HEAVY = ("sqlalchemy", "alembic", "textual", "playwright", "starlette", "psycopg", "uvicorn")
+HEAVY = (
+    "sqlalchemy",
+    "alembic",
+    "textual",
+    "playwright",
+    "starlette",
+    "psycopg",
+    "uvicorn",
+    "authlib",
+    "jinja2",
+    "httpx2",
+)
 
 PROBE = """
 import contextlib, io, json, sys
@@ -30,6 +41,7 @@ print(json.dumps({"code": code, "heavy": heavy}))
         ["db", "--help"],
         ["engine", "--help"],
         ["engine", "install", "--help"],
+        ["portal", "serve", "--help"],
     ],
 )
 def test_fast_paths_import_nothing_heavy(args: list[str]) -> None:

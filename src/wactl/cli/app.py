@@ -22,6 +22,7 @@ from wactl.cli import (
     engine_cmd,
     init_cmd,
     logs_cmd,
+    portal_cmd,
     proc_cmd,
     quickstart_cmd,
     requests_cmd,
@@ -99,6 +100,7 @@ app.add_typer(sandbox_app, name="sandbox")
 tenant_cmd.app.command("logs")(logs_cmd.tenant_logs)
 app.add_typer(logs_cmd.app, name="logs")
 app.add_typer(engine_cmd.app, name="engine")
+app.add_typer(portal_cmd.app, name="portal")
 
 
 def command() -> click.Command:

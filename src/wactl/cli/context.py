@@ -40,6 +40,10 @@ class AppContext:
             self._config = load_config(self.config_path)
         return self._config
 
+    def reload_config(self) -> None:
+        """Read the configuration again on next use (after a command rewrote the file)."""
+        self._config = None
+
     @property
     def console(self) -> Console:
         """Data for people goes to stdout."""

@@ -10,9 +10,13 @@ from wactl.cli.context import app_context
 def init(ctx: typer.Context) -> None:
     """Write the config file, create the data directories and migrate the database.
 
-    Safe to run again: it only does what is missing and says so.
+    Also generates the portal's session secret when it is empty. Safe to run again:
+    it only does what is missing and says so.
     """
-    from wactl.config import write_config
+    import dataclasses
+    import secrets
+
+    from wactl.config import apply_setting, write_config
     from wactl.db import audit, migrate
     from wactl.db.engine import display_url, session_scope, sqlite_path
 
@@ -20,13 +24,27 @@ def init(ctx: typer.Context) -> None:
     config = app.config
     say = app.err_console.print
     changed: list[str] = []
+    # 64 URL-safe characters (384 random bits); set from the environment, it is kept there.
+    new_secret = None if config.portal.session_secret else secrets.token_urlsafe(48)
 
     if config.source.exists():
-        say(f"config: {config.source} (exists, kept)")
+        if new_secret is None:
+            say(f"config: {config.source} (exists, kept)")
+        else:
+            # Only this key changes; the other keys are the file's, not the environment's.
+            write_config(apply_setting(config, "portal.session_secret", new_secret), config.source)
+            changed.append("config")
+            say(f"config: generated portal.session_secret in {config.source}")
     else:
+        if new_secret is not None:
+            portal = dataclasses.replace(config.portal, session_secret=new_secret)
+            config = dataclasses.replace(config, portal=portal)
         write_config(config, config.source)
         changed.append("config")
         say(f"config: wrote {config.source}")
+    if new_secret is not None:
+        app.reload_config()
+        config = app.config
 
     directories = [config.data_dir, config.log_dir, config.runtime_dir]
     database_file = sqlite_path(config.database_url)

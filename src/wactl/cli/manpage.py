@@ -413,6 +413,16 @@ EXAMPLES: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     (
+        "Serve the owners' portal behind an HTTPS reverse proxy on this host, with Google "
+        "sign-in (redirect URI https://portal.example.com/auth/callback).",
+        (
+            "wactl config set portal.public_base_url https://portal.example.com",
+            "wactl config set portal.google_client_id 1234-abc.apps.googleusercontent.com",
+            'wactl config set portal.google_client_secret "$GOOGLE_CLIENT_SECRET"',
+            "wactl portal serve --port 8080",
+        ),
+    ),
+    (
         "See what happened to one tenant in the last week.",
         ("wactl audit --tenant casa-pepe --since 7d",),
     ),

@@ -161,6 +161,7 @@ def validate_values(config: Config, *, where: str) -> None:
         raise ConfigError(f"{where}: database.busy_timeout_ms must be 0 or more")
     _validate_daemon(config, where)
     _validate_registry(config, where)
+    _validate_portal(config, where)
     url = config.database.url
     if url and not url.startswith(("sqlite:", "sqlite+", "postgresql:", "postgresql+")):
         raise ConfigError(
@@ -236,6 +237,71 @@ def _validate_daemon(config: Config, where: str) -> None:
             raise ConfigError(
                 f"{where}: daemon.metrics_address '{address}' is not HOST:PORT",
                 hint='e.g. "127.0.0.1:9464"',
+            )
+
+
+_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+
+
+def email_domains(value: str) -> list[str]:
+    """`portal.allowed_email_domains` as a list of lowercase domains."""
+    return [part.strip().lower() for part in value.split(",") if part.strip()]
+
+
+def _check_web_url(where: str, key: str, url: str, example: str) -> None:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        host = None
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not host:
+        raise ConfigError(
+            f"{where}: {key} '{url}' is not an http:// or https:// address",
+            hint=f'e.g. "{example}"',
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError(f"{where}: {key} '{url}' must not have a query or fragment")
+
+
+def _validate_portal(config: Config, where: str) -> None:
+    portal = config.portal
+    if portal.public_base_url:
+        _check_web_url(
+            where, "portal.public_base_url", portal.public_base_url, "https://portal.example.com"
+        )
+    _check_web_url(
+        where,
+        "portal.oidc_metadata_url",
+        portal.oidc_metadata_url,
+        "https://accounts.google.com/.well-known/openid-configuration",
+    )
+    if bool(portal.google_client_id) != bool(portal.google_client_secret):
+        missing = "google_client_secret" if portal.google_client_id else "google_client_id"
+        raise ConfigError(
+            f"{where}: portal.{missing} is empty while its partner is set",
+            hint="set both portal.google_client_id and portal.google_client_secret, or neither",
+        )
+    if portal.session_secret and len(portal.session_secret) < 32:
+        raise ConfigError(
+            f"{where}: portal.session_secret is {len(portal.session_secret)} characters "
+            "long; it must have at least 32",
+            hint="empty it and run `wactl init`, which generates one",
+        )
+    for key, value in (
+        ("portal.session_hours", portal.session_hours),
+        ("portal.signin_per_minute", portal.signin_per_minute),
+        ("portal.posts_per_minute", portal.posts_per_minute),
+    ):
+        if value <= 0:
+            raise ConfigError(f"{where}: {key} must be greater than 0, not {value!r}")
+    for domain in email_domains(portal.allowed_email_domains):
+        if not _DOMAIN_RE.fullmatch(domain):
+            raise ConfigError(
+                f"{where}: portal.allowed_email_domains: '{domain}' is not a domain name",
+                hint='e.g. "casapepe.es, example.com"',
             )
 
 

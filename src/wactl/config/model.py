@@ -254,6 +254,77 @@ class PipelineConfig:
     )
 
 
+#: Google's OpenID Connect discovery document (the default provider of the portal).
+GOOGLE_METADATA_URL = "https://accounts.google.com/.well-known/openid-configuration"
+
+
+@dataclass(frozen=True)
+class PortalConfig:
+    """The owners' web portal (`wactl portal serve`): sign-in, setup requests, QR, logs."""
+
+    public_base_url: str = field(
+        default="",
+        metadata=_doc(
+            'The address owners open, such as "https://portal.example.com". The sign-in '
+            "provider sends them back to <public_base_url>/auth/callback (register that "
+            "redirect URI with Google), and under https the session cookie is Secure. "
+            "Empty: http://HOST:PORT of `wactl portal serve`."
+        ),
+    )
+    google_client_id: str = field(
+        default="",
+        metadata=_doc(
+            "OAuth client ID of the portal (Google Cloud console, APIs & Services, "
+            'Credentials, "OAuth client ID" of type "Web application"). Empty: the portal '
+            "starts, and its page and log say what to configure."
+        ),
+    )
+    google_client_secret: str = field(
+        default="",
+        metadata=_doc("The secret of that OAuth client.", secret=True),
+    )
+    oidc_metadata_url: str = field(
+        default=GOOGLE_METADATA_URL,
+        metadata=_doc(
+            "OpenID Connect discovery document of the sign-in provider. Google by "
+            "default; any OpenID provider works (Keycloak, Authentik, Microsoft...)."
+        ),
+    )
+    session_secret: str = field(
+        default="",
+        metadata=_doc(
+            "Key that signs the portal's session cookie, at least 32 characters. `wactl "
+            "init` generates one when it is empty; changing it signs everybody out.",
+            secret=True,
+        ),
+    )
+    session_hours: float = field(
+        default=168.0,
+        metadata=_doc("How long a sign-in lasts before the owner must sign in again."),
+    )
+    allowed_email_domains: str = field(
+        default="",
+        metadata=_doc(
+            'Comma-separated email domains allowed to sign in, such as "casapepe.es, '
+            'example.com". Empty: any account whose email the provider has verified.'
+        ),
+    )
+    signin_per_minute: float = field(
+        default=10.0,
+        metadata=_doc(
+            "Sign-in attempts per minute from one address (after a burst of as many); "
+            "over it the portal answers 429 and says when to try again."
+        ),
+    )
+    posts_per_minute: float = field(
+        default=30.0,
+        metadata=_doc(
+            "Form posts and API writes per minute from one signed-in owner (after a "
+            "burst of as many)."
+        ),
+    )
+
+
 @dataclass(frozen=True)
 class WajsConfig:
     """The wa-js library the whatsapp-web engine injects into WhatsApp Web.
@@ -289,6 +360,7 @@ class Config:
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     wajs: WajsConfig = field(default_factory=WajsConfig)
+    portal: PortalConfig = field(default_factory=PortalConfig)
     #: The file this configuration was read from (it may not exist yet).
     source: Path = field(default_factory=xdg.default_config_file, compare=False)
 
@@ -323,4 +395,5 @@ SECTIONS: dict[str, type[Any]] = {
     "sandbox": SandboxConfig,
     "pipeline": PipelineConfig,
     "wajs": WajsConfig,
+    "portal": PortalConfig,
 }

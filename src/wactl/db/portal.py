@@ -1,0 +1,252 @@
+"""What the portal reads and writes, always scoped by the signed-in owner's tenant.
+
+Every function that returns a tenant's rows takes the tenant's id and filters by it in
+the query itself; none takes a row id alone. A guessed or tampered id (a setup
+request number, a log cursor) therefore finds nothing outside the owner's tenant
+and reads as "not found", never as another tenant's data (DESIGN.md section 2).
+
+Functions take an open `Session` (the caller owns the transaction) and raise wactl
+errors, like the other repositories in this package.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session, joinedload
+
+from wactl import validation
+from wactl.db import audit
+from wactl.db.models import MessageLog, PortalEventLog, SetupRequest, Tenant, User
+from wactl.db.tenants import new_tenant_rows, tenant_json
+from wactl.enums import EngineName, Role, TenantStatus
+from wactl.errors import NotFoundError
+
+#: Page size of the conversation log and the activity page (and the API's upper bound).
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+
+
+def portal_actor(email: str) -> str:
+    """The audit actor of an owner's action."""
+    return f"portal:{email}"
+
+
+@dataclass(frozen=True)
+class SignIn:
+    user_id: uuid.UUID
+    tenant_id: uuid.UUID
+    email: str
+    slug: str
+    created: bool
+
+
+def slug_base(email: str) -> str:
+    """A slug from the email's local part: "Maria.Lopez+shop@x" -> "maria-lopez"."""
+    local = email.split("@", 1)[0].split("+", 1)[0].lower()
+    base = re.sub(r"[^a-z0-9]+", "-", local).strip("-")[:32].strip("-")
+    return base or "owner"
+
+
+def _free_slug(session: Session, base: str) -> str:
+    taken = set(
+        session.scalars(
+            select(Tenant.slug).where(or_(Tenant.slug == base, Tenant.slug.like(f"{base}-%")))
+        )
+    )
+    if base not in taken:
+        return base
+    for number in range(2, 100):
+        candidate = f"{base}-{number}"
+        if candidate not in taken:
+            return candidate
+    return f"{base}-{secrets.token_hex(3)}"
+
+
+def sign_in(session: Session, *, email: str, name: str, engine: EngineName) -> SignIn:
+    """Load the owner's user and tenant, or create them on the first sign-in.
+
+    The first sign-in creates, in the caller's one transaction, the tenant (NEW) with
+    its WhatsApp session and worker rows, and the user (OWNER); a concurrent first
+    sign-in of the same email makes the commit fail on the unique email, and the
+    caller retries (the retry then finds the user).
+    """
+    email = email.strip().lower()
+    actor = portal_actor(email)
+    user = session.scalar(select(User).where(User.email == email))
+    created = False
+    if user is None:
+        display = validation.validate_name("name", (name or email.split("@", 1)[0])[:200])
+        slug = validation.validate_slug(_free_slug(session, slug_base(email)))
+        tenant = Tenant(slug=slug, name=display, status=TenantStatus.NEW, engine=engine)
+        new_tenant_rows(tenant)
+        session.add(tenant)
+        session.flush()
+        user = User(tenant_id=tenant.id, name=display, email=email, role=Role.OWNER)
+        session.add(user)
+        session.flush()
+        payload = tenant_json(tenant)
+        payload["owner"] = email
+        audit.record(
+            session,
+            actor=actor,
+            event_type="tenant.created",
+            tenant=tenant,
+            user_id=user.id,
+            payload=payload,
+        )
+        created = True
+    else:
+        tenant = user.tenant
+    audit.record(
+        session,
+        actor=actor,
+        event_type="portal.signed_in",
+        tenant=tenant,
+        user_id=user.id,
+        payload={"first": created},
+    )
+    return SignIn(user.id, tenant.id, email, tenant.slug, created)
+
+
+def record(
+    session: Session,
+    user: User,
+    event_type: str,
+    payload: dict[str, Any] | None = None,
+) -> None:
+    """An audit row for an owner's action on their own tenant."""
+    audit.record(
+        session,
+        actor=portal_actor(user.email),
+        event_type=event_type,
+        tenant=user.tenant,
+        user_id=user.id,
+        payload=payload,
+    )
+
+
+def load_user(session: Session, user_id: str) -> User | None:
+    """The signed-in user with their tenant, config, session and worker rows."""
+    try:
+        key = uuid.UUID(user_id)
+    except (ValueError, TypeError, AttributeError):
+        return None
+    # One SELECT with joins (the three are one-to-one): this runs on every page view.
+    tenant = joinedload(User.tenant, innerjoin=True)
+    return session.scalar(
+        select(User)
+        .where(User.id == key)
+        .options(
+            tenant.joinedload(Tenant.session),
+            tenant.joinedload(Tenant.worker),
+        )
+    )
+
+
+def latest_request(session: Session, tenant_id: uuid.UUID) -> SetupRequest | None:
+    return session.scalar(
+        select(SetupRequest)
+        .where(SetupRequest.tenant_id == tenant_id)
+        .order_by(SetupRequest.created_at.desc(), SetupRequest.id.desc())
+        .limit(1)
+    )
+
+
+def get_request(session: Session, tenant_id: uuid.UUID, request_id: int) -> SetupRequest:
+    """One of the tenant's setup requests; another tenant's number is "not found"."""
+    request = session.scalar(
+        select(SetupRequest).where(
+            SetupRequest.id == request_id, SetupRequest.tenant_id == tenant_id
+        )
+    )
+    if request is None:
+        raise NotFoundError(f"no setup request #{request_id}")
+    return request
+
+
+def list_requests(session: Session, tenant_id: uuid.UUID) -> list[SetupRequest]:
+    return list(
+        session.scalars(
+            select(SetupRequest)
+            .where(SetupRequest.tenant_id == tenant_id)
+            .order_by(SetupRequest.created_at.desc(), SetupRequest.id.desc())
+        )
+    )
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a newest-first list; ``older`` is the cursor of the next page."""
+
+    rows: list[Any]
+    older: int | None
+
+
+def _page(rows: list[Any], limit: int) -> Page:
+    if len(rows) > limit:
+        return Page(rows[:limit], rows[limit - 1].id)
+    return Page(rows, None)
+
+
+def conversation(
+    session: Session,
+    tenant_id: uuid.UUID,
+    *,
+    search: str = "",
+    before: int | None = None,
+    limit: int = PAGE_SIZE,
+) -> Page:
+    """The tenant's messages, newest first, ``limit`` at a time before the cursor.
+
+    ``search`` matches the text or the customer's number, ignoring case; ``%`` and
+    ``_`` in it are literal characters.
+    """
+    query = select(MessageLog).where(MessageLog.tenant_id == tenant_id)
+    needle = search.strip().lower()
+    if needle:
+        query = query.where(
+            or_(
+                func.lower(MessageLog.message_text).contains(needle, autoescape=True),
+                MessageLog.chat.contains(needle, autoescape=True),
+            )
+        )
+    if before is not None:
+        query = query.where(MessageLog.id < before)
+    rows = list(session.scalars(query.order_by(MessageLog.id.desc()).limit(limit + 1)))
+    return _page(rows, limit)
+
+
+def events(
+    session: Session, tenant_id: uuid.UUID, *, before: int | None = None, limit: int = PAGE_SIZE
+) -> Page:
+    """The tenant's audit events (operators' and the portal's), newest first."""
+    query = select(PortalEventLog).where(PortalEventLog.tenant_id == tenant_id)
+    if before is not None:
+        query = query.where(PortalEventLog.id < before)
+    rows = list(session.scalars(query.order_by(PortalEventLog.id.desc()).limit(limit + 1)))
+    return _page(rows, limit)
+
+
+def message_json(message: MessageLog) -> dict[str, Any]:
+    """The API shape of one logged message."""
+    return {
+        "id": message.id,
+        "created_at": _iso(message.created_at),
+        "direction": message.direction.value,
+        "chat": message.chat,
+        "from": message.from_number,
+        "to": message.to_number,
+        "text": message.message_text,
+        "kind": message.kind,
+    }
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None

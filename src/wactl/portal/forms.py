@@ -1,0 +1,146 @@
+"""The setup-request form: read the fields, validate each one, collect every error.
+
+Validation reuses `wactl.validation` (phone numbers with phonenumbers, time zones,
+hours) field by field, so the page can show each error beside its field at once
+instead of one error per attempt. Nothing is written unless the whole form is valid;
+`wactl.db.requests.submit_request` then stores it (and validates it again).
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cache, partial
+from typing import Any
+
+from wactl import validation
+from wactl.enums import Language, TemplateType
+from wactl.errors import ValidationError
+
+NOTES_LIMIT = 2000
+
+TEMPLATE_LABELS = {
+    TemplateType.RESTAURANT: "Restaurant or bar",
+    TemplateType.CLINIC: "Clinic or practice",
+    TemplateType.SALON: "Hair or beauty salon",
+    TemplateType.RETAIL: "Shop",
+    TemplateType.GENERIC: "Other business",
+}
+LANGUAGE_LABELS = {Language.EN: "English", Language.ES: "Español", Language.PT: "Português"}
+DAY_LABELS = {
+    "mon": "Monday",
+    "tue": "Tuesday",
+    "wed": "Wednesday",
+    "thu": "Thursday",
+    "fri": "Friday",
+    "sat": "Saturday",
+    "sun": "Sunday",
+}
+
+
+@cache
+def timezones() -> tuple[str, ...]:
+    """IANA zone names for the form's suggestions (~600, read once)."""
+    return tuple(sorted(zoneinfo.available_timezones()))
+
+
+@dataclass
+class SetupForm:
+    """The fields as typed (to fill the form again) and the errors by field name."""
+
+    values: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    clean: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def valid(self) -> bool:
+        return not self.errors
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _check(form: SetupForm, name: str, check: Callable[[], Any]) -> Any:
+    try:
+        return check()
+    except ValidationError as exc:
+        form.errors[name] = exc.message.split(": ", 1)[-1] + (f" ({exc.hint})" if exc.hint else "")
+        return None
+
+
+def _day_ranges(text: str) -> list[str]:
+    """ "09:00-14:00, 17:00-22:00" -> ["09:00-14:00", "17:00-22:00"]; "" -> closed."""
+    parts = [part.replace(" ", "") for part in text.replace(";", ",").split(",")]
+    return [part for part in parts if part]
+
+
+def read_setup(data: Mapping[str, Any], *, from_json: bool = False) -> SetupForm:
+    """Validate the form (or the JSON body, whose ``hours`` is a table of lists).
+
+    Form field names: business_name, template_type, language, whatsapp_number,
+    timezone, notes, hours_mon ... hours_sun (ranges separated by commas).
+    """
+    form = SetupForm()
+    for name in ("business_name", "template_type", "language", "whatsapp_number", "timezone"):
+        form.values[name] = _text(data.get(name)).strip()
+    form.values["notes"] = _text(data.get("notes"))
+    weekly: dict[str, Any] = {}
+    if from_json:
+        hours = data.get("hours", {})
+        if not isinstance(hours, dict):
+            form.errors["hours"] = 'must be a table of days, e.g. {"mon": ["09:00-17:00"]}'
+        else:
+            weekly = dict(hours)
+            for day, ranges in weekly.items():
+                if isinstance(ranges, list):
+                    form.values[f"hours_{day}"] = ", ".join(str(r) for r in ranges)
+    else:
+        for day in validation.DAYS:
+            typed = _text(data.get(f"hours_{day}")).strip()
+            form.values[f"hours_{day}"] = typed
+            weekly[day] = _day_ranges(typed)
+        if not any(weekly.values()):
+            weekly = {}
+
+    values = form.values
+    form.clean["business_name"] = _check(
+        form,
+        "business_name",
+        lambda: validation.validate_name("business_name", values["business_name"]),
+    )
+    form.clean["template"] = _check(
+        form,
+        "template_type",
+        lambda: validation.parse_choice(TemplateType, values["template_type"], "template_type"),
+    )
+    form.clean["language"] = _check(
+        form, "language", lambda: validation.parse_choice(Language, values["language"], "language")
+    )
+    if values["whatsapp_number"]:
+        form.clean["whatsapp_number"] = _check(
+            form,
+            "whatsapp_number",
+            lambda: validation.normalize_phone(values["whatsapp_number"], "whatsapp_number"),
+        )
+    else:
+        form.errors["whatsapp_number"] = "must not be empty (e.g. +34600123456)"
+    if values["timezone"]:
+        form.clean["timezone"] = _check(
+            form, "timezone", lambda: validation.validate_timezone(values["timezone"])
+        )
+    else:
+        form.errors["timezone"] = 'must not be empty (e.g. "Europe/Madrid")'
+    if "hours" not in form.errors:
+        form.clean["weekly_hours"] = {}
+        for day, ranges in weekly.items():
+            check = partial(validation.validate_weekly_hours, {day: ranges})
+            checked = _check(form, f"hours_{day}", check)
+            if checked is not None:
+                form.clean["weekly_hours"][day] = checked[day]
+    notes = values["notes"].strip()
+    if len(notes) > NOTES_LIMIT:
+        form.errors["notes"] = f"is {len(notes)} characters long; the limit is {NOTES_LIMIT}"
+    form.clean["notes"] = notes or None
+    return form

@@ -1,0 +1,596 @@
+"""The portal's pages and JSON endpoints.
+
+Every handler that shows or changes tenant data starts from the signed-in user
+(`_owner`), loaded from the session's user id; the tenant is the user's, never one
+named in the request. Database work runs in Starlette's thread pool
+(`Portal.db`), one transaction per call.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+
+from wactl.db import portal as store
+from wactl.db import requests as setup_requests
+from wactl.db.engine import session_scope
+from wactl.enums import Direction
+from wactl.errors import ConflictError, NotFoundError, ValidationError
+from wactl.portal import forms
+from wactl.portal.auth import SignInError, setup_instructions
+from wactl.portal.security import CSRF_FIELD, CSRF_HEADER, csrf_token, csrf_valid, local_path
+from wactl.portal.views import Owner
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+    from starlette.templating import Jinja2Templates
+
+    from wactl.config import Config
+    from wactl.portal.auth import OidcSignIn
+    from wactl.portal.security import RateLimits
+
+log = logging.getLogger("wactl.portal")
+T = TypeVar("T")
+
+#: A setup request is a few hundred bytes; anything far larger is not one.
+MAX_JSON_BYTES = 64 * 1024
+
+_USER_KEY = "uid"
+_NEXT_KEY = "next"
+
+
+class Portal:
+    """What the handlers share; stored as ``app.state.portal``."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        engine: Engine,
+        auth: OidcSignIn,
+        templates: Jinja2Templates,
+        signin_limits: RateLimits,
+        post_limits: RateLimits,
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.auth = auth
+        self.templates = templates
+        self.signin_limits = signin_limits
+        self.post_limits = post_limits
+        self.public_base_url = config.portal.public_base_url.rstrip("/")
+
+    async def db(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` in one transaction, in a worker thread (SQLAlchemy is blocking)."""
+        return await run_in_threadpool(self._in_session, work)
+
+    def _in_session(self, work: Callable[[Session], T]) -> T:
+        with session_scope(self.engine) as session:
+            return work(session)
+
+    def redirect_uri(self, request: Request) -> str:
+        base = self.public_base_url or str(request.base_url).rstrip("/")
+        return f"{base}/auth/callback"
+
+
+def _portal(request: Request) -> Portal:
+    portal: Portal = request.app.state.portal
+    return portal
+
+
+def _client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+# --- rendering -------------------------------------------------------------------------
+
+
+def render(
+    request: Request,
+    template: str,
+    *,
+    owner: Owner | None = None,
+    status: int = 200,
+    **context: Any,
+) -> Response:
+    portal = _portal(request)
+    context.update(
+        owner=owner,
+        csrf_field=CSRF_FIELD,
+        csrf_token=csrf_token(request.session) if owner is not None else "",
+        path=request.url.path,
+    )
+    return portal.templates.TemplateResponse(request, template, context, status_code=status)
+
+
+def error_page(request: Request, status: int, title: str, message: str) -> Response:
+    """An error as a page (or as JSON under /api/), never with internal details."""
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"error": message}, status_code=status)
+    return render(request, "error.html", status=status, title=title, message=message)
+
+
+def _too_many(request: Request, wait: float, what: str) -> Response:
+    seconds = int(wait)
+    response = error_page(
+        request,
+        429,
+        "Too many attempts",
+        f"Too many {what} in a short time. Please wait {seconds} seconds and try again.",
+    )
+    response.headers["Retry-After"] = str(seconds)
+    return response
+
+
+# --- who is signed in --------------------------------------------------------------------
+
+
+def _load_owner(user_id: str) -> Callable[[Session], Owner | None]:
+    def work(session: Session) -> Owner | None:
+        user = store.load_user(session, user_id)
+        if user is None:
+            return None
+        return Owner.of(user, store.latest_request(session, user.tenant_id))
+
+    return work
+
+
+async def _owner(request: Request) -> Owner | None:
+    user_id = request.session.get(_USER_KEY)
+    if not isinstance(user_id, str):
+        return None
+    owner = await _portal(request).db(_load_owner(user_id))
+    if owner is None:  # the user was deleted (with their tenant): signed out
+        request.session.clear()
+    return owner
+
+
+async def _owner_and(
+    request: Request, work: Callable[[Session, Owner], T]
+) -> tuple[Owner | None, T | None]:
+    """The signed-in owner and ``work`` for them, in one transaction (one thread hop)."""
+    user_id = request.session.get(_USER_KEY)
+    if not isinstance(user_id, str):
+        return None, None
+    load = _load_owner(user_id)
+
+    def both(session: Session) -> tuple[Owner | None, T | None]:
+        owner = load(session)
+        return (owner, work(session, owner)) if owner is not None else (None, None)
+
+    owner, result = await _portal(request).db(both)
+    if owner is None:
+        request.session.clear()
+    return owner, result
+
+
+def _sign_in_redirect(request: Request) -> Response:
+    if request.url.path.startswith("/api/"):
+        return JSONResponse(
+            {"error": "not signed in", "hint": "sign in at /signin first"}, status_code=401
+        )
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    from urllib.parse import quote
+
+    return RedirectResponse(f"/signin?next={quote(target, safe='/')}", status_code=303)
+
+
+async def _checked_post(request: Request, owner: Owner, sent_token: object) -> Response | None:
+    """The rate limit and CSRF check of a post; a response when it is refused."""
+    wait = _portal(request).post_limits.take(str(owner.user_id))
+    if wait:
+        return _too_many(request, wait, "changes")
+    if not csrf_valid(request.session, sent_token):
+        return error_page(
+            request,
+            403,
+            "This form has expired",
+            "The form was not sent from this portal, or your session changed since it "
+            "was shown. Go back, reload the page and send it again.",
+        )
+    return None
+
+
+# --- sign-in ------------------------------------------------------------------------------
+
+
+async def signin_page(request: Request) -> Response:
+    if await _owner(request) is not None:
+        return RedirectResponse(local_path(request.query_params.get("next")), status_code=303)
+    return _signin(request)
+
+
+def _signin(request: Request) -> Response:
+    portal = _portal(request)
+    next_path = local_path(request.query_params.get("next"))
+    instructions = None
+    if not portal.auth.configured:
+        instructions = setup_instructions(portal.redirect_uri(request))
+    return render(
+        request,
+        "signin.html",
+        next_path=next_path if next_path != "/" else None,
+        instructions=instructions,
+    )
+
+
+async def auth_start(request: Request) -> Response:
+    portal = _portal(request)
+    if not portal.auth.configured:
+        return RedirectResponse("/signin", status_code=303)
+    wait = portal.signin_limits.take(_client_address(request))
+    if wait:
+        return _too_many(request, wait, "sign-in attempts")
+    request.session[_NEXT_KEY] = local_path(request.query_params.get("next"))
+    try:
+        return await portal.auth.redirect(request, portal.redirect_uri(request))
+    except SignInError as exc:
+        return error_page(request, exc.status, exc.title, exc.message)
+
+
+async def auth_callback(request: Request) -> Response:
+    portal = _portal(request)
+    if not portal.auth.configured:
+        return RedirectResponse("/signin", status_code=303)
+    wait = portal.signin_limits.take(_client_address(request))
+    if wait:
+        return _too_many(request, wait, "sign-in attempts")
+    try:
+        identity = await portal.auth.finish(request)
+    except SignInError as exc:
+        log.info("sign-in refused: %s", exc.message)
+        return error_page(request, exc.status, exc.title, exc.message)
+    engine_name = portal.config.defaults.engine
+    signed = await _sign_in_with_retry(portal, identity.email, identity.name, engine_name)
+    next_path = local_path(request.session.get(_NEXT_KEY))
+    # A new session for the signed-in owner: nothing from before sign-in is carried
+    # over (session fixation), and a fresh CSRF token.
+    request.session.clear()
+    request.session[_USER_KEY] = str(signed.user_id)
+    csrf_token(request.session)
+    log.info(
+        "signed in %s (tenant '%s'%s)", signed.email, signed.slug, ", new" if signed.created else ""
+    )
+    return RedirectResponse(next_path, status_code=303)
+
+
+async def _sign_in_with_retry(
+    portal: Portal, email: str, name: str, engine_name: str
+) -> store.SignIn:
+    from sqlalchemy.exc import IntegrityError
+
+    from wactl.enums import EngineName
+
+    engine = EngineName(engine_name)
+    for attempt in range(3):
+        try:
+            return await portal.db(
+                lambda session: store.sign_in(session, email=email, name=name, engine=engine)
+            )
+        except IntegrityError:
+            # A concurrent first sign-in took this email or slug; the next try sees it.
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def signout(request: Request) -> Response:
+    owner = await _owner(request)
+    if owner is None:
+        return RedirectResponse("/signin", status_code=303)
+    async with request.form() as form:
+        refused = await _checked_post(request, owner, form.get(CSRF_FIELD))
+    if refused is not None:
+        return refused
+
+    def record(session: Session) -> None:
+        user = store.load_user(session, str(owner.user_id))
+        if user is not None:
+            store.record(session, user, "portal.signed_out")
+
+    await _portal(request).db(record)
+    request.session.clear()
+    return RedirectResponse("/signin", status_code=303)
+
+
+# --- pages -----------------------------------------------------------------------------------
+
+
+async def dashboard(request: Request) -> Response:
+    owner = await _owner(request)
+    if owner is None:
+        return _signin(request)
+    return render(request, "dashboard.html", owner=owner, headline=owner.headline)
+
+
+def _setup_form_page(
+    request: Request, owner: Owner, form: forms.SetupForm, *, status: int = 200
+) -> Response:
+    portal = _portal(request)
+    return render(
+        request,
+        "setup.html",
+        owner=owner,
+        form=form,
+        status=status,
+        templates_choices=forms.TEMPLATE_LABELS,
+        language_choices=forms.LANGUAGE_LABELS,
+        days=forms.DAY_LABELS,
+        timezones=forms.timezones(),
+        default_timezone=portal.config.defaults.timezone,
+    )
+
+
+async def setup_page(request: Request) -> Response:
+    owner = await _owner(request)
+    if owner is None:
+        return _sign_in_redirect(request)
+    form = forms.SetupForm()
+    request_view = owner.request
+    if request_view is not None:
+        # A rejected request is the starting point of the corrected one.
+        form.values.update(
+            business_name=request_view.business_name,
+            template_type=request_view.template_type,
+            language=request_view.language,
+            whatsapp_number=request_view.whatsapp_number,
+            timezone=request_view.timezone,
+            notes=request_view.notes or "",
+        )
+        for day, ranges in request_view.hours.items():
+            form.values[f"hours_{day}"] = ", ".join(ranges)
+    else:
+        defaults = _portal(request).config.defaults
+        form.values.update(
+            template_type=defaults.template,
+            language=defaults.language,
+            timezone=defaults.timezone,
+        )
+    return _setup_form_page(request, owner, form)
+
+
+def _submit(owner: Owner, form: forms.SetupForm) -> Callable[[Session], int]:
+    clean = form.clean
+
+    def work(session: Session) -> int:
+        user = store.load_user(session, str(owner.user_id))
+        if user is None:
+            raise NotFoundError("you are signed out")
+        request = setup_requests.submit_request(
+            session,
+            user.tenant,
+            actor=store.portal_actor(user.email),
+            business_name=clean["business_name"],
+            template=clean["template"].value,
+            language=clean["language"].value,
+            whatsapp_number=clean["whatsapp_number"],
+            timezone=clean["timezone"],
+            weekly_hours=clean["weekly_hours"],
+            notes=clean["notes"],
+            user_id=user.id,
+        )
+        return request.id
+
+    return work
+
+
+_NOT_NOW = (
+    "Your bot is already set up or your request is waiting for the operator; "
+    "a new request can be sent only before setup or after a request was declined."
+)
+
+
+async def setup_submit(request: Request) -> Response:
+    owner = await _owner(request)
+    if owner is None:
+        return _sign_in_redirect(request)
+    async with request.form() as data:
+        refused = await _checked_post(request, owner, data.get(CSRF_FIELD))
+        if refused is not None:
+            return refused
+        form = forms.read_setup({key: data.get(key) for key in data})
+    if not owner.can_request_setup:
+        return error_page(request, 409, "A request is not possible now", _NOT_NOW)
+    if not form.valid:
+        return _setup_form_page(request, owner, form, status=422)
+    try:
+        await _portal(request).db(_submit(owner, form))
+    except ConflictError:
+        return error_page(request, 409, "A request is not possible now", _NOT_NOW)
+    except ValidationError as exc:  # cannot happen: the form validated the same fields
+        form.errors["business_name"] = exc.message
+        return _setup_form_page(request, owner, form, status=422)
+    return RedirectResponse("/", status_code=303)
+
+
+async def request_page(request: Request) -> Response:
+    owner = await _owner(request)
+    if owner is None:
+        return _sign_in_redirect(request)
+    request_id = int(request.path_params["request_id"])
+
+    def work(session: Session) -> Any:
+        from wactl.portal.views import RequestView
+
+        return RequestView.of(store.get_request(session, owner.tenant_id, request_id))
+
+    try:
+        view = await _portal(request).db(work)
+    except NotFoundError:
+        raise HTTPException(404) from None
+    return render(request, "request.html", owner=owner, setup_request=view)
+
+
+async def link_page(request: Request) -> Response:
+    owner = await _owner(request)
+    if owner is None:
+        return _sign_in_redirect(request)
+    return render(request, "link.html", owner=owner, headline=owner.headline)
+
+
+async def qr_svg(request: Request) -> Response:
+    owner = await _owner(request)
+    if owner is None:
+        return _sign_in_redirect(request)
+    qr = owner.qr_showing
+    if qr is None:
+        raise HTTPException(404)
+    return Response(render_qr_svg(qr), media_type="image/svg+xml")
+
+
+def render_qr_svg(content: str) -> bytes:
+    import segno
+
+    code = segno.make(content, error="m", micro=False)
+    buffer = io.BytesIO()
+    code.save(buffer, kind="svg", scale=6, border=4, xmldecl=False, title="WhatsApp link code")
+    return buffer.getvalue()
+
+
+def _cursor(request: Request) -> int | None:
+    raw = request.query_params.get("before", "")
+    if not raw:
+        return None
+    if not raw.isdigit() or len(raw) > 18:
+        raise HTTPException(400, "'before' must be a message number")
+    return int(raw)
+
+
+async def logs_page(request: Request) -> Response:
+    search = request.query_params.get("q", "")[:200]
+    before = _cursor(request)
+    owner, page = await _owner_and(
+        request,
+        lambda session, owner: store.conversation(
+            session, owner.tenant_id, search=search, before=before
+        ),
+    )
+    if owner is None or page is None:
+        return _sign_in_redirect(request)
+    return render(
+        request,
+        "logs.html",
+        owner=owner,
+        page=page,
+        search=search,
+        before=before,
+        incoming=Direction.IN,
+    )
+
+
+async def events_page(request: Request) -> Response:
+    before = _cursor(request)
+    owner, page = await _owner_and(
+        request, lambda session, owner: store.events(session, owner.tenant_id, before=before)
+    )
+    if owner is None or page is None:
+        return _sign_in_redirect(request)
+    return render(request, "events.html", owner=owner, page=page, before=before)
+
+
+# --- JSON API ---------------------------------------------------------------------------------
+
+
+async def api_status(request: Request) -> Response:
+    owner = await _owner(request)
+    if owner is None:
+        return _sign_in_redirect(request)
+    body = owner.status_json()
+    body["csrf_token"] = csrf_token(request.session)
+    return JSONResponse(body)
+
+
+async def api_logs(request: Request) -> Response:
+    raw_limit = request.query_params.get("limit", str(store.PAGE_SIZE))
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= store.MAX_PAGE_SIZE:
+        return JSONResponse(
+            {"error": f"'limit' must be a number from 1 to {store.MAX_PAGE_SIZE}"},
+            status_code=400,
+        )
+    limit = int(raw_limit)
+    search = request.query_params.get("q", "")[:200]
+    before = _cursor(request)
+    owner, page = await _owner_and(
+        request,
+        lambda session, owner: store.conversation(
+            session, owner.tenant_id, search=search, before=before, limit=limit
+        ),
+    )
+    if owner is None or page is None:
+        return _sign_in_redirect(request)
+    return JSONResponse(
+        {"messages": [store.message_json(m) for m in page.rows], "next_before": page.older}
+    )
+
+
+async def api_setup_request(request: Request) -> Response:
+    owner = await _owner(request)
+    if owner is None:
+        return _sign_in_redirect(request)
+    refused = await _checked_post(request, owner, request.headers.get(CSRF_HEADER))
+    if refused is not None:
+        return refused
+    if int(request.headers.get("content-length") or 0) > MAX_JSON_BYTES:
+        return JSONResponse(
+            {"error": f"the request body is larger than {MAX_JSON_BYTES} bytes"}, status_code=413
+        )
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        return JSONResponse({"error": "the request body is not JSON"}, status_code=400)
+    if not isinstance(body, dict):
+        return JSONResponse({"error": "the request body must be a JSON object"}, status_code=422)
+    allowed = {
+        "business_name",
+        "template_type",
+        "language",
+        "whatsapp_number",
+        "timezone",
+        "hours",
+        "notes",
+    }
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        return JSONResponse(
+            {
+                "error": f"unknown field '{unknown[0]}'",
+                "hint": f"allowed: {', '.join(sorted(allowed))}",
+            },
+            status_code=422,
+        )
+    if not owner.can_request_setup:
+        return JSONResponse({"error": _NOT_NOW}, status_code=409)
+    form = forms.read_setup(body, from_json=True)
+    if not form.valid:
+        first = next(iter(form.errors))
+        return JSONResponse(
+            {"error": f"{first}: {form.errors[first]}", "errors": form.errors}, status_code=422
+        )
+    try:
+        request_id = await _portal(request).db(_submit(owner, form))
+    except ConflictError:
+        return JSONResponse({"error": _NOT_NOW}, status_code=409)
+
+    def load(session: Session) -> dict[str, Any]:
+        from wactl.portal.views import RequestView
+
+        return RequestView.of(store.get_request(session, owner.tenant_id, request_id)).json()
+
+    return JSONResponse({"setup_request": await _portal(request).db(load)}, status_code=201)
+
+
+async def healthz(request: Request) -> Response:
+    """For load balancers and tests: the process answers and the database is reachable."""
+    from sqlalchemy import text
+
+    await _portal(request).db(lambda session: session.execute(text("SELECT 1")))
+    return PlainTextResponse("ok")

@@ -1,0 +1,207 @@
+"""A small OpenID provider for the portal's tests: real HTTP on loopback, a real JWKS
+and RS256 id_tokens signed with a key generated for the test run.
+
+It plays Google's part in the authorization-code flow: /authorize signs in whoever
+`identity` says (no login page: a test has no person to type a password) and sends
+the browser back with a code; /token checks the client's credentials, the redirect
+URI and the PKCE verifier, and answers with an id_token carrying the nonce it was
+given. `overrides` and `sign_with` let a test make that id_token wrong in one way.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from joserfc import jwt
+from joserfc.jwk import KeySet, RSAKey
+
+CLIENT_ID = "wactl-test-client.apps.example"
+CLIENT_SECRET = "test-client-secret"
+KEY_ID = "test-key-1"
+
+
+@dataclass
+class Grant:
+    client_id: str
+    redirect_uri: str
+    nonce: str | None
+    challenge: str | None
+    identity: dict[str, Any]
+
+
+@dataclass
+class Provider:
+    url: str
+    key: RSAKey
+    #: Claims of whoever signs in next (email, name, email_verified...).
+    identity: dict[str, Any] = field(default_factory=dict)
+    #: Claims replaced in the next id_tokens (e.g. {"nonce": "other"}).
+    overrides: dict[str, Any] = field(default_factory=dict)
+    #: Sign id_tokens with this key instead (same kid): a bad signature.
+    sign_with: RSAKey | None = None
+    grants: dict[str, Grant] = field(default_factory=dict)
+    token_requests: int = 0
+
+    @property
+    def metadata_url(self) -> str:
+        return f"{self.url}/.well-known/openid-configuration"
+
+    def sign_in_as(self, email: str, name: str = "Test Owner", **claims: Any) -> None:
+        self.identity = {"email": email, "name": name, "email_verified": True, **claims}
+
+    def id_token(self, grant: Grant) -> str:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.url,
+            "sub": hashlib.sha256(str(grant.identity.get("email")).encode()).hexdigest()[:21],
+            "aud": grant.client_id,
+            "azp": grant.client_id,
+            "iat": now,
+            "exp": now + 300,
+            **grant.identity,
+        }
+        if grant.nonce is not None:
+            claims["nonce"] = grant.nonce
+        claims.update(self.overrides)
+        key = self.sign_with or self.key
+        return jwt.encode({"alg": "RS256", "kid": KEY_ID}, claims, key)
+
+
+def _handler(provider: Provider) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # quiet tests
+
+        def _json(self, status: int, body: Any) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            parts = urlsplit(self.path)
+            if parts.path == "/.well-known/openid-configuration":
+                self._json(
+                    200,
+                    {
+                        "issuer": provider.url,
+                        "authorization_endpoint": f"{provider.url}/authorize",
+                        "token_endpoint": f"{provider.url}/token",
+                        "jwks_uri": f"{provider.url}/jwks",
+                        "response_types_supported": ["code"],
+                        "subject_types_supported": ["public"],
+                        # "none" and HS256 are offered to check the portal ignores them.
+                        "id_token_signing_alg_values_supported": ["RS256", "HS256", "none"],
+                        "code_challenge_methods_supported": ["S256"],
+                    },
+                )
+            elif parts.path == "/jwks":
+                self._json(200, KeySet([provider.key]).as_dict(private=False))
+            elif parts.path == "/authorize":
+                self._authorize(parse_qs(parts.query))
+            else:
+                self._json(404, {"error": "not_found"})
+
+        def _authorize(self, query: dict[str, list[str]]) -> None:
+            one = {key: values[0] for key, values in query.items()}
+            if one.get("client_id") != CLIENT_ID or one.get("response_type") != "code":
+                self._json(400, {"error": "invalid_request"})
+                return
+            code = secrets.token_urlsafe(16)
+            provider.grants[code] = Grant(
+                client_id=one["client_id"],
+                redirect_uri=one.get("redirect_uri", ""),
+                nonce=one.get("nonce"),
+                challenge=one.get("code_challenge"),
+                identity=dict(provider.identity),
+            )
+            back = one.get("redirect_uri", "")
+            self.send_response(302)
+            self.send_header(
+                "Location", f"{back}?{urlencode({'code': code, 'state': one.get('state', '')})}"
+            )
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_POST(self) -> None:
+            if urlsplit(self.path).path != "/token":
+                self._json(404, {"error": "not_found"})
+                return
+            provider.token_requests += 1
+            length = int(self.headers.get("Content-Length", "0"))
+            form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+            client_id, client_secret = form.get("client_id"), form.get("client_secret")
+            auth = self.headers.get("Authorization", "")
+            if auth.startswith("Basic "):
+                decoded = base64.b64decode(auth[6:]).decode()
+                client_id, _, client_secret = decoded.partition(":")
+            if (client_id, client_secret) != (CLIENT_ID, CLIENT_SECRET):
+                self._json(401, {"error": "invalid_client"})
+                return
+            grant = provider.grants.pop(form.get("code", ""), None)
+            if (
+                grant is None
+                or form.get("grant_type") != "authorization_code"
+                or form.get("redirect_uri") != grant.redirect_uri
+            ):
+                self._json(400, {"error": "invalid_grant"})
+                return
+            if grant.challenge is not None:
+                verifier = form.get("code_verifier", "")
+                digest = hashlib.sha256(verifier.encode()).digest()
+                expected = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+                if expected != grant.challenge:
+                    self._json(400, {"error": "invalid_grant"})
+                    return
+            self._json(
+                200,
+                {
+                    "access_token": secrets.token_urlsafe(24),
+                    "token_type": "Bearer",
+                    "expires_in": 3600,
+                    "scope": "openid email profile",
+                    "id_token": provider.id_token(grant),
+                },
+            )
+
+    return Handler
+
+
+_KEYS: list[RSAKey] = []
+
+
+def signing_key() -> RSAKey:
+    """One RSA key per test run (generating one takes ~0.1 s)."""
+    if not _KEYS:
+        _KEYS.append(RSAKey.generate_key(2048, parameters={"kid": KEY_ID}))
+    return _KEYS[0]
+
+
+@contextlib.contextmanager
+def running_provider() -> Iterator[Provider]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    port = server.server_address[1]
+    provider = Provider(url=f"http://127.0.0.1:{port}", key=signing_key())
+    server.RequestHandlerClass = _handler(provider)
+    thread = threading.Thread(target=server.serve_forever, name="oidc-provider", daemon=True)
+    thread.start()
+    try:
+        yield provider
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

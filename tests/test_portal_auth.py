@@ -1,0 +1,450 @@
+"""Portal sign-in: the whole authorization-code flow against a local OpenID provider
+(real HTTP on loopback, real JWKS, RS256 id_tokens), on SQLite and PostgreSQL.
+
+Each way an answer can be wrong (state, nonce, expiry, audience, signature, issuer)
+is refused with a clear page, and nothing about the owner is stored.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx2
+import pytest
+from joserfc.jwk import RSAKey
+from sqlalchemy import func, select
+
+from tests.oidc_provider import CLIENT_ID, KEY_ID, Provider, running_provider
+from tests.portal_support import (
+    SESSION_SECRET,
+    RunningPortal,
+    csrf_of,
+    follow,
+    page_text,
+    portal_env,
+    running_portal,
+    session_cookie,
+    sign_in,
+)
+from tests.support import db_session
+from wactl.db.models import PortalEventLog, Tenant, User
+from wactl.enums import Role, SessionState, TenantStatus, WorkerStatus
+
+
+@pytest.fixture
+def provider() -> Iterator[Provider]:
+    with running_provider() as running:
+        yield running
+
+
+@pytest.fixture
+def portal(
+    db_url: str, provider: Provider, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[RunningPortal]:
+    portal_env(monkeypatch, provider)
+    with running_portal() as running:
+        yield running
+
+
+def _count(url: str, model: type[object]) -> int:
+    with db_session(url) as session:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def test_first_sign_in_creates_the_tenant_then_loads_it(
+    portal: RunningPortal, provider: Provider, db_url: str
+) -> None:
+    with portal.client() as browser:
+        page = sign_in(browser, provider, "Maria.Lopez+shop@Example.com", "María López")
+        assert page.status_code == 200 and str(page.url) == f"{portal.url}/"
+        assert "Welcome! Let's set up your bot" in page_text(page.text)
+        assert "maria.lopez+shop@example.com" in page.text
+
+    with db_session(db_url) as session:
+        user = session.scalar(select(User))
+        assert user is not None
+        assert (user.email, user.name, user.role) == (
+            "maria.lopez+shop@example.com",
+            "María López",
+            Role.OWNER,
+        )
+        tenant = user.tenant
+        assert (tenant.slug, tenant.name, tenant.status) == (
+            "maria-lopez",
+            "María López",
+            TenantStatus.NEW,
+        )
+        assert tenant.session is not None and tenant.session.state is SessionState.UNLINKED
+        assert tenant.worker is not None and tenant.worker.status is WorkerStatus.STOPPED
+        events = [
+            (e.actor, e.event_type, e.tenant_slug, e.payload_json.get("first"))
+            for e in session.scalars(select(PortalEventLog).order_by(PortalEventLog.id))
+        ]
+    actor = "portal:maria.lopez+shop@example.com"
+    assert events == [
+        (actor, "tenant.created", "maria-lopez", None),
+        (actor, "portal.signed_in", "maria-lopez", True),
+    ]
+
+    # A later sign-in, from another browser, loads the same tenant.
+    with portal.client() as other_browser:
+        page = sign_in(other_browser, provider, "maria.lopez+shop@example.com")
+        assert "Welcome! Let's set up your bot" in page_text(page.text)
+    assert (_count(db_url, Tenant), _count(db_url, User)) == (1, 1)
+    with db_session(db_url) as session:
+        last = session.scalars(select(PortalEventLog).order_by(PortalEventLog.id.desc())).first()
+        assert last is not None
+        assert (last.event_type, last.payload_json) == ("portal.signed_in", {"first": False})
+
+
+def test_slugs_stay_unique(portal: RunningPortal, provider: Provider, db_url: str) -> None:
+    with db_session(db_url) as session:
+        session.add(Tenant(slug="ana", name="Ana's operator-made tenant"))
+    for email in ("ana@one.example", "ana@two.example", "ana+x@three.example"):
+        with portal.client() as browser:
+            assert sign_in(browser, provider, email).status_code == 200
+    with db_session(db_url) as session:
+        slugs = {u.email: u.tenant.slug for u in session.scalars(select(User))}
+    assert slugs == {
+        "ana@one.example": "ana-2",
+        "ana@two.example": "ana-3",
+        "ana+x@three.example": "ana-4",
+    }
+
+
+def _refused(response: httpx2.Response, status: int, text: str, db_url: str) -> None:
+    assert response.status_code == status, response.text
+    assert text in page_text(response.text)
+    assert "Traceback" not in response.text
+    assert (_count(db_url, User), _count(db_url, Tenant)) == (0, 0)
+
+
+def _to_callback(browser: httpx2.Client) -> httpx2.Response:
+    """Start sign-in and let the provider answer; stop before the portal's callback."""
+    to_provider = browser.get("/auth/signin")
+    assert to_provider.status_code == 302
+    back = browser.get(to_provider.headers["location"])
+    assert back.status_code == 302 and "/auth/callback?" in back.headers["location"]
+    return back
+
+
+def test_wrong_state_is_refused(portal: RunningPortal, provider: Provider, db_url: str) -> None:
+    provider.sign_in_as("owner@example.com")
+    with portal.client() as browser:
+        back = _to_callback(browser)
+        location = back.headers["location"]
+        state = httpx2.URL(location).params["state"]
+        forged = location.replace(f"state={state}", "state=forged-state")
+        _refused(
+            browser.get(forged),
+            400,
+            "This sign-in link is not valid The sign-in answer does not belong to a sign-in "
+            "started in this browser (state mismatch), or it was already used. Please start "
+            "again.",
+            db_url,
+        )
+    assert provider.token_requests == 0  # the code was never exchanged
+
+
+def test_a_callback_from_another_browser_is_refused(
+    portal: RunningPortal, provider: Provider, db_url: str
+) -> None:
+    """Login CSRF: an attacker's own code and state, delivered to a victim's browser."""
+    provider.sign_in_as("attacker@example.com")
+    with portal.client() as attacker, portal.client() as victim:
+        back = _to_callback(attacker)
+        _refused(victim.get(back.headers["location"]), 400, "(state mismatch)", db_url)
+
+
+def test_a_used_callback_cannot_be_replayed(
+    portal: RunningPortal, provider: Provider, db_url: str
+) -> None:
+    provider.sign_in_as("owner@example.com")
+    with portal.client() as browser:
+        back = _to_callback(browser)
+        assert browser.get(back.headers["location"]).status_code == 303
+        browser.cookies.clear()
+        replay = browser.get(back.headers["location"])
+        assert replay.status_code == 400 and "(state mismatch)" in page_text(replay.text)
+
+
+@pytest.mark.parametrize(
+    ("claims", "text"),
+    [
+        (
+            {"nonce": "not-the-nonce-we-sent"},
+            "Sign-in could not be verified The sign-in token does not answer this browser's "
+            "request (nonce mismatch), so it was refused. Please start again.",
+        ),
+        (
+            {"exp": int(time.time()) - 3600, "iat": int(time.time()) - 7200},
+            "Your sign-in has expired The sign-in service's token has expired (check that "
+            "this computer's clock is right). Please start again.",
+        ),
+        (
+            # azp names us, so authlib's own check (azp only) would let it through.
+            {"aud": "another-application.apps.example", "azp": CLIENT_ID},
+            "Sign-in could not be verified The sign-in token was issued for another "
+            "application (audience mismatch), so it was refused.",
+        ),
+        (
+            {"iss": "https://impostor.example"},
+            "Sign-in could not be verified The sign-in token was issued by another service "
+            "than the configured one (issuer mismatch), so it was refused.",
+        ),
+    ],
+    ids=["wrong-nonce", "expired", "wrong-audience", "wrong-issuer"],
+)
+def test_a_bad_id_token_is_refused(
+    portal: RunningPortal,
+    provider: Provider,
+    db_url: str,
+    claims: dict[str, object],
+    text: str,
+) -> None:
+    provider.overrides = claims
+    with portal.client() as browser:
+        _refused(sign_in(browser, provider, "owner@example.com"), 400, text, db_url)
+        assert session_cookie(browser) is not None
+        assert browser.get("/api/portal/tenant/current/status").status_code == 401
+
+
+def test_a_bad_signature_is_refused(portal: RunningPortal, provider: Provider, db_url: str) -> None:
+    provider.sign_with = RSAKey.generate_key(2048, parameters={"kid": KEY_ID})
+    with portal.client() as browser:
+        _refused(
+            sign_in(browser, provider, "owner@example.com"),
+            400,
+            "Sign-in could not be verified The sign-in token's signature is not valid, so it "
+            "was refused.",
+            db_url,
+        )
+
+
+def test_an_unsigned_token_is_refused(
+    portal: RunningPortal, provider: Provider, db_url: str
+) -> None:
+    """The provider's metadata offers "none"; the portal never accepts it."""
+    import base64
+    import json
+
+    def unsigned(grant: object) -> str:
+        def part(value: object) -> str:
+            return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+        now = int(time.time())
+        claims = {"iss": provider.url, "sub": "1", "aud": CLIENT_ID, "iat": now, "exp": now + 60}
+        return f"{part({'alg': 'none'})}.{part(claims)}."
+
+    provider.id_token = unsigned  # type: ignore[method-assign]
+    with portal.client() as browser:
+        response = sign_in(browser, provider, "owner@example.com")
+    _refused(response, 400, "Sign-in could not be verified", db_url)
+
+
+@pytest.mark.parametrize(
+    ("claims", "status", "text"),
+    [
+        (
+            {"email_verified": False},
+            403,
+            "Email address not verified The sign-in service has not verified "
+            "owner@example.com. Verify it with them, then sign in again.",
+        ),
+        (
+            {"email": None},
+            400,
+            "No email address The sign-in service did not share your email address; the "
+            "portal needs it to know your business.",
+        ),
+    ],
+    ids=["unverified", "no-email"],
+)
+def test_an_unusable_identity_is_refused(
+    portal: RunningPortal,
+    provider: Provider,
+    db_url: str,
+    claims: dict[str, object],
+    status: int,
+    text: str,
+) -> None:
+    provider.overrides = claims
+    with portal.client() as browser:
+        _refused(sign_in(browser, provider, "owner@example.com"), status, text, db_url)
+
+
+def test_allowed_email_domains(
+    db_url: str, provider: Provider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    portal_env(monkeypatch, provider)
+    monkeypatch.setenv("WACTL_PORTAL_ALLOWED_EMAIL_DOMAINS", "casapepe.es, Example.org")
+    with running_portal() as portal, portal.client() as browser:
+        _refused(
+            sign_in(browser, provider, "someone@gmail.com"),
+            403,
+            "This account cannot sign in here Accounts of gmail.com cannot use this portal. "
+            "Sign in with your business account, or ask the operator.",
+            db_url,
+        )
+        assert sign_in(browser, provider, "pepe@example.org").status_code == 200
+    assert _count(db_url, User) == 1
+
+
+def test_cancelled_at_the_provider(portal: RunningPortal, db_url: str) -> None:
+    with portal.client() as browser:
+        response = browser.get("/auth/callback?error=access_denied&state=x")
+    _refused(
+        response,
+        400,
+        "Sign-in was cancelled The sign-in service did not sign you in (access denied). You "
+        "can try again.",
+        db_url,
+    )
+
+
+def test_sign_out(portal: RunningPortal, provider: Provider, db_url: str) -> None:
+    with portal.client() as browser:
+        page = sign_in(browser, provider, "owner@example.com")
+        token = csrf_of(page.text)
+        refused = browser.post("/auth/signout", data={"csrf_token": "wrong"})
+        assert refused.status_code == 403
+        assert "This form has expired" in page_text(refused.text)
+        assert browser.get("/api/portal/tenant/current/status").status_code == 200
+
+        out = browser.post("/auth/signout", data={"csrf_token": token})
+        assert (out.status_code, out.headers["location"]) == (303, "/signin")
+        assert browser.get("/api/portal/tenant/current/status").status_code == 401
+        assert "Sign in with Google" in follow(browser, browser.get("/logs")).text
+    with db_session(db_url) as session:
+        types = list(session.scalars(select(PortalEventLog.event_type).order_by(PortalEventLog.id)))
+    assert types == ["tenant.created", "portal.signed_in", "portal.signed_out"]
+
+
+@pytest.mark.parametrize(
+    ("target", "lands_on"),
+    [
+        ("/logs?q=hola", "/logs?q=hola"),
+        ("https://evil.example/phish", "/"),
+        ("//evil.example/phish", "/"),
+        ("/\\evil.example", "/"),
+        ("javascript:alert(1)", "/"),
+    ],
+)
+def test_no_open_redirect_after_sign_in(
+    portal: RunningPortal, provider: Provider, target: str, lands_on: str
+) -> None:
+    provider.sign_in_as("owner@example.com")
+    with portal.client() as browser:
+        response = browser.get("/auth/signin", params={"next": target})
+        while response.headers["location"].startswith(provider.url):
+            response = browser.get(response.headers["location"])
+        final = browser.get(response.headers["location"])  # the callback
+        assert final.status_code == 303
+        assert final.headers["location"] == lands_on
+
+
+def test_a_page_asks_to_sign_in_and_comes_back(portal: RunningPortal, provider: Provider) -> None:
+    provider.sign_in_as("owner@example.com")
+    with portal.client() as browser:
+        asked = browser.get("/events")
+        assert (asked.status_code, asked.headers["location"]) == (303, "/signin?next=/events")
+        page = browser.get(asked.headers["location"])
+        assert 'href="/auth/signin?next=/events"' in page.text
+        landed = follow(browser, browser.get("/auth/signin?next=/events"))
+        assert str(landed.url) == f"{portal.url}/events"
+
+
+def test_sign_in_is_rate_limited(
+    db_url: str, provider: Provider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    portal_env(monkeypatch, provider)
+    monkeypatch.setenv("WACTL_PORTAL_SIGNIN_PER_MINUTE", "2")
+    with running_portal() as portal, portal.client() as browser:
+        assert browser.get("/auth/signin").status_code == 302
+        assert browser.get("/auth/signin").status_code == 302
+        refused = browser.get("/auth/signin")
+        assert refused.status_code == 429
+        assert refused.headers["retry-after"] == "30"
+        assert page_text(refused.text) == (
+            "Too many attempts Too many sign-in attempts in a short time. Please wait 30 "
+            "seconds and try again. Back to the start page"
+        )
+        # The callback counts too: a stolen code cannot be tried again and again.
+        assert browser.get("/auth/callback?code=x&state=y").status_code == 429
+
+
+def test_session_cookie_flags(
+    db_url: str, provider: Provider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    portal_env(monkeypatch, provider)
+    with running_portal() as portal, portal.client() as browser:
+        cookie = browser.get("/auth/signin").headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=lax" in cookie and "path=/" in cookie
+        assert "secure" not in cookie  # plain http: a Secure cookie would never come back
+    monkeypatch.setenv("WACTL_PORTAL_PUBLIC_BASE_URL", "https://portal.example.com")
+    with running_portal() as portal, portal.client() as browser:
+        response = browser.get("/auth/signin")
+        cookie = response.headers["set-cookie"].lower()
+        assert "secure" in cookie and "httponly" in cookie and "samesite=lax" in cookie
+        assert response.headers["strict-transport-security"] == "max-age=31536000"
+        redirect = httpx2.URL(response.headers["location"])
+        assert redirect.params["redirect_uri"] == "https://portal.example.com/auth/callback"
+        assert redirect.params["code_challenge_method"] == "S256"
+        assert redirect.params["nonce"] and redirect.params["state"]
+        assert redirect.params["scope"] == "openid email profile"
+
+
+def test_a_tampered_or_foreign_cookie_signs_nobody_in(
+    portal: RunningPortal, provider: Provider, db_url: str
+) -> None:
+    import base64
+    import json
+
+    import itsdangerous
+
+    with portal.client() as browser:
+        sign_in(browser, provider, "owner@example.com")
+        cookie = session_cookie(browser)
+    assert cookie is not None
+    with db_session(db_url) as session:
+        session.add(Tenant(slug="victim", name="Victim"))
+    with db_session(db_url) as session:
+        victim = session.scalar(select(Tenant).where(Tenant.slug == "victim"))
+        assert victim is not None
+        victim_user = User(tenant_id=victim.id, name="V", email="v@example.com")
+        session.add(victim_user)
+        session.flush()
+        victim_id = str(victim_user.id)
+
+    payload, _, rest = cookie.partition(".")
+    forged_payload = base64.b64encode(json.dumps({"uid": victim_id}).encode())
+    tampered = f"{forged_payload.decode()}.{rest}"
+    other_key = itsdangerous.TimestampSigner("another-secret-another-secret-another")
+    foreign = other_key.sign(forged_payload).decode()
+    right_key = itsdangerous.TimestampSigner(SESSION_SECRET)
+    assert right_key.unsign(cookie)  # the cookie is what the test thinks it is
+    for value in (tampered, foreign, payload):
+        with portal.client() as attacker:
+            attacker.cookies.set("wactl_portal", value)
+            response = attacker.get("/api/portal/tenant/current/status")
+            assert response.status_code == 401, value
+            assert "victim" not in attacker.get("/").text.lower()
+
+
+def test_without_credentials_the_page_says_what_to_configure(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    portal_env(monkeypatch, None)
+    with running_portal() as portal, portal.client() as browser:
+        page = browser.get("/")
+        assert page.status_code == 200
+        assert page_text(page.text) == (
+            "Your business on WhatsApp Sign in to ask for your WhatsApp bot, link your phone "
+            "and read what the bot told your customers. Sign-in is not configured: set "
+            "portal.google_client_id and portal.google_client_secret (`wactl config set "
+            "portal.google_client_id ID`, then the same for the secret) to an OAuth client of "
+            "type Web application whose authorized redirect URI is "
+            f"{portal.url}/auth/callback, and restart `wactl portal serve`."
+        )
+        assert browser.get("/auth/signin").headers["location"] == "/signin"
