@@ -755,17 +755,6 @@ def test_after_the_database_dropped_the_connection_the_next_message_is_answered(
 # --- crash recovery, step by step (in-process) -----------------------------------------
 
 
-def _row(in_id: int, message: InboundMessage) -> InboundRow:
-    return InboundRow(
-        in_id,
-        message.chat,
-        message.from_number,
-        message.to_number,
-        message.text,
-        message.wa_message_id,
-    )
-
-
 def _inbound(worker: LocalWorker, chat: str, text: str, message_id: str) -> InboundMessage:
     return InboundMessage(
         wa_message_id=message_id,
@@ -796,7 +785,7 @@ async def _crash_at(worker: LocalWorker, step: str, chat: str, message_id: str) 
         if step == "recorded":
             return in_id
         client_id = f"wactl-{SLUG}-{in_id}"
-        worker.store.begin_reply(in_id, _row(in_id, message), text, "hours", client_id)
+        worker.store.begin_reply(in_id, InboundRow.of(in_id, message), text, "hours", client_id)
     if step in ("decided", "at once, decided"):
         return in_id
     await worker.engine.send_text(chat, text, client_id=f"wactl-{SLUG}-{in_id}")

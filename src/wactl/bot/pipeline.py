@@ -56,11 +56,11 @@ from wactl.enums import Direction, MessageState
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+RunDb = Callable[[Callable[[], T]], Awaitable[T]]
 
 #: How many chats the pipeline remembers the pause and history of (least recently used
 #: forgotten first; a forgotten chat is read again from the database).
 CHAT_MEMORY = 10_000
-RunDb = Callable[[Callable[[], T]], Awaitable[T]]
 
 
 class ReplyLike(Protocol):
@@ -194,9 +194,15 @@ class Pipeline:
         if message.from_me:
             await self._owner_message(message, done)
             return done
-        if self._fast_path_open(message.chat):
-            await self._submit_decided(message, done)
+        if self._fast_path_open(message.chat) and await self._submit_decided(message, done):
             return done
+        await self._submit_recorded(message, done)
+        return done
+
+    async def _submit_recorded(
+        self, message: InboundMessage, done: asyncio.Future[Outcome]
+    ) -> None:
+        """The slow path: record the message, then queue it on its chat."""
         # Until it is queued, a message being recorded holds its chat's place in line:
         # a later message of the chat must not take the fast path past it.
         self._recording[message.chat] += 1
@@ -205,21 +211,12 @@ class Pipeline:
             if in_id is None:
                 log.info("duplicate message %s skipped", message.wa_message_id)
                 done.set_result(Outcome("duplicate"))
-                return done
+                return
             self.counts.add(Direction.IN)
             if self._recorded_here is not None:
                 self._recorded_here.add(in_id)
             await self._backlog_queued.wait()
-            row = InboundRow(
-                in_id,
-                message.chat,
-                message.from_number,
-                message.to_number,
-                message.text,
-                message.wa_message_id,
-            )
-            self._enqueue(_Job(row, done))
-            return done
+            self._enqueue(_Job(InboundRow.of(in_id, message), done))
         finally:
             self._recording[message.chat] -= 1
             if not self._recording[message.chat]:
@@ -242,10 +239,12 @@ class Pipeline:
             and not self.pacing
         )
 
-    async def _submit_decided(self, message: InboundMessage, done: asyncio.Future[Outcome]) -> None:
+    async def _submit_decided(self, message: InboundMessage, done: asyncio.Future[Outcome]) -> bool:
         """The common case, in one transaction instead of two: the message is recorded
         together with the decision (the PENDING reply, or IGNORED), exactly the rows the
-        slow path writes in two steps, so recovery cannot tell them apart."""
+        slow path writes in two steps, so recovery cannot tell them apart. False when
+        the reply book failed before anything was written: the slow path then records
+        the message and reports the failure."""
         await self._slots.acquire()  # a slot is free: this does not wait
         chat = self._chats[message.chat] = _Chat(busy=True)  # later messages queue behind
         memory = self._memory[message.chat]
@@ -254,24 +253,9 @@ class Pipeline:
         try:
             decision = self._decide(message.chat, message.text, memory, now)
         except Exception:
-            # The reply book failed: let the slow path record the message and report it.
             self._slots.release()
             self._idle(message.chat, chat)
-            in_id = await self._db(lambda: self.store.record_inbound(message))
-            if in_id is None:
-                done.set_result(Outcome("duplicate"))
-                return
-            self.counts.add(Direction.IN)
-            row = InboundRow(
-                in_id,
-                message.chat,
-                message.from_number,
-                message.to_number,
-                message.text,
-                message.wa_message_id,
-            )
-            self._enqueue(_Job(row, done))
-            return
+            return False
         pause = None
         if decision.handoff:
             pause = (now + dt.timedelta(minutes=self.config.handoff_pause_minutes), "handoff")
@@ -296,7 +280,7 @@ class Pipeline:
             self._slots.release()
             self._idle(message.chat, chat)
             done.set_result(Outcome("duplicate"))
-            return
+            return True
         in_id, out_id = written
         self.counts.add(Direction.IN)
         if decision.handoff:
@@ -305,19 +289,13 @@ class Pipeline:
             self._slots.release()
             self._idle(message.chat, chat)
             done.set_result(Outcome("ignored", in_id=in_id, reason=decision.reason))
-            return
-        row = InboundRow(
-            in_id,
-            message.chat,
-            message.from_number,
-            message.to_number,
-            message.text,
-            message.wa_message_id,
-        )
+            return True
+        row = InboundRow.of(in_id, message)
         self._active.add(in_id)
         chat.task = asyncio.get_running_loop().create_task(
             self._send_decided(chat, row, out_id, decision, done), name=f"chat-{row.chat}"
         )
+        return True
 
     async def _send_decided(
         self,

@@ -49,6 +49,17 @@ class InboundRow:
     text: str
     wa_message_id: str
 
+    @classmethod
+    def of(cls, row_id: int, message: InboundMessage) -> InboundRow:
+        return cls(
+            row_id,
+            message.chat,
+            message.from_number,
+            message.to_number,
+            message.text,
+            message.wa_message_id,
+        )
+
 
 @dataclass(frozen=True)
 class PendingReply:
