@@ -255,6 +255,20 @@ class PipelineConfig:
 
 
 @dataclass(frozen=True)
+class TuiConfig:
+    """The live dashboard, `wactl tui`."""
+
+    refresh_seconds: float = field(
+        default=2.0,
+        metadata=_doc(
+            "How often the dashboard asks the daemon for fresh CPU, memory and heartbeat "
+            "figures, and reads the selected tenant's conversation and worker log; state "
+            "changes show at once, from the daemon's events. At least 1."
+        ),
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration, plus the file it was read from."""
 
@@ -264,6 +278,7 @@ class Config:
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    tui: TuiConfig = field(default_factory=TuiConfig)
     #: The file this configuration was read from (it may not exist yet).
     source: Path = field(default_factory=xdg.default_config_file, compare=False)
 
@@ -297,4 +312,5 @@ SECTIONS: dict[str, type[Any]] = {
     "daemon": DaemonConfig,
     "sandbox": SandboxConfig,
     "pipeline": PipelineConfig,
+    "tui": TuiConfig,
 }
