@@ -39,6 +39,8 @@ from wactl.tui.model import ABSENT, COLUMN_KEYS, Dashboard
 from wactl.tui.qr import BORDER, qr_lines
 
 SNAPSHOTS = Path(__file__).parent / "snapshots" / "tui"
+#: Read at import: the autouse fixture hides every WACTL_* variable from the tests.
+UPDATE_SNAPSHOTS = bool(os.environ.get("WACTL_UPDATE_SNAPSHOTS"))
 #: Long enough for a worker to start on a loaded 2-core machine; only failures wait it out.
 WAIT = 60.0
 
@@ -701,3 +703,237 @@ def test_help_lists_every_key(cli: CLI, daemon: Daemon) -> None:
             await until(pilot, lambda: isinstance(app.screen, MainScreen), "the table again")
 
     run(scenario)
+
+
+# --- SVG snapshots ----------------------------------------------------------------------
+
+#: A recorded /v1/tenants answer with every state, fed to the dashboard instead of a live
+#: daemon (whose pids, uptimes and CPU figures change on every run).
+RECORDED: list[dict[str, Any]] = [
+    view(
+        "alpha",
+        "RUNNING",
+        desired="RUNNING",
+        pid=41234,
+        uptime_seconds=7384.2,
+        cpu_percent=0.4,
+        memory_rss_bytes=52_000_000,
+        memory_uss_bytes=41_300_000,
+        processes=1,
+        heartbeat_age_seconds=1.2,
+        session_state="CONNECTED",
+        messages_in_1h=12,
+        messages_out_1h=12,
+    ),
+    view(
+        "bodega-luis",
+        "BACKOFF",
+        desired="RUNNING",
+        restarts=3,
+        last_error="exited with code 1",
+        reason="exited with code 1",
+        messages_in_1h=0,
+        messages_out_1h=0,
+    ),
+    view(
+        "clinica-sol",
+        "FATAL",
+        desired="RUNNING",
+        restarts=5,
+        last_error="quarantined: 5 crashes within 300 s (last: killed by SIGKILL)",
+    ),
+    view("dental-ana", "STARTING", desired="RUNNING", pid=41301, uptime_seconds=0.4),
+    view("estetica-mar", "STOPPING", desired="STOPPED", pid=40990, uptime_seconds=93.0),
+    view("floristeria", "STOPPED"),
+]
+QR_PAYLOAD = "wactl-sandbox:alpha:Zm9yIHRoZSBzbmFwc2hvdHM"
+
+
+async def compare_snapshot(app: Any, pilot: Any, name: str, tmp_path: Path) -> None:
+    """The screen as SVG, byte for byte against tests/snapshots/tui/NAME.svg.
+
+    Taken once two frames 0.1 s apart are the same: a widget just updated may need a
+    layout pass or two before the screen shows it.
+    """
+    for box in app.screen.query("Input"):
+        box.cursor_blink = False
+    deadline = time.monotonic() + WAIT
+    svg = ""
+    while True:
+        await pilot.pause(0.1)
+        frame = app.export_screenshot(title=f"wactl tui: {name}", simplify=True)
+        if frame == svg:
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"the screen never settled for the snapshot {name}")
+        svg = frame
+    path = SNAPSHOTS / f"{name}.svg"
+    if UPDATE_SNAPSHOTS:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(svg, encoding="utf-8")
+        return
+    if not path.exists():
+        pytest.fail(f"no snapshot {path}; make it with WACTL_UPDATE_SNAPSHOTS=1")
+    if path.read_text(encoding="utf-8") != svg:
+        got = tmp_path / f"{name}.svg"
+        got.write_text(svg, encoding="utf-8")
+        pytest.fail(f"the screen differs from {path}: see {got} (open both in a browser)")
+
+
+@pytest.fixture
+def recorded(
+    cli: CLI, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Coroutine[Any, Any, None]]:
+    """Run a snapshot scenario: the RECORDED tenants in a real database, the recorded
+    daemon answer in the table, clocks and blinking frozen."""
+    from wactl.db.models import MessageLog, Tenant
+    from wactl.enums import Direction, MessageState, TenantStatus
+
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    monkeypatch.setenv("WACTL_PATHS_RUNTIME_DIR", "/nonexistent/wactl-snapshots")
+    assert cli("init").code == 0
+    names = ["Casa Pepe", "Bodega Luis", "Clínica Sol", "Dental Ana", "Estética Mar", "Flores"]
+    for row, name in zip(RECORDED, names, strict=True):
+        create(cli, row["slug"], name, "--template", "restaurant", "--language", "es")
+    import datetime as dt
+
+    with db_session(db_url) as session:
+        alpha = session.query(Tenant).filter_by(slug="alpha").one()
+        alpha.status = TenantStatus.CONNECTED
+        start = dt.datetime(2026, 11, 2, 12, 30, tzinfo=dt.UTC)
+        for i, (direction, text) in enumerate(
+            [
+                (Direction.IN, "hola"),
+                (Direction.OUT, "¡Hola! Gracias por escribir a Casa Pepe. Responde con un número"),
+                (Direction.IN, "3"),
+                (Direction.OUT, "Abrimos de 13:00 a 16:00 y de 20:00 a 23:30."),
+            ]
+        ):
+            session.add(
+                MessageLog(
+                    tenant_id=alpha.id,
+                    direction=direction,
+                    from_number="+34600111222" if direction is Direction.IN else "+34910000000",
+                    to_number="+34910000000" if direction is Direction.IN else "+34600111222",
+                    message_text=text,
+                    wa_message_id=f"snap-{i}",
+                    chat="+34600111222",
+                    state=MessageState.ANSWERED if direction is Direction.IN else MessageState.SENT,
+                    kind=None if direction is Direction.IN else "greeting",
+                    created_at=start + dt.timedelta(minutes=i),
+                )
+            )
+
+    def scenario(
+        steps: Callable[[Any, Any], Coroutine[Any, Any, None]], size: tuple[int, int] = (80, 24)
+    ) -> Coroutine[Any, Any, None]:
+        async def body() -> None:
+            from wactl.tui.messages import TenantsLoaded
+
+            app = make_app(follow_daemon=False)
+            async with app.run_test(size=size) as pilot:
+                app.post_message(TenantsLoaded(RECORDED))
+                await until(pilot, lambda: app.main._detail is not None, "alpha's detail")
+                await steps(app, pilot)
+
+        return body()
+
+    return scenario
+
+
+@sqlite_only()
+def test_snapshot_dashboard_in_colour(
+    recorded: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("NO_COLOR")
+
+    async def steps(app: Any, pilot: Any) -> None:
+        assert not app.no_color
+        await compare_snapshot(app, pilot, "dashboard_colour_80x24", tmp_path)
+
+    asyncio.run(recorded(steps))
+
+
+@sqlite_only()
+def test_snapshot_dashboard_without_colour(recorded: Any, tmp_path: Path) -> None:
+    async def steps(app: Any, pilot: Any) -> None:
+        assert app.no_color  # NO_COLOR=1, as conftest sets it
+        await compare_snapshot(app, pilot, "dashboard_no_color_80x24", tmp_path)
+
+    asyncio.run(recorded(steps))
+
+
+@sqlite_only()
+def test_snapshot_conversation_wide(
+    recorded: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from textual.widgets import TabbedContent
+
+    monkeypatch.delenv("NO_COLOR")
+
+    async def steps(app: Any, pilot: Any) -> None:
+        app.main.query_one("#detail", TabbedContent).active = "conversation"
+        await until(
+            pilot,
+            lambda: "Abrimos" in text_of(app.main.query_one("#conversation-text")),
+            "the conversation",
+        )
+        await pilot.pause()
+        await compare_snapshot(app, pilot, "conversation_120x32", tmp_path)
+
+    asyncio.run(recorded(steps, size=(120, 32)))
+
+
+@sqlite_only()
+def test_snapshot_qr(recorded: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from wactl.tui.screens import QrScreen
+
+    monkeypatch.delenv("NO_COLOR")
+
+    async def steps(app: Any, pilot: Any) -> None:
+        app.push_screen(QrScreen("alpha", QR_PAYLOAD))
+        await until(pilot, lambda: isinstance(app.screen, QrScreen), "the QR screen")
+        await pilot.pause()
+        await compare_snapshot(app, pilot, "qr_80x24", tmp_path)
+
+    asyncio.run(recorded(steps))
+
+
+@sqlite_only()
+def test_snapshot_confirm_help_filter_and_banner(
+    recorded: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from wactl.tui.messages import DaemonLost
+    from wactl.tui.screens import ConfirmScreen, HelpScreen
+
+    monkeypatch.delenv("NO_COLOR")
+
+    async def steps(app: Any, pilot: Any) -> None:
+        await pilot.press("x")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+        await pilot.pause()
+        await compare_snapshot(app, pilot, "confirm_stop_80x24", tmp_path)
+        await pilot.press("n", "question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen), "the help")
+        await pilot.pause()
+        await compare_snapshot(app, pilot, "help_80x24", tmp_path)
+        await pilot.press("escape", "slash", *"run")
+        await until(pilot, lambda: shown(app) == ["alpha"], "the filter applied")
+        for box in app.screen.query("Input"):
+            box.cursor_blink = False
+        await pilot.pause()
+        await compare_snapshot(app, pilot, "filter_80x24", tmp_path)
+        await pilot.press("escape")
+        app.post_message(
+            DaemonLost(
+                "the daemon is not running (no socket at /run/user/1000/wactl/wactld.sock); "
+                "run `wactl daemon start`",
+                2.0,
+            )
+        )
+        await until(pilot, lambda: app.main.query_one("#banner").has_class("shown"), "banner")
+        await pilot.pause()
+        await compare_snapshot(app, pilot, "banner_80x24", tmp_path)
+
+    asyncio.run(recorded(steps))

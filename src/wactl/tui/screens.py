@@ -142,7 +142,7 @@ class MainScreen(Screen[None]):
 
     DEFAULT_CSS = """
     MainScreen { layout: vertical; }
-    #status { height: 1; padding: 0 1; background: $panel; }
+    #status { height: auto; max-height: 2; padding: 0 1; background: $panel; }
     #banner { height: auto; padding: 0 1; background: $error; color: $text; display: none; }
     #banner.shown { display: block; }
     #tenants { height: 1fr; }
