@@ -9,6 +9,8 @@ A database that cannot be reached is reported in the pane, never raised to the a
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -16,6 +18,8 @@ from wactl.errors import WactlError
 from wactl.ipc.protocol import worker_log_path
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from wactl.cli.context import AppContext
 
 #: How many messages of the conversation and lines of the worker log the pane keeps.
@@ -47,6 +51,17 @@ class Store:
     def __init__(self, app_context: AppContext) -> None:
         self._context = app_context
         self._lock = threading.Lock()
+        self._schema_checked = False
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        """A session; the schema is checked on the first one only (it costs a query)."""
+        from wactl.db.engine import session_scope
+
+        engine = self._context.engine(check_schema=not self._schema_checked)
+        self._schema_checked = True
+        with session_scope(engine) as session:
+            yield session
 
     def tenant_names(self) -> dict[str, str]:
         """slug -> the business's name, for the filter; empty when the database fails."""
@@ -54,7 +69,7 @@ class Store:
 
         with self._lock:
             try:
-                with self._context.session() as session:
+                with self._session() as session:
                     return {t.slug: t.name for t in tenants.list_tenants(session)}
             except Exception:  # names only help the filter; the pane reports DB trouble
                 return {}
@@ -68,7 +83,7 @@ class Store:
         log_lines, log_note = self.worker_log(slug)
         with self._lock:
             try:
-                with self._context.session() as session:
+                with self._session() as session:
                     tenant = tenants.get_tenant(session, slug)
                     summary = [f for f in detail_fields(tenant) if f[0] not in _HIDDEN_FIELDS]
                     messages = recent_messages(session, tenant.id, slug, limit=CONVERSATION_LINES)

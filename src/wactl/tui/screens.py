@@ -44,6 +44,8 @@ STATE_STYLES = {
     "FATAL": "bold white on red",
     "STOPPED": "dim",
 }
+#: The live fields the summary shows (the rest of it comes from the database).
+SUMMARY_FIELDS = ("state", "pid", "reason", "session_state", "last_error")
 SESSION_STYLES = {"CONNECTED": "green", "QR_PENDING": "yellow", "DISCONNECTED": "red"}
 
 #: Fixed column widths: numbers never make the table jump while it updates.
@@ -271,7 +273,7 @@ class MainScreen(Screen[None]):
         parts.append(f"sort {column(model.sort_key).label} {arrow}")
         if model.filter_text:
             parts.append(f"filter '{model.filter_text}': {len(self._shown)} shown")
-        self.query_one("#status", Static).update(Text("wactl · " + " · ".join(parts)))
+        self._set("status", Text("wactl · " + " · ".join(parts)))
 
     @_while_shown
     def show_problem(self, text: str | None) -> None:
@@ -303,7 +305,10 @@ class MainScreen(Screen[None]):
             self._set("log-text", Text(""))
             return
         view = self.model.views.get(slug, {})
-        self._set("summary-text", _summary(view, stored), signature=(repr(view), id(stored)))
+        # Only what the summary shows: CPU or uptime changing must not redraw it (each
+        # redraw of an auto-height pane lays the whole screen out again).
+        shown = tuple(view.get(key) for key in SUMMARY_FIELDS)
+        self._set("summary-text", _summary(view, stored), signature=(shown, id(stored)))
         if stored is None:
             self._set("conversation-text", Text("loading…", style="dim"))
             self._set("log-text", Text("loading…", style="dim"))
@@ -329,8 +334,11 @@ class MainScreen(Screen[None]):
         self._pane_signatures[widget_id] = signature
         widget = self.query_one(f"#{widget_id}", Static)
         widget.update(content)
-        if widget_id != "summary-text" and isinstance(widget.parent, VerticalScroll):
-            widget.parent.scroll_end(animate=False)
+        if widget_id in ("conversation-text", "log-text"):
+            scroller = widget.parent
+            assert isinstance(scroller, VerticalScroll)
+            # The newest lines are at the bottom; scroll once the new size is known.
+            scroller.call_after_refresh(scroller.scroll_end, animate=False)
 
     def open_filter(self) -> None:
         box = self.query_one("#filter", FilterInput)
