@@ -1,4 +1,5 @@
-"""`wactl --help`, `--version` and sub-command help import none of the heavy libraries."""
+"""`wactl --help`, `--version` and sub-command help import none of the heavy libraries,
+and `wactl ps` and `wactl tui --help` do not import Textual."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import subprocess
 import sys
 
 import pytest
+
+from tests.daemon_support import Daemon
 
 HEAVY = (
     "sqlalchemy",
@@ -76,3 +79,25 @@ def test_the_probe_can_fail() -> None:
     )
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     assert "sqlalchemy" in result["heavy"] and "alembic" in result["heavy"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize("args", [["ps"], ["ps", "--json"], ["tui", "--help"]])
+def test_ps_and_tui_help_do_not_import_textual(args: list[str], daemon: Daemon) -> None:
+    """`wactl ps` talks to a running daemon, and `tui --help` only prints: neither
+    may pay for Textual (~180 ms), which only `wactl tui` itself imports."""
+    completed = subprocess.run(
+        [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, check=True, timeout=60
+    )
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert result["code"] == 0
+    assert "textual" not in result["heavy"]
+
+
+def test_the_tui_module_does_import_textual() -> None:
+    """The probe's other side: importing the dashboard does load Textual."""
+    probe = "import sys, wactl.tui.app; print('textual' in sys.modules)"
+    completed = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert completed.stdout.strip() == "True"

@@ -27,6 +27,7 @@ from wactl.cli import (
     quickstart_cmd,
     requests_cmd,
     tenant_cmd,
+    tui_cmd,
 )
 from wactl.cli.context import AppContext
 from wactl.errors import ExitCode, WactlError
@@ -88,6 +89,7 @@ app.add_typer(requests_cmd.app, name="requests")
 app.command("audit")(audit_cmd.audit)
 app.add_typer(daemon_cmd.app, name="daemon")
 app.command("ps")(proc_cmd.ps)
+app.command("tui")(tui_cmd.tui)
 for _name in ("start", "stop", "restart", "qr", "logout"):
     tenant_cmd.app.command(_name)(getattr(proc_cmd, _name))
 sandbox_app = typer.Typer(

@@ -14,21 +14,19 @@ from wactl.cli.context import app_context
 app = typer.Typer(help="Keep the conversation log bounded.", no_args_is_help=True)
 
 
-def _message_json(row: Any, slug: str) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "tenant": slug,
-        "created_at": row.created_at.isoformat(),
-        "direction": row.direction.value,
-        "chat": row.chat,
-        "from": row.from_number,
-        "to": row.to_number,
-        "text": row.message_text,
-        "state": row.state.value,
-        "kind": row.kind,
-        "reply_to": row.reply_to_id,
-        "wa_message_id": row.wa_message_id,
-    }
+def message_line(row: dict[str, Any]) -> str:
+    """One logged message for people (`message_json` shape): when, chat, direction, text."""
+    import datetime as dt
+
+    from wactl.cli.output import local_time
+
+    when = local_time(dt.datetime.fromisoformat(row["created_at"]))
+    arrow = "<-" if row["direction"] == "IN" else "->"
+    note = "" if row["state"] in ("ANSWERED", "SENT") else f" [{row['state'].lower()}]"
+    kind = f" ({row['kind']})" if row["kind"] and row["kind"] != "owner" else ""
+    who = " (business)" if row["kind"] == "owner" else ""
+    text = row["text"].replace("\n", "\n" + " " * 24)
+    return f"{when} {row['chat']:>16} {arrow}{who}{kind}{note} {text}"
 
 
 def tenant_logs(
@@ -56,11 +54,9 @@ def tenant_logs(
     ] = False,
 ) -> None:
     """Show a tenant's conversation log, oldest first (or its worker's log with --worker)."""
-    from sqlalchemy import select
-
-    from wactl.cli.output import emit_json, local_time, parse_since
+    from wactl.cli.output import emit_json, parse_since
     from wactl.db import tenants
-    from wactl.db.models import MessageLog
+    from wactl.db.messages import recent_messages
     from wactl.validation import normalize_chat_number
 
     app = app_context(ctx)
@@ -76,18 +72,16 @@ def tenant_logs(
         tenant_id = tenants.get_tenant(session, slug).id
 
     def fetch(after_id: int | None) -> list[dict[str, Any]]:
-        query = select(MessageLog).where(MessageLog.tenant_id == tenant_id)
-        if since_at is not None:
-            query = query.where(MessageLog.created_at >= since_at)
-        if chat_number is not None:
-            query = query.where(MessageLog.chat == chat_number)
-        if after_id is not None:
-            query = query.where(MessageLog.id > after_id).order_by(MessageLog.id)
-        else:
-            query = query.order_by(MessageLog.id.desc()).limit(limit)
         with app.session() as session:
-            rows = [_message_json(r, slug) for r in session.scalars(query)]
-        return rows if after_id is not None else list(reversed(rows))
+            return recent_messages(
+                session,
+                tenant_id,
+                slug,
+                limit=limit,
+                since=since_at,
+                chat=chat_number,
+                after_id=after_id,
+            )
 
     def show(rows: list[dict[str, Any]]) -> None:
         for row in rows:
@@ -96,15 +90,7 @@ def tenant_logs(
 
                 sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
                 continue
-            import datetime as dt
-
-            when = local_time(dt.datetime.fromisoformat(row["created_at"]))
-            arrow = "<-" if row["direction"] == "IN" else "->"
-            note = "" if row["state"] in ("ANSWERED", "SENT") else f" [{row['state'].lower()}]"
-            kind = f" ({row['kind']})" if row["kind"] and row["kind"] != "owner" else ""
-            who = " (business)" if row["kind"] == "owner" else ""
-            text = row["text"].replace("\n", "\n" + " " * 24)
-            sys.stdout.write(f"{when} {row['chat']:>16} {arrow}{who}{kind}{note} {text}\n")
+            sys.stdout.write(message_line(row) + "\n")
         sys.stdout.flush()
 
     rows = fetch(None)

@@ -7,7 +7,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from wactl.errors import NotFoundError, UsageError
 
@@ -67,6 +67,40 @@ def duration(seconds: float | None) -> str:
     return f"{secs}s"
 
 
+def human_bytes(value: int | None) -> str:
+    """Memory for people, in MiB: 41.3M; "-" for None."""
+    if value is None:
+        return "-"
+    return f"{value / (1024 * 1024):.1f}M"
+
+
+def last_lines(path: Path, count: int) -> list[str]:
+    """The last ``count`` lines of ``path`` (decoded, newlines kept), read from its end.
+
+    Only the blocks holding those lines are read, so a dashboard can show the tail of
+    a 10 MB log every second. Raises FileNotFoundError when there is no file.
+    """
+    with path.open("rb") as handle:
+        return _tail(handle, count)
+
+
+def _tail(handle: BinaryIO, count: int, block: int = 65536) -> list[str]:
+    """The last ``count`` lines of an open file; leaves it positioned at the end read."""
+    end = handle.seek(0, 2)
+    if count <= 0:
+        return []
+    data = b""
+    position = end
+    while position > 0 and data.count(b"\n") <= count:
+        position = max(0, position - block)
+        handle.seek(position)
+        data = handle.read(end - position)
+    lines = data.splitlines(keepends=True)
+    if position > 0:
+        lines = lines[1:]  # it may have started before the first byte read
+    return [line.decode("utf-8", "replace") for line in lines[-count:]]
+
+
 def or_dash(value: object) -> str:
     return "-" if value is None or value == "" else str(value)
 
@@ -77,15 +111,13 @@ def tail_file(path: Path, *, lines: int, follow: bool) -> None:
     Following notices rotation (the file replaced by a new, smaller one).
     """
     import time
-    from collections import deque
 
     try:
         handle = path.open("rb")
     except FileNotFoundError:
         raise NotFoundError(f"no log file at {path} yet") from None
     with handle:
-        for line in deque(handle, maxlen=lines) if lines else ():
-            sys.stdout.write(line.decode("utf-8", "replace"))
+        sys.stdout.write("".join(_tail(handle, lines)))
         sys.stdout.flush()
         while follow:
             chunk = handle.readline()

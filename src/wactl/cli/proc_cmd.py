@@ -32,12 +32,6 @@ def _client(ctx: typer.Context) -> DaemonClient:
     return client_for(app_context(ctx))
 
 
-def _human_bytes(value: int | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value / (1024 * 1024):.1f}M"
-
-
 def ps(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     """List every tenant's worker: state, pid, uptime, restarts, CPU, memory, heartbeat,
     messages in/out in the last hour."""
@@ -49,7 +43,7 @@ def ps(ctx: typer.Context, json_output: JsonFlag = False) -> None:
         return
     from rich.table import Table
 
-    from wactl.cli.output import duration
+    from wactl.cli.output import duration, human_bytes
 
     app = app_context(ctx)
     if not rows:
@@ -82,7 +76,7 @@ def ps(ctx: typer.Context, json_output: JsonFlag = False) -> None:
             duration(row["uptime_seconds"]),
             str(row["restarts"]),
             "-" if row["cpu_percent"] is None else f"{row['cpu_percent']:.1f}",
-            _human_bytes(row["memory_uss_bytes"]),
+            human_bytes(row["memory_uss_bytes"]),
             duration(row["heartbeat_age_seconds"]),
             _in_out(row.get("messages_in_1h"), row.get("messages_out_1h")),
             row["engine"],

@@ -123,16 +123,12 @@ def list_(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     app_ctx.console.print(table)
 
 
-def _print_detail(console: Console, tenant: Tenant) -> None:
-    from rich.table import Table
-
+def detail_fields(tenant: Tenant) -> list[tuple[str, str]]:
+    """`tenant show` for people: (label, value) pairs, also the TUI's summary."""
     from wactl.cli.output import local_time, or_dash
     from wactl.db.tenants import tenant_detail_json
 
     data = tenant_detail_json(tenant)
-    table = Table(box=None, show_header=False, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
     fields = [
         ("slug", data["slug"]),
         ("name", data["name"]),
@@ -157,7 +153,16 @@ def _print_detail(console: Console, tenant: Tenant) -> None:
         fields.append(("last error", or_dash(worker["last_error"])))
     fields.append(("id", data["id"]))
     fields.append(("created", local_time(tenant.created_at)))
-    for label, value in fields:
+    return fields
+
+
+def _print_detail(console: Console, tenant: Tenant) -> None:
+    from rich.table import Table
+
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for label, value in detail_fields(tenant):
         table.add_row(label, value)
     console.print(table)
 

@@ -222,6 +222,11 @@ def _validate_daemon(config: Config, where: str) -> None:
     for key, value in not_negative.items():
         if value < 0:
             raise ConfigError(f"{where}: {key} must be 0 or more, not {value!r}")
+    if config.tui.refresh_seconds < 1:
+        raise ConfigError(
+            f"{where}: tui.refresh_seconds must be 1 or more, not {config.tui.refresh_seconds!r}",
+            hint="the dashboard polls the daemon at most once a second",
+        )
     if not 0 <= config.pipeline.pacing_jitter < 1:
         raise ConfigError(f"{where}: pipeline.pacing_jitter must be at least 0 and below 1")
     if daemon.heartbeat_timeout_seconds <= daemon.heartbeat_interval_seconds:

@@ -350,6 +350,20 @@ class WajsConfig:
 
 
 @dataclass(frozen=True)
+class TuiConfig:
+    """The live dashboard, `wactl tui`."""
+
+    refresh_seconds: float = field(
+        default=2.0,
+        metadata=_doc(
+            "How often the dashboard asks the daemon for fresh CPU, memory and heartbeat "
+            "figures, and reads the selected tenant's conversation and worker log; state "
+            "changes show at once, from the daemon's events. At least 1."
+        ),
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration, plus the file it was read from."""
 
@@ -361,6 +375,7 @@ class Config:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     wajs: WajsConfig = field(default_factory=WajsConfig)
     portal: PortalConfig = field(default_factory=PortalConfig)
+    tui: TuiConfig = field(default_factory=TuiConfig)
     #: The file this configuration was read from (it may not exist yet).
     source: Path = field(default_factory=xdg.default_config_file, compare=False)
 
@@ -396,4 +411,5 @@ SECTIONS: dict[str, type[Any]] = {
     "pipeline": PipelineConfig,
     "wajs": WajsConfig,
     "portal": PortalConfig,
+    "tui": TuiConfig,
 }

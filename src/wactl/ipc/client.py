@@ -38,6 +38,31 @@ class DaemonNotRunning(DaemonError):
     """No daemon listens on the socket (missing or stale); starting one may help."""
 
 
+def explain_os_error(path: Path, timeout: float, exc: OSError) -> DaemonError:
+    """Why the daemon on ``path`` could not be reached, and what to run about it."""
+    if isinstance(exc, FileNotFoundError):
+        return DaemonNotRunning(
+            f"the daemon is not running (no socket at {path})",
+            hint="run `wactl daemon start`",
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return DaemonNotRunning(
+            f"the daemon is not running ({path} is a stale socket left by a daemon that died)",
+            hint="run `wactl daemon start`, which replaces it",
+        )
+    if isinstance(exc, PermissionError):
+        return DaemonError(
+            f"permission denied on the daemon socket {path}",
+            hint="run wactl as the user who started the daemon",
+        )
+    if isinstance(exc, TimeoutError):
+        return DaemonError(
+            f"the daemon on {path} did not answer within {timeout:g} s",
+            hint="see `wactl daemon logs`",
+        )
+    return DaemonError(f"cannot talk to the daemon on {path}: {exc}")
+
+
 class DaemonClient:
     def __init__(self, path: Path, *, timeout: float = 10.0) -> None:
         self.path = path
@@ -45,28 +70,7 @@ class DaemonClient:
         self._checked = False
 
     def _explain(self, exc: OSError) -> DaemonError:
-        if isinstance(exc, FileNotFoundError):
-            return DaemonNotRunning(
-                f"the daemon is not running (no socket at {self.path})",
-                hint="run `wactl daemon start`",
-            )
-        if isinstance(exc, ConnectionRefusedError):
-            return DaemonNotRunning(
-                f"the daemon is not running ({self.path} is a stale socket left by a "
-                "daemon that died)",
-                hint="run `wactl daemon start`, which replaces it",
-            )
-        if isinstance(exc, PermissionError):
-            return DaemonError(
-                f"permission denied on the daemon socket {self.path}",
-                hint="run wactl as the user who started the daemon",
-            )
-        if isinstance(exc, TimeoutError):
-            return DaemonError(
-                f"the daemon on {self.path} did not answer within {self.timeout:g} s",
-                hint="see `wactl daemon logs`",
-            )
-        return DaemonError(f"cannot talk to the daemon on {self.path}: {exc}")
+        return explain_os_error(self.path, self.timeout, exc)
 
     def _open(
         self, method: str, path: str, body: Any, timeout: float | None
@@ -128,7 +132,7 @@ class DaemonClient:
             except ValueError:
                 raise DaemonError(f"the daemon sent invalid JSON for {method} {path}") from None
         if response.status >= 400:
-            raise _error_for(response.status, data)
+            raise error_for(response.status, data)
         return data
 
     def events(self, *, timeout: float | None = None) -> Iterator[dict[str, Any]]:
@@ -138,7 +142,7 @@ class DaemonClient:
         connection, response = self._open("GET", "/v1/events", None, timeout)
         try:
             if response.status != 200:
-                raise _error_for(response.status, response.read().decode("utf-8", "replace"))
+                raise error_for(response.status, response.read().decode("utf-8", "replace"))
             event_name = "message"
             data_lines: list[str] = []
             while True:
@@ -164,7 +168,8 @@ class DaemonClient:
             connection.close()
 
 
-def _error_for(status: int, data: Any) -> Exception:
+def error_for(status: int, data: Any) -> Exception:
+    """The wactl error for a daemon answer with an HTTP error ``status`` and body ``data``."""
     message = data.get("error") if isinstance(data, dict) else None
     hint = data.get("hint") if isinstance(data, dict) else None
     text = message or (str(data).strip() or f"HTTP {status}")

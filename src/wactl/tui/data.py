@@ -1,0 +1,119 @@
+"""The dashboard's reads of the database and of log files (the detail pane, names).
+
+Everything here blocks, so the app calls it from thread workers; it reads only for the
+tenant selected and at most once per ``tui.refresh_seconds`` (at least 1 s), so a
+dashboard left open all day costs the database one small query a second or less.
+A database that cannot be reached is reported in the pane, never raised to the app.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from wactl.errors import WactlError
+from wactl.ipc.protocol import worker_log_path
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from wactl.cli.context import AppContext
+
+#: How many messages of the conversation and lines of the worker log the pane keeps.
+CONVERSATION_LINES = 50
+LOG_LINES = 200
+#: `tenant show` fields the pane leaves out: they never help at a glance.
+_HIDDEN_FIELDS = ("id", "created")
+
+
+@dataclass(frozen=True)
+class TenantDetail:
+    """What the detail pane shows for one tenant; ``problem`` when the database failed."""
+
+    slug: str
+    summary: list[tuple[str, str]] = field(default_factory=list)
+    conversation: list[str] = field(default_factory=list)
+    log_lines: list[str] = field(default_factory=list)
+    log_note: str = ""
+    problem: str | None = None
+
+
+class Store:
+    """The database and the log directory, as the dashboard needs them.
+
+    One lock: the app's thread workers take turns (the engine is created on first use,
+    with its connection and schema checks, by whichever call comes first).
+    """
+
+    def __init__(self, app_context: AppContext) -> None:
+        self._context = app_context
+        self._lock = threading.Lock()
+        self._schema_checked = False
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        """A session; the schema is checked on the first one only (it costs a query)."""
+        from wactl.db.engine import session_scope
+
+        engine = self._context.engine(check_schema=not self._schema_checked)
+        self._schema_checked = True
+        with session_scope(engine) as session:
+            yield session
+
+    def tenant_names(self) -> dict[str, str]:
+        """slug -> the business's name, for the filter; empty when the database fails."""
+        from wactl.db import tenants
+
+        with self._lock:
+            try:
+                with self._session() as session:
+                    return {t.slug: t.name for t in tenants.list_tenants(session)}
+            except Exception:  # names only help the filter; the pane reports DB trouble
+                return {}
+
+    def detail(self, slug: str) -> TenantDetail:
+        from wactl.cli.logs_cmd import message_line
+        from wactl.cli.tenant_cmd import detail_fields
+        from wactl.db import tenants
+        from wactl.db.messages import recent_messages
+
+        log_lines, log_note = self.worker_log(slug)
+        with self._lock:
+            try:
+                with self._session() as session:
+                    tenant = tenants.get_tenant(session, slug)
+                    summary = [f for f in detail_fields(tenant) if f[0] not in _HIDDEN_FIELDS]
+                    messages = recent_messages(session, tenant.id, slug, limit=CONVERSATION_LINES)
+            except WactlError as exc:
+                return TenantDetail(
+                    slug, log_lines=log_lines, log_note=log_note, problem=exc.one_line()
+                )
+            except Exception as exc:  # a dashboard shows what failed and keeps going
+                problem = f"unexpected {type(exc).__name__}: {exc}"
+                return TenantDetail(slug, log_lines=log_lines, log_note=log_note, problem=problem)
+        return TenantDetail(
+            slug,
+            summary=summary,
+            conversation=[message_line(m) for m in messages],
+            log_lines=log_lines,
+            log_note=log_note,
+        )
+
+    def worker_log(self, slug: str) -> tuple[list[str], str]:
+        """The tail of the worker's own log file, or why there is none."""
+        from wactl.cli.output import last_lines
+
+        path = worker_log_path(self._context.config.log_dir, slug)
+        try:
+            return [line.rstrip("\n") for line in last_lines(path, LOG_LINES)], ""
+        except FileNotFoundError:
+            return [], f"no worker log yet ({path})"
+        except OSError as exc:
+            return [], f"cannot read {path}: {exc.strerror or exc}"
+
+    def close(self) -> None:
+        with self._lock:
+            self._context.close()

@@ -1,0 +1,607 @@
+"""The dashboard's screens: the tenants table with its detail pane, QR, confirm, help.
+
+Screens show what the app (`wactl.tui.app.Dashboard`) knows and turn keys into its
+actions; they do no I/O themselves.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Center, Horizontal, Vertical, VerticalScroll
+from textual.coordinate import Coordinate
+from textual.css.query import NoMatches
+from textual.screen import ModalScreen, Screen
+from textual.widgets import (
+    Button,
+    DataTable,
+    Footer,
+    Input,
+    Static,
+    TabbedContent,
+    TabPane,
+)
+
+from wactl.tui.model import ABSENT, COLUMNS, Dashboard, column
+from wactl.tui.qr import qr_lines
+
+if TYPE_CHECKING:
+    from wactl.tui.app import DashboardApp
+    from wactl.tui.data import TenantDetail
+
+#: How each worker state looks (colours vanish under NO_COLOR; the words stay).
+STATE_STYLES = {
+    "RUNNING": "bold green",
+    "STARTING": "yellow",
+    "STOPPING": "yellow",
+    "BACKOFF": "bold dark_orange",
+    "FATAL": "bold white on red",
+    "STOPPED": "dim",
+}
+#: The live fields the summary shows (the rest of it comes from the database).
+SUMMARY_FIELDS = ("state", "pid", "reason", "session_state", "last_error")
+SESSION_STYLES = {"CONNECTED": "green", "QR_PENDING": "yellow", "DISCONNECTED": "red"}
+
+#: Fixed column widths: numbers never make the table jump while it updates.
+WIDTHS = {
+    "state": 8,
+    "pid": 7,
+    "uptime": 6,
+    "restarts": 3,
+    "cpu": 5,
+    "memory": 7,
+    "heartbeat": 5,
+    "in_1h": 5,
+    "out_1h": 6,
+    "engine": 12,
+    "last_error": 48,
+}
+
+
+def _cell(key: str, text: str) -> Text | str:
+    """A table cell: the state coloured, numbers to the right, errors in red."""
+    if key == "state":
+        return Text(text, style=STATE_STYLES.get(text, ""))
+    if key == "last_error":
+        return Text(text, style="red", no_wrap=True, overflow="ellipsis")
+    if column(key).right:
+        return Text(text, justify="right")
+    return text
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _while_shown(method: Callable[P, R | None]) -> Callable[P, R | None]:
+    """The app's messages can arrive before the screen's widgets exist or after they are
+    gone (the app is closing): then there is nothing to update."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | None:
+        screen = args[0]
+        assert isinstance(screen, MainScreen)
+        if not screen._ready:
+            return None
+        try:
+            return method(*args, **kwargs)
+        except NoMatches:
+            return None
+
+    return wrapper
+
+
+class FilterInput(Input):
+    """The `/` filter: Enter keeps it and goes back to the table, Escape clears it."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "clear_filter", "Clear filter"),
+    ]
+
+    def action_clear_filter(self) -> None:
+        self.value = ""
+        screen = self.screen
+        if isinstance(screen, MainScreen):
+            screen.close_filter()
+
+
+class MainScreen(Screen[None]):
+    """Every tenant's worker in a table; the selected one's detail below it."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("s", "start", "Start"),
+        Binding("x", "stop", "Stop"),
+        Binding("r", "restart", "Restart"),
+        Binding("u", "logout", "Logout"),
+        Binding("c", "qr", "QR"),
+        Binding("l", "logs", "Logs"),
+        Binding("slash", "filter", "Filter"),
+        Binding("o", "sort", "Sort"),
+        Binding("O", "reverse_sort", "Reverse sort", show=False),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit", "Quit"),
+    ]
+    #: What each key does, for `?` and the command palette (same words as the footer).
+    ACTIONS: ClassVar[dict[str, str]] = {
+        "start": "Start the selected tenant's worker",
+        "stop": "Stop the selected tenant's worker (asks first)",
+        "restart": "Restart the selected tenant's worker (clears a quarantine)",
+        "logout": "Log the selected tenant out of WhatsApp (asks first)",
+        "qr": "Show the QR to link the selected tenant's phone",
+        "logs": "Show the selected tenant's worker log",
+        "filter": "Filter by slug, name or state (Enter keeps it, Escape clears it)",
+        "sort": "Sort by the next column (or click a column's header)",
+        "reverse_sort": "Reverse the sort order",
+        "help": "Show this help",
+        "quit": "Quit",
+    }
+
+    DEFAULT_CSS = """
+    MainScreen { layout: vertical; }
+    #status { height: auto; max-height: 2; padding: 0 1; background: $panel; }
+    #banner { height: auto; padding: 0 1; background: $error; color: $text; display: none; }
+    #banner.shown { display: block; }
+    #tenants { height: 1fr; }
+    #detail { height: 45%; min-height: 9; }
+    #detail TabPane { padding: 0 1; }
+    #filter { dock: bottom; display: none; margin-bottom: 1; }
+    #filter.shown { display: block; }
+    .empty { color: $text-muted; }
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._shown: list[str] = []
+        self._rendered: dict[str, tuple[str, ...]] = {}
+        #: The tenant the detail pane is about, and what was last read for it.
+        self._detail_slug: str | None = None
+        self._detail: TenantDetail | None = None
+        self._pane_signatures: dict[str, object] = {}
+        #: Set once the widgets exist: the app's messages may arrive before.
+        self._ready = False
+
+    @property
+    def dashboard(self) -> DashboardApp:
+        from wactl.tui.app import DashboardApp
+
+        app = self.app
+        assert isinstance(app, DashboardApp)
+        return app
+
+    @property
+    def model(self) -> Dashboard:
+        return self.dashboard.model
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="status")
+        yield Static("", id="banner")
+        table: DataTable[Any] = DataTable(
+            id="tenants", cursor_type="row", zebra_stripes=False, fixed_columns=1
+        )
+        for col in COLUMNS:
+            table.add_column(col.label, key=col.key, width=WIDTHS.get(col.key))
+        yield table
+        with TabbedContent(id="detail", initial="summary"):
+            with TabPane("Summary", id="summary"), VerticalScroll():
+                yield Static("", id="summary-text")
+            with TabPane("Conversation", id="conversation"), VerticalScroll():
+                yield Static("", id="conversation-text")
+            with TabPane("Worker log", id="log"), VerticalScroll():
+                yield Static("", id="log-text")
+        yield FilterInput(placeholder="filter: slug, name or state", id="filter")
+        yield Footer()
+
+    def on_unmount(self) -> None:
+        self._ready = False
+
+    def on_mount(self) -> None:
+        self._ready = True
+        self.table.focus()
+        self.show_problem(self.dashboard.problem)
+        self.sync()
+
+    @property
+    def table(self) -> DataTable[Any]:
+        return self.query_one("#tenants", DataTable)
+
+    # --- what the app calls ------------------------------------------------------
+
+    @_while_shown
+    def sync(self, changed: set[str] | None = None) -> None:
+        """Make the table show the model: rows added or gone, order, changed cells."""
+        model = self.model
+        table = self.table
+        order = model.visible()
+        selected = self.selected_slug()
+        if set(order) != set(self._shown):
+            table.clear()
+            self._rendered = {}
+            for slug in order:
+                cells = model.cells(slug)
+                table.add_row(
+                    *(_cell(c.key, text) for c, text in zip(COLUMNS, cells, strict=True)),
+                    key=slug,
+                )
+                self._rendered[slug] = cells
+            self._shown = order
+            self._restore_cursor(selected)
+        else:
+            for slug in order if changed is None else changed & set(order):
+                cells = model.cells(slug)
+                before = self._rendered.get(slug, ())
+                for index, (col, text) in enumerate(zip(COLUMNS, cells, strict=True)):
+                    if index >= len(before) or before[index] != text:
+                        table.update_cell(slug, col.key, _cell(col.key, text))
+                self._rendered[slug] = cells
+            if order != self._shown:
+                position = {slug: i for i, slug in enumerate(order)}
+                table.sort("slug", key=lambda slug: position[str(slug)])
+                self._shown = order
+                self._restore_cursor(selected)
+        self._show_status()
+        selected_now = self.selected_slug()
+        if selected_now != self._detail_slug:
+            self._select(selected_now)
+        elif selected_now is not None and (changed is None or selected_now in changed):
+            self._render_detail()
+
+    @_while_shown
+    def selected_slug(self) -> str | None:
+        table = self.table
+        if not self._shown or table.row_count == 0:
+            return None
+        row = min(max(table.cursor_row, 0), table.row_count - 1)
+        return table.coordinate_to_cell_key(Coordinate(row, 0)).row_key.value
+
+    def _restore_cursor(self, slug: str | None) -> None:
+        if slug is not None and slug in self._shown:
+            self.table.move_cursor(row=self._shown.index(slug), animate=False)
+
+    def _show_status(self) -> None:
+        model = self.model
+        counts = model.counts()
+        parts = [f"{len(model.views)} tenants"]
+        if counts:
+            parts.append(" ".join(f"{n} {state}" for state, n in counts.items()))
+        arrow = "▼" if model.sort_reverse else "▲"
+        parts.append(f"sort {column(model.sort_key).label} {arrow}")
+        if model.filter_text:
+            parts.append(f"filter '{model.filter_text}': {len(self._shown)} shown")
+        self._set("status", Text("wactl · " + " · ".join(parts)))
+
+    @_while_shown
+    def show_problem(self, text: str | None) -> None:
+        banner = self.query_one("#banner", Static)
+        banner.update(Text(text or ""))
+        banner.set_class(text is not None, "shown")
+
+    def _select(self, slug: str | None) -> None:
+        """The detail pane follows the selected row; its stored part is read anew."""
+        self._detail_slug = slug
+        self._detail = None
+        self._render_detail()
+        if slug is not None:
+            self.dashboard.want_detail(slug)
+
+    @_while_shown
+    def show_detail(self, detail: TenantDetail) -> None:
+        """What the store read for a tenant; ignored if another row is selected by now."""
+        if detail.slug == self._detail_slug:
+            self._detail = detail
+            self._render_detail()
+
+    def _render_detail(self) -> None:
+        slug = self._detail_slug
+        stored = self._detail
+        if slug is None:
+            self._set("summary-text", Text("no tenant selected", style="dim"))
+            self._set("conversation-text", Text(""))
+            self._set("log-text", Text(""))
+            return
+        view = self.model.views.get(slug, {})
+        # Only what the summary shows: CPU or uptime changing must not redraw it (each
+        # redraw of an auto-height pane lays the whole screen out again).
+        shown = tuple(view.get(key) for key in SUMMARY_FIELDS)
+        self._set("summary-text", _summary(view, stored), signature=(shown, id(stored)))
+        if stored is None:
+            self._set("conversation-text", Text("loading…", style="dim"))
+            self._set("log-text", Text("loading…", style="dim"))
+        elif stored.problem:
+            self._set("conversation-text", Text(stored.problem, style="red"))
+        elif stored.conversation:
+            self._set("conversation-text", Text("\n".join(stored.conversation), no_wrap=True))
+        else:
+            self._set("conversation-text", Text("no messages yet", style="dim"))
+        if stored is not None:
+            if stored.log_lines:
+                self._set("log-text", Text("\n".join(stored.log_lines), no_wrap=True))
+            else:
+                self._set("log-text", Text(stored.log_note, style="dim"))
+
+    def _set(self, widget_id: str, content: Text | Table, signature: object = None) -> None:
+        """Update a pane only when what it shows changed (an idle dashboard stays idle)."""
+        if signature is None:
+            assert isinstance(content, Text)
+            signature = (content.plain, str(content.style))
+        if self._pane_signatures.get(widget_id) == signature:
+            return
+        self._pane_signatures[widget_id] = signature
+        widget = self.query_one(f"#{widget_id}", Static)
+        widget.update(content)
+        if widget_id in ("conversation-text", "log-text"):
+            scroller = widget.parent
+            assert isinstance(scroller, VerticalScroll)
+            # The newest lines are at the bottom; scroll once the new size is known.
+            scroller.call_after_refresh(scroller.scroll_end, animate=False)
+
+    def open_filter(self) -> None:
+        box = self.query_one("#filter", FilterInput)
+        box.add_class("shown")
+        box.focus()
+
+    def close_filter(self) -> None:
+        box = self.query_one("#filter", FilterInput)
+        if not box.value:
+            box.remove_class("shown")
+        self.table.focus()
+
+    # --- events ------------------------------------------------------------------
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        slug = event.row_key.value if event.row_key is not None else None
+        if slug != self._detail_slug:
+            self._select(slug)
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        if event.column_key.value is not None:
+            self.model.sort_by(event.column_key.value)
+            self.sync()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "filter":
+            self.model.filter_text = event.value
+            self.sync()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "filter":
+            self.close_filter()
+
+    # --- actions -----------------------------------------------------------------
+
+    def _slug_or_say(self) -> str | None:
+        slug = self.selected_slug()
+        if slug is None:
+            self.notify("no tenant selected", severity="warning")
+        return slug
+
+    def action_start(self) -> None:
+        if (slug := self._slug_or_say()) is not None:
+            self.dashboard.act("start", slug)
+
+    def action_restart(self) -> None:
+        if (slug := self._slug_or_say()) is not None:
+            self.dashboard.act("restart", slug)
+
+    def action_stop(self) -> None:
+        if (slug := self._slug_or_say()) is None:
+            return
+
+        def decided(yes: bool | None) -> None:
+            if yes:
+                self.dashboard.act("stop", slug)
+
+        self.app.push_screen(
+            ConfirmScreen(f"Stop the worker of '{slug}'? Its bot stops answering."), decided
+        )
+
+    def action_logout(self) -> None:
+        if (slug := self._slug_or_say()) is None:
+            return
+
+        def decided(yes: bool | None) -> None:
+            if yes:
+                self.dashboard.act("logout", slug)
+
+        self.app.push_screen(
+            ConfirmScreen(
+                f"Log '{slug}' out of WhatsApp? The business's phone must scan a new QR "
+                "to link again."
+            ),
+            decided,
+        )
+
+    def action_qr(self) -> None:
+        if (slug := self._slug_or_say()) is not None:
+            self.dashboard.open_qr(slug)
+
+    def action_logs(self) -> None:
+        self.query_one("#detail", TabbedContent).active = "log"
+
+    def action_filter(self) -> None:
+        self.open_filter()
+
+    def action_sort(self) -> None:
+        self.model.next_sort()
+        self.sync()
+
+    def action_reverse_sort(self) -> None:
+        self.model.sort_reverse = not self.model.sort_reverse
+        self.sync()
+
+    def action_help(self) -> None:
+        self.app.push_screen(HelpScreen())
+
+    def action_quit(self) -> None:
+        self.app.exit()
+
+
+def _summary(view: dict[str, Any], stored: TenantDetail | None) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column()
+    state = str(view.get("state", ABSENT))
+    live = Text(state, style=STATE_STYLES.get(state, ""))
+    if view.get("pid"):
+        live.append(f"  pid {view['pid']}")
+    if view.get("reason"):
+        live.append(f"  ({view['reason']})", style="dim")
+    grid.add_row("worker", live)
+    session = view.get("session_state")
+    if session:
+        grid.add_row("whatsapp", Text(str(session), style=SESSION_STYLES.get(str(session), "")))
+    if view.get("last_error"):
+        grid.add_row("last error", Text(str(view["last_error"]), style="red"))
+    if stored is None:
+        grid.add_row("", Text("loading the configuration…", style="dim"))
+    elif stored.problem:
+        grid.add_row("database", Text(stored.problem, style="red"))
+    else:
+        for label, value in stored.summary:
+            if label in ("slug", "last error", "worker", "whatsapp", "restarts"):
+                continue  # the live fields above say it, and fresher
+            grid.add_row(label, value)
+    return grid
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """A yes/no question; y or Enter on Yes confirms, n or Escape declines."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "No"),
+    ]
+    DEFAULT_CSS = """
+    ConfirmScreen { align: center middle; }
+    ConfirmScreen > Vertical {
+        width: 60; height: auto; padding: 1 2; border: thick $warning; background: $surface;
+    }
+    ConfirmScreen Horizontal { height: auto; align-horizontal: right; margin-top: 1; }
+    ConfirmScreen Button { margin-left: 2; }
+    """
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(self.question, id="question")
+            with Horizontal():
+                yield Button("No", id="no")
+                yield Button("Yes", id="yes", variant="warning")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+class QrScreen(ModalScreen[None]):
+    """The QR to scan, redrawn when it rotates; the app closes it once linked."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,q,c", "close", "Close"),
+    ]
+    DEFAULT_CSS = """
+    QrScreen { align: center middle; background: $background; }
+    QrScreen > Vertical { width: auto; height: auto; }
+    #qr-title { width: auto; max-width: 78; height: auto; }
+    #qr-code { width: auto; height: auto; }
+    #qr-note { width: auto; max-width: 78; height: auto; color: $text-muted; }
+    """
+
+    def __init__(self, slug: str, payload: str | None) -> None:
+        super().__init__()
+        self.slug = slug
+        self.payload = payload
+        self.rotations = 0
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(
+                f"{self.slug}: scan with WhatsApp on the business's phone "
+                "(Settings › Linked devices › Link a device)",
+                id="qr-title",
+            )
+            with Center():
+                yield Static("", id="qr-code")
+            yield Static("", id="qr-note")
+
+    def on_mount(self) -> None:
+        self._draw()
+
+    def show_qr(self, payload: str | None) -> None:
+        if payload == self.payload:
+            return
+        if self.payload is not None and payload is not None:
+            self.rotations += 1
+        self.payload = payload
+        self._draw()
+
+    def _draw(self) -> None:
+        code = self.query_one("#qr-code", Static)
+        note = self.query_one("#qr-note", Static)
+        if self.payload is None:
+            code.update(Text("waiting for a QR…", style="dim"))
+            note.update("Esc closes")
+            return
+        code.update(Text("\n".join(qr_lines(self.payload)), style="black on white"))
+        rotated = f"new QR ({self.rotations} since opened) · " if self.rotations else ""
+        note.update(f"{rotated}closes by itself once linked · Esc closes")
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class HelpScreen(ModalScreen[None]):
+    """`?`: every key of the dashboard, from the same bindings the footer shows."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,question_mark,q", "close", "Close"),
+    ]
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > VerticalScroll {
+        width: 76; height: auto; max-height: 22; padding: 0 1;
+        border: round $primary; background: $surface;
+    }
+    """
+
+    def compose(self) -> ComposeResult:
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="bold", no_wrap=True)
+        grid.add_column()
+        for binding in MainScreen.BINDINGS:
+            assert isinstance(binding, Binding)
+            grid.add_row(_key_name(binding.key), MainScreen.ACTIONS[binding.action])
+        grid.add_row("↑ ↓ PgUp PgDn", "Select a tenant (or click its row)")
+        grid.add_row("Tab", "Move between the table, the detail tabs and the filter")
+        grid.add_row("ctrl+p", "Command palette: the same actions by name")
+        grid.add_row("ctrl+q", "Quit")
+        with VerticalScroll():
+            yield Static(Text("wactl tui: keys", style="bold"))
+            yield Static(grid)
+            yield Static(
+                Text(
+                    "State changes show at once (the daemon's events); CPU, memory and "
+                    "heartbeat refresh every tui.refresh_seconds. Esc closes this help.",
+                    style="dim",
+                )
+            )
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+def _key_name(key: str) -> str:
+    return {"slash": "/", "question_mark": "?"}.get(key, key)
