@@ -283,9 +283,14 @@ def test_every_environment_variable_the_source_reads_is_documented() -> None:
 
 
 def _example_invocations() -> list[list[str]]:
-    """The `wactl ...` commands of EXAMPLES as argument lists (pipes and redirects cut off)."""
+    """The `wactl ...` commands of EXAMPLES and of quickstart's "Next" list as argument
+    lists (pipes and redirects cut off; `a && b` is two)."""
+    from wactl.cli.quickstart_cmd import NEXT_STEPS
+
     found: list[list[str]] = []
-    for _, lines in manpage.EXAMPLES:
+    examples = [*manpage.EXAMPLES]
+    examples += [("", tuple(command.split(" && "))) for command, _ in NEXT_STEPS]
+    for _, lines in examples:
         logical: list[str] = []
         pending = ""
         for line in lines:

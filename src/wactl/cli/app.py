@@ -19,6 +19,7 @@ from wactl.cli import (
     config_cmd,
     daemon_cmd,
     db_cmd,
+    doctor_cmd,
     engine_cmd,
     init_cmd,
     logs_cmd,
@@ -90,6 +91,7 @@ app.command("audit")(audit_cmd.audit)
 app.add_typer(daemon_cmd.app, name="daemon")
 app.command("ps")(proc_cmd.ps)
 app.command("tui")(tui_cmd.tui)
+app.command("doctor")(doctor_cmd.doctor)
 for _name in ("start", "stop", "restart", "qr", "logout"):
     tenant_cmd.app.command(_name)(getattr(proc_cmd, _name))
 sandbox_app = typer.Typer(

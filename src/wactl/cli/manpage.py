@@ -310,6 +310,19 @@ WAJS_KEYS: tuple[tuple[str, str], ...] = (
 )
 
 
+#: `wactl.cli.doctor_cmd.Check`: each of `wactl doctor --json`'s "checks" (beside "ok",
+#: true when none failed).
+DOCTOR_KEYS: tuple[tuple[str, str], ...] = (
+    (
+        "name",
+        "string: config, database, schema, daemon, browser, wa-js, data dir or runtime dir.",
+    ),
+    ("status", "string: `ok`, `warn` (works, but worth knowing) or `fail` (will not work)."),
+    ("detail", "string: what was found."),
+    ("fix", "string: the command or setting that fixes it; null when ok."),
+)
+
+
 @dataclass(frozen=True)
 class JsonShape:
     title: str
@@ -359,6 +372,12 @@ def json_shapes() -> tuple[JsonShape, ...]:
             "wa-js",
             "`wactl engine install --json` and `wactl engine status --json` print one.",
             WAJS_KEYS,
+        ),
+        JsonShape(
+            "Doctor check",
+            '`wactl doctor --json` prints {"ok": BOOLEAN, "checks": [...]}, one object per '
+            "check, in the order of the name list below.",
+            DOCTOR_KEYS,
         ),
         JsonShape(
             "Configuration",

@@ -16,6 +16,19 @@ import typer
 from wactl.cli.context import app_context
 
 DEMO = "demo"
+
+#: What to try after the demo: (command, what it does). tests/test_docs.py checks each
+#: command against the command tree, so the list cannot suggest one that does not exist.
+NEXT_STEPS: tuple[tuple[str, str], ...] = (
+    (f"wactl sandbox chat {DEMO}", "talk to the bot yourself"),
+    (f"wactl tenant logs {DEMO}", "the conversation log"),
+    ("wactl tui", "the live dashboard of every tenant"),
+    (f"wactl tenant config export {DEMO} > demo.toml", "change hours, texts, menu"),
+    ("wactl tenant create shop --name Shop --engine whatsapp-web", "a bot for a real phone,"),
+    ("wactl tenant start shop && wactl tenant qr shop", "linked by scanning this QR"),
+    ("wactl portal serve", "the owners' portal (README: Google sign-in)"),
+    ("wactl doctor", "what is installed, and what to fix"),
+)
 CUSTOMER = "+15551234567"
 DEMO_HOURS = {
     "mon": [],
@@ -94,13 +107,11 @@ def quickstart(ctx: typer.Context) -> None:
         reply = answer.get("reply") or f"(no reply: {answer.get('reason') or answer['status']})"
         out.write(f"  customer> {text}\n")
         out.write("  bot>      " + reply.replace("\n", "\n            ") + "\n\n")
-    # Only commands that exist in this version are suggested; the TUI, the portal and
-    # real phones (whatsapp-web) join this list as they land.
-    out.write(
-        "Next:\n"
-        f"  wactl sandbox chat {DEMO}                       talk to the bot yourself\n"
-        f"  wactl tenant logs {DEMO}                        the conversation log\n"
-        "  wactl ps                                      every tenant's worker\n"
-        f"  wactl tenant config export {DEMO} > demo.toml   change hours, texts, menu\n"
-        "  wactl tenant create SLUG --name NAME --template salon --language es\n"
-    )
+    # Descriptions line up after the commands; a long command has its own line.
+    width = 44
+    out.write("Next:\n")
+    for command, what in NEXT_STEPS:
+        if len(command) > width:
+            out.write(f"  {command}\n  {'':<{width}}   {what}\n")
+        else:
+            out.write(f"  {command:<{width}}   {what}\n")

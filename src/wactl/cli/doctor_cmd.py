@@ -1,0 +1,266 @@
+"""`wactl doctor`: is this installation able to run bots, and if not, what to fix.
+
+Each check is one line: ok, warn (works, but something an operator should know) or
+FAIL (something will not work), with what was found and, when not ok, the command or
+setting that fixes it. Checks never change anything: the daemon is not started, wa-js
+is not fetched, the schema is not upgraded. Exit 0 when nothing failed, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from wactl.cli.context import JsonFlag, app_context
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from wactl.cli.context import AppContext
+
+#: Below this much free space in the data directory, a warning (logs and profiles grow).
+LOW_DISK_BYTES = 1 << 30
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the report (the keys of `wactl doctor --json`, see wactl(1))."""
+
+    name: str
+    #: "ok", "warn" or "fail".
+    status: str
+    detail: str
+    fix: str | None = None
+
+
+def _ok(name: str, detail: str) -> Check:
+    return Check(name, "ok", detail)
+
+
+class _Doctor:
+    def __init__(self, app: AppContext) -> None:
+        self.app = app
+        self.checks: list[Check] = []
+        self.engine: Engine | None = None
+        #: Tenants on the whatsapp-web engine; None when the database could not say.
+        self.browser_tenants: int | None = None
+
+    def run(self, name: str, check: Callable[[], Check | None]) -> None:
+        from wactl.errors import WactlError
+
+        try:
+            result = check()
+        except WactlError as exc:
+            result = Check(name, "fail", exc.message, exc.hint)
+        except Exception as exc:  # a check must never stop the others
+            result = Check(name, "fail", f"{type(exc).__name__}: {exc}")
+        if result is not None:
+            self.checks.append(result)
+
+    # --- the checks ---------------------------------------------------------------
+
+    def config(self) -> Check:
+        config = self.app.config  # raises ConfigError with the file, key and fix
+        if not config.source.exists():
+            return Check(
+                "config",
+                "warn",
+                f"no file at {config.source}; built-in defaults and WACTL_* variables",
+                "`wactl init` writes a documented one",
+            )
+        return _ok("config", str(config.source))
+
+    def database(self) -> Check:
+        from wactl.db.engine import display_url
+
+        engine = self.app.engine(check_schema=False)
+        self.engine = engine
+        with engine.connect() as connection:
+            version = connection.dialect.server_version_info or ()
+        server = ".".join(str(part) for part in version)
+        name = "SQLite" if engine.dialect.name == "sqlite" else "PostgreSQL"
+        return _ok("database", f"{display_url(engine.url)} ({name} {server})")
+
+    def schema(self) -> Check | None:
+        if self.engine is None:
+            return None
+        from sqlalchemy import func, select
+
+        from wactl.db.models import Tenant
+        from wactl.db.schema import ensure_current
+        from wactl.enums import EngineName
+
+        ensure_current(self.engine)  # raises with "run `wactl db upgrade`"
+        with self.engine.connect() as connection:
+            counts = dict(
+                connection.execute(
+                    select(Tenant.engine, func.count()).group_by(Tenant.engine)
+                ).all()
+            )
+        total = sum(counts.values())
+        self.browser_tenants = int(counts.get(EngineName.WHATSAPP_WEB, 0))
+        return _ok(
+            "schema",
+            f"current; {total} tenant(s), {self.browser_tenants} on whatsapp-web",
+        )
+
+    def daemon(self) -> Check:
+        from wactl.errors import DaemonError
+        from wactl.ipc.client import DaemonClient
+        from wactl.ipc.protocol import socket_path
+
+        client = DaemonClient(socket_path(self.app.config.runtime_dir), timeout=5.0)
+        try:
+            client.check_version()
+            status: dict[str, Any] = client.request("GET", "/v1/status")
+        except DaemonError as exc:
+            return Check(
+                "daemon",
+                "warn",
+                exc.message,
+                "`wactl daemon start` (commands that need it start it by themselves)",
+            )
+        workers = status.get("workers") or {}
+        running = workers.get("RUNNING", 0)
+        fatal = workers.get("FATAL", 0)
+        detail = f"pid {status.get('pid')}, version {status.get('version')}, {running} running"
+        if fatal:
+            return Check(
+                "daemon",
+                "warn",
+                f"{detail}, {fatal} given up on (FATAL)",
+                "`wactl ps` shows which and why; `wactl tenant start SLUG` tries again",
+            )
+        return _ok("daemon", detail)
+
+    def _needed(self) -> str:
+        """'fail' when a tenant needs the whatsapp-web engine (or we cannot tell)."""
+        return "warn" if self.browser_tenants == 0 else "fail"
+
+    def browser(self) -> Check:
+        from wactl.bot.engines.chromium import (
+            browser_version,
+            playwright_chromium,
+            resolve_executable,
+        )
+        from wactl.errors import WactlError
+
+        config = self.app.config
+        try:
+            # The same choice the engine makes (Playwright's own browser when installed).
+            default = None if config.browser.executable_path else playwright_chromium()
+            path = resolve_executable(config, playwright_default=default)
+        except WactlError as exc:
+            return Check("browser", self._needed(), exc.message, exc.hint)
+        try:
+            version = browser_version(path)
+        except WactlError as exc:
+            return Check("browser", self._needed(), exc.message, exc.hint)
+        return _ok("browser", f"{path} ({version})")
+
+    def wajs(self) -> Check:
+        from wactl import wajs
+
+        found = wajs.installed(self.app.config)
+        if found is None:
+            return Check(
+                "wa-js",
+                "warn",
+                f"{wajs.WAJS_PACKAGE} {wajs.WAJS_VERSION} is not installed",
+                "`wactl engine install` (the whatsapp-web engine also does on first use)",
+            )
+        if not found.verified:
+            return Check(
+                "wa-js",
+                self._needed(),
+                f"{wajs.WAJS_PACKAGE} {wajs.WAJS_VERSION} fails verification: {found.problem}",
+                "`wactl engine install --force`",
+            )
+        return _ok(
+            "wa-js",
+            f"{wajs.WAJS_PACKAGE} {wajs.WAJS_VERSION}, integrity verified ({found.path})",
+        )
+
+    def data_dir(self) -> Check:
+        directory = self.app.config.data_dir
+        if not directory.exists():
+            return Check("data dir", "warn", f"{directory} does not exist yet", "`wactl init`")
+        if not os.access(directory, os.W_OK | os.X_OK):
+            return Check(
+                "data dir",
+                "fail",
+                f"{directory} is not writable by this user",
+                "fix its owner or set paths.data_dir",
+            )
+        free = shutil.disk_usage(directory).free
+        detail = f"{directory}, {free / (1 << 30):.1f} GiB free"
+        if free < LOW_DISK_BYTES:
+            return Check(
+                "data dir",
+                "warn",
+                detail,
+                "free some space, or bound the log with pipeline.retention_days",
+            )
+        return _ok("data dir", detail)
+
+    def runtime_dir(self) -> Check:
+        from wactl.ipc.protocol import socket_path
+
+        path = socket_path(self.app.config.runtime_dir)
+        # AF_UNIX paths are limited to 107 bytes; worker sockets add the slug.
+        if len(os.fsencode(path)) > 60:
+            return Check(
+                "runtime dir",
+                "warn",
+                f"{path} is long; sockets of tenants with long slugs may not fit (107 bytes)",
+                "set paths.runtime_dir to a short directory",
+            )
+        return _ok("runtime dir", str(Path(path).parent))
+
+
+def report(app: AppContext) -> list[Check]:
+    """Every check, in order; the database checks are skipped when it is unreachable."""
+    doctor = _Doctor(app)
+    doctor.run("config", doctor.config)
+    if any(c.status == "fail" for c in doctor.checks):
+        return doctor.checks  # nothing else can be read without a configuration
+    doctor.run("database", doctor.database)
+    doctor.run("schema", doctor.schema)
+    doctor.run("daemon", doctor.daemon)
+    doctor.run("browser", doctor.browser)
+    doctor.run("wa-js", doctor.wajs)
+    doctor.run("data dir", doctor.data_dir)
+    doctor.run("runtime dir", doctor.runtime_dir)
+    return doctor.checks
+
+
+def doctor(ctx: typer.Context, json_output: JsonFlag = False) -> None:
+    """Check the configuration, database, daemon, browser and wa-js, and say what to fix.
+
+    Changes nothing. Each line is ok, warn or FAIL with what was found; a line that is
+    not ok says how to fix it. The browser and wa-js are FAIL only when a tenant uses
+    the whatsapp-web engine (or the database cannot say). Exit status 1 when any check
+    failed.
+    """
+    from wactl.cli.output import emit_json
+
+    app = app_context(ctx)
+    checks = report(app)
+    failed = any(c.status == "fail" for c in checks)
+    if json_output:
+        emit_json({"ok": not failed, "checks": [asdict(c) for c in checks]})
+    else:
+        width = max(len(c.name) for c in checks)
+        for check in checks:
+            label = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}[check.status]
+            app.console.print(f"{label}  {check.name:<{width}}  {check.detail}", markup=False)
+            if check.fix:
+                app.console.print(f"{'':4}  {'':<{width}}  fix: {check.fix}", markup=False)
+    if failed:
+        raise typer.Exit(1)

@@ -1,0 +1,152 @@
+"""`wactl doctor`: every check, what it says when things are fine, and the fix it names
+when they are not; on SQLite and PostgreSQL. It must change nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import CLI
+from tests.daemon_support import Daemon
+from wactl.cli import manpage
+from wactl.errors import ExitCode
+
+
+@pytest.fixture
+def short_runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A runtime dir as short as a real one (pytest's tmp_path is long for sockets)."""
+    path = Path(tempfile.mkdtemp(prefix="wd", dir="/tmp"))
+    monkeypatch.setenv("WACTL_PATHS_RUNTIME_DIR", str(path))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def checks(cli: CLI, *, code: int = 0) -> dict[str, dict[str, Any]]:
+    result = cli("doctor", "--json")
+    assert result.code == code, (result.out, result.err)
+    shown = json.loads(result.out)
+    assert list(shown) == ["ok", "checks"]
+    assert shown["ok"] is (code == 0)
+    for check in shown["checks"]:
+        assert list(check) == [key for key, _ in manpage.DOCTOR_KEYS]
+        assert check["status"] in ("ok", "warn", "fail")
+        assert (check["fix"] is None) == (check["status"] == "ok"), check
+    return {check["name"]: check for check in shown["checks"]}
+
+
+def test_a_new_installation_is_ready_and_says_what_is_optional(
+    cli: CLI, db_url: str, short_runtime: Path
+) -> None:
+    assert cli("init").code == 0
+    found = checks(cli)
+    assert list(found) == [
+        "config",
+        "database",
+        "schema",
+        "daemon",
+        "browser",
+        "wa-js",
+        "data dir",
+        "runtime dir",
+    ]
+    status = {name: check["status"] for name, check in found.items()}
+    assert status == {
+        "config": "ok",
+        "database": "ok",
+        "schema": "ok",
+        "daemon": "warn",  # not running: commands start it when they need it
+        "browser": "ok",
+        "wa-js": "warn",  # not installed yet: the engine fetches it on first use
+        "data dir": "ok",
+        "runtime dir": "ok",
+    }
+    assert found["schema"]["detail"] == "current; 0 tenant(s), 0 on whatsapp-web"
+    assert found["browser"]["detail"].startswith("/") and "Chromium" in found["browser"]["detail"]
+    assert found["daemon"]["fix"] == (
+        "`wactl daemon start` (commands that need it start it by themselves)"
+    )
+    assert found["wa-js"]["fix"] == (
+        "`wactl engine install` (the whatsapp-web engine also does on first use)"
+    )
+    # Nothing was started or fetched.
+    assert not list(short_runtime.iterdir())
+
+    text = cli("doctor")
+    assert text.code == 0
+    lines = text.out.splitlines()
+    assert lines[0].startswith("ok    config       ")
+    assert "warn  daemon       " in text.out
+    assert "              fix: `wactl engine install`" in text.out
+
+
+def test_a_running_daemon_is_reported(cli: CLI, daemon: Daemon) -> None:
+    found = checks(cli)
+    assert found["daemon"]["status"] == "ok"
+    assert found["daemon"]["detail"].startswith(f"pid {daemon.pid}, version ")
+
+
+def test_a_whatsapp_web_tenant_without_a_browser_fails_with_the_fix(
+    cli: CLI, db_url: str, short_runtime: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cli("init").code == 0
+    created = cli("tenant", "create", "shop", "--name", "Shop", "--engine", "whatsapp-web")
+    assert created.code == 0, created.err
+    found = checks(cli)
+    assert found["schema"]["detail"] == "current; 1 tenant(s), 1 on whatsapp-web"
+    assert found["browser"]["status"] == "ok"
+
+    monkeypatch.setenv("WACTL_BROWSER_EXECUTABLE_PATH", "/nonexistent/chromium")
+    found = checks(cli, code=ExitCode.FAILURE)
+    assert found["browser"] == {
+        "name": "browser",
+        "status": "fail",
+        "detail": "browser.executable_path /nonexistent/chromium is not an executable file",
+        "fix": "install Chromium (`apt-get install chromium`) or fix the path "
+        "(`wactl config set browser.executable_path PATH`)",
+    }
+    text = cli("doctor")
+    assert text.code == ExitCode.FAILURE
+    assert "FAIL  browser      browser.executable_path /nonexistent/chromium" in text.out
+
+
+def test_without_whatsapp_web_tenants_a_missing_browser_is_only_a_warning(
+    cli: CLI, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cli("init").code == 0
+    monkeypatch.setenv("WACTL_BROWSER_EXECUTABLE_PATH", "/nonexistent/chromium")
+    assert checks(cli)["browser"]["status"] == "warn"
+
+
+def test_an_old_schema_fails_and_names_the_upgrade(cli: CLI, empty_db_url: str) -> None:
+    found = checks(cli, code=ExitCode.FAILURE)
+    assert found["database"]["status"] == "ok"
+    assert found["schema"]["status"] == "fail"
+    assert found["schema"]["detail"].endswith("has no wactl schema")
+    assert found["schema"]["fix"] == "run `wactl init` (or `wactl db upgrade`) first"
+    # doctor changes nothing: the database is still empty.
+    assert checks(cli, code=ExitCode.FAILURE)["schema"]["status"] == "fail"
+
+
+def test_a_broken_configuration_is_the_only_line(cli: CLI, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WACTL_DAEMON_MAX_CRASHES", "many")
+    found = checks(cli, code=ExitCode.FAILURE)
+    assert list(found) == ["config"]
+    assert "daemon.max_crashes" in found["config"]["detail"]
+
+
+def test_an_unreachable_database_fails_and_the_rest_is_still_checked(
+    cli: CLI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WACTL_DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:1/nothing")
+    found = checks(cli, code=ExitCode.FAILURE)
+    assert found["database"]["status"] == "fail"
+    assert "schema" not in found  # nothing to check it on
+    assert {"daemon", "browser", "wa-js", "data dir", "runtime dir"} <= set(found)
