@@ -160,6 +160,12 @@ def validate_values(config: Config, *, where: str) -> None:
     if config.database.busy_timeout_ms < 0:
         raise ConfigError(f"{where}: database.busy_timeout_ms must be 0 or more")
     _validate_daemon(config, where)
+    page_url = config.browser.url
+    if not page_url.startswith(("https://", "http://")):
+        raise ConfigError(
+            f"{where}: browser.url must be an http:// or https:// URL, not {page_url!r}",
+            hint='the default is "https://web.whatsapp.com/"',
+        )
     url = config.database.url
     if url and not url.startswith(("sqlite:", "sqlite+", "postgresql:", "postgresql+")):
         raise ConfigError(
@@ -180,6 +186,9 @@ def _validate_daemon(config: Config, where: str) -> None:
         "daemon.crash_window_seconds": daemon.crash_window_seconds,
         "daemon.log_max_bytes": daemon.log_max_bytes,
         "sandbox.qr_rotate_seconds": config.sandbox.qr_rotate_seconds,
+        "browser.ready_timeout_seconds": config.browser.ready_timeout_seconds,
+        "browser.probe_interval_seconds": config.browser.probe_interval_seconds,
+        "browser.probe_timeout_seconds": config.browser.probe_timeout_seconds,
         "pipeline.chat_concurrency": config.pipeline.chat_concurrency,
         "pipeline.chat_burst": config.pipeline.chat_burst,
         "pipeline.chat_per_minute": config.pipeline.chat_per_minute,
