@@ -16,19 +16,24 @@ so the page is tiny: the figures are wactl's and Chromium's own cost, not WhatsA
    ``browser.wa_js_path``, which point at the stand-in):
 
    - one tenant: time from ``POST /v1/start`` to its QR in ``GET /v1/tenants/SLUG/qr``,
-     ``--runs`` times (the first on a new profile); then, linked and settled, the PSS of
-     the worker's whole process tree (the worker, Playwright's Node.js driver, Chromium
-     and all its children), by kind of process;
+     ``--runs`` times (the first on a new profile); then linked, ``--messages`` customers
+     writing to it (each reply goes out through sendTextMessage), ``--settle`` seconds,
+     and the PSS of the worker's whole process tree (the worker, Playwright's Node.js
+     driver, Chromium and all its children), by kind of process;
    - ``--tenants`` tenants started at once: time to each QR and to all of them (the daemon
-     starts at most ``daemon.start_concurrency`` at a time), then PSS per tenant and total.
+     starts at most ``daemon.start_concurrency`` at a time), then the same conversation
+     with each, and PSS per tenant and total.
 
    PSS (``psutil.Process.memory_full_info().pss``) divides each shared page among the
    processes that map it, so the sum over all tenants is the machine's real cost, and
    one tenant alone carries all of Chromium's and Node's code while ten share it.
 2. Chromium flags (``--skip-flags`` skips it): ``--tenants`` engines at once in this
    process (each with its own driver, as in a worker), with wactl's flags, with
-   Playwright's defaults only, and with each of wactl's additions taken out in turn;
-   PSS per browser (driver + Chromium tree). Then one browser with a netlog for
+   Playwright's defaults only, with each of wactl's additions taken out in turn, and
+   with a few candidates added; each browser answers ``--probes`` liveness probes
+   first (the driver's heap grows with traffic), then PSS and USS per browser (driver +
+   Chromium tree), median of ``--rounds`` rounds over all variants. Then one browser with
+   a netlog for
    ``--net-seconds`` s: how many DNS lookups and requests go to hosts other than the page's,
    with and without the background-networking flag.
 
@@ -66,7 +71,7 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the stand-in lives with the tests
 
-from tests.wa_standin import FAKE_WPP, StandIn, running_standin  # noqa: E402
+from tests.wa_standin import FAKE_WPP, Session, StandIn, running_standin  # noqa: E402
 
 import wactl  # noqa: E402
 from wactl.bot.engines import chromium  # noqa: E402
@@ -178,6 +183,8 @@ class Installation:
     wactl: Path = field(init=False)
     daemon_started: bool = False
     seen_qrs: set[str] = field(default_factory=set)
+    #: The stand-in's session (the page) each tenant was linked on.
+    sessions: dict[str, Session] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.wactl = Path(sys.executable).with_name("wactl")
@@ -274,6 +281,7 @@ class Installation:
                 raise BenchError(f"{slug} shows no QR to scan")
             session = self.standin.session_showing(qr)
             self.standin.scan(session.qrs[-1])
+            self.sessions[slug] = session
         deadline = time.monotonic() + UP_TIMEOUT
         while True:
             views = {v["slug"]: v for v in self.client.request("GET", "/v1/tenants")}
@@ -282,6 +290,20 @@ class Installation:
             if time.monotonic() > deadline:
                 raise BenchError("tenants did not link within the timeout")
             time.sleep(0.05)
+
+    def converse(self, slugs: list[str], messages: int) -> None:
+        """``messages`` customers write to each tenant (one message each, so no rate
+        limit applies); wait until every one got its reply through sendTextMessage."""
+        texts = ("hello", "what are your opening hours?", "menu", "hola", "thanks!")
+        for i in range(messages):
+            for slug in slugs:
+                self.standin.customer_writes(
+                    self.sessions[slug], f"+3460000{i:04d}", texts[i % len(texts)]
+                )
+        self.standin.wait(
+            lambda: all(len(self.sessions[slug].sent) >= messages for slug in slugs),
+            UP_TIMEOUT,
+        )
 
     def pids(self, slugs: list[str]) -> dict[str, int]:
         views = {v["slug"]: v for v in self.client.request("GET", "/v1/tenants")}
@@ -357,16 +379,20 @@ def workers_part(args: argparse.Namespace) -> dict[str, Any]:
             if run < args.runs - 1:
                 install.stop([one])
         result["one_first_qr_s"] = times
-        say("one tenant: linking, settling, measuring")
+        say("one tenant: linking, a conversation, settling, measuring")
         install.link([one])
+        install.converse([one], args.messages)
         time.sleep(args.settle)
         pid = install.pids([one])[one]
         result["one"] = settled_pss({one: tree(pid)})[one]
+        install.cli("tenant", "logout", one)  # unlinked again: it shows a QR below too
         install.stop([one])
         say(f"{len(slugs)} tenants: starting at once")
         qrs = install.start_and_time_qrs(slugs)
         result["many_qr_s"] = qrs
         install.link(slugs)
+        say(f"{len(slugs)} tenants: {args.messages} messages each")
+        install.converse(slugs, args.messages)
         time.sleep(args.settle)
         pids = install.pids(slugs)
         say(f"{len(slugs)} tenants: measuring")
@@ -433,8 +459,11 @@ def variants() -> list[tuple[str, tuple[str, ...], str]]:
             node,
         ),
         ("- --disable-gpu --disable-software-rasterizer", without(flags, *GPU), node),
-        ("- --host-resolver-rules", without(flags, "--host-resolver-rules"), node),
         ("- driver NODE_OPTIONS", flags, ""),
+        # Candidates not adopted (see bench/README.md for why).
+        ("+ --in-process-gpu", (*flags, "--in-process-gpu"), node),
+        ("+ --no-zygote", (*flags, "--no-zygote"), node),
+        ("+ --single-process", (*flags, "--single-process"), node),
         ("+ --enable-low-end-device-mode", (*flags, "--enable-low-end-device-mode"), node),
         ("+ --renderer-process-limit=1", (*flags, "--renderer-process-limit=1"), node),
     ]
@@ -452,8 +481,22 @@ def engine_config(base: Path, standin: StandIn) -> Config:
     )
 
 
+async def probe(engine: WhatsAppWebEngine, count: int) -> None:
+    page = engine.page
+    if page is None:
+        raise BenchError(f"{engine.tenant_slug} has no page")
+    for _ in range(count):
+        await page.evaluate("() => window.__wactl.state()")
+
+
 async def measure_variant(
-    base: Path, standin: StandIn, flags: tuple[str, ...], node: str, count: int, settle: float
+    base: Path,
+    standin: StandIn,
+    flags: tuple[str, ...],
+    node: str,
+    count: int,
+    settle: float,
+    probes: int,
 ) -> dict[str, Any]:
     config = engine_config(base, standin)
     chromium.DRIVER_NODE_OPTIONS = node  # read by each engine when it starts its driver
@@ -469,6 +512,9 @@ async def measure_variant(
         await asyncio.gather(*(e.start() for e in engines))
         await asyncio.wait_for(asyncio.gather(*(w.shown.wait() for w in waiters)), UP_TIMEOUT)
         to_qr = [round((w.qr_at or begin) - begin, 2) for w in waiters]
+        # Some traffic, as a working session has (the driver's heap grows with it):
+        # each engine answers `probes` probes, hours of them at the default interval.
+        await asyncio.gather(*(probe(e, probes) for e in engines))
         await asyncio.sleep(settle)
         groups = {}
         for engine in engines:
@@ -563,7 +609,9 @@ async def flags_part(args: argparse.Namespace) -> dict[str, Any]:
                     )
                     shutil.rmtree(base / "profiles", ignore_errors=True)
                     rounds.setdefault(label, []).append(
-                        await measure_variant(base, standin, flags, node, args.tenants, args.settle)
+                        await measure_variant(
+                            base, standin, flags, node, args.tenants, args.settle, args.probes
+                        )
                     )
             for label, taken in rounds.items():
                 middle = sorted(taken, key=lambda r: float(r["pss_mb_per_browser"]))
@@ -766,6 +814,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--rounds", type=int, default=2, help="rounds over the flag variants (default 2)"
     )
+    parser.add_argument(
+        "--messages", type=int, default=20, help="customer messages per tenant (default 20)"
+    )
+    parser.add_argument(
+        "--probes", type=int, default=1500, help="probes per browser in part 2 (default 1500)"
+    )
     parser.add_argument("--skip-workers", action="store_true", help="skip part 1")
     parser.add_argument("--skip-flags", action="store_true", help="skip part 2")
     args = parser.parse_args(argv)
@@ -773,6 +827,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--tenants must be between 1 and 50")
     if not 1 <= args.runs <= 20 or not 1 <= args.rounds <= 10:
         parser.error("--runs must be between 1 and 20, --rounds between 1 and 10")
+    if not 0 <= args.messages <= 1000 or not 0 <= args.probes <= 100_000:
+        parser.error("--messages must be 0-1000 and --probes 0-100000")
     if not 0 <= args.settle <= 120 or not 0 <= args.net_seconds <= 300:
         parser.error("--settle must be 0-120 s and --net-seconds 0-300 s")
     return args
@@ -792,6 +848,8 @@ def main(argv: list[str]) -> int:
             "tenants": args.tenants,
             "runs": args.runs,
             "rounds": args.rounds,
+            "messages": args.messages,
+            "probes": args.probes,
             "settle_s": args.settle,
             "net_seconds": args.net_seconds,
         },

@@ -1008,6 +1008,16 @@ def test_a_second_worker_on_the_same_profile_exits_6(
     assert web_daemon.ps()["shop"]["pid"] == owner  # the owner is untouched
 
 
+def link_saved(profile: Path) -> bool:
+    """Whether the stand-in's link has reached the profile's files on disk."""
+    storage = profile / "Default" / "Local Storage" / "leveldb"
+    return any(
+        b"standin.authenticated" in path.read_bytes()
+        for path in storage.glob("*")
+        if path.suffix in (".log", ".ldb")
+    )
+
+
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_a_browser_left_by_a_killed_worker_is_reaped(
     cli: CLI, web_daemon: Daemon, standin: StandIn, isolated_env: Path
@@ -1019,6 +1029,10 @@ def test_a_browser_left_by_a_killed_worker_is_reaped(
     browser = next(
         p for p in chromium.profile_processes(profile) if "--remote-debugging-pipe" in p.cmdline()
     )
+    # Chromium writes localStorage (where the stand-in keeps the link, as WhatsApp Web
+    # keeps its keys in the profile) to disk a few seconds after the page sets it; a kill
+    # before that would lose the link, with real WhatsApp Web too.
+    poll_for(lambda: link_saved(profile), timeout=WAIT)
     # A hung browser outlives its worker: Chromium quits by itself when Playwright's pipe
     # closes, unless it is stuck; a stopped one is.
     browser.send_signal(signal.SIGSTOP)

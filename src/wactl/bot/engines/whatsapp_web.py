@@ -44,6 +44,7 @@ import logging
 import os
 import re
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -445,8 +446,9 @@ class WhatsAppWebEngine(Engine):
         self.lock.release()
 
     async def logout(self) -> None:
-        """Log out on WhatsApp (when linked), close the browser, wipe the profile, report
-        `on_logged_out`, and open a fresh page (which shows a new QR)."""
+        """Log out on WhatsApp (when linked), close the browser, wipe the profile and
+        report `on_logged_out`; a fresh page (showing a new QR) opens in the background,
+        so that the caller is answered within the daemon's request timeout."""
         async with self._lifecycle:
             was_linked = self._linked or self._authenticated_at is not None
             # From here the page's own "logout" event is ours; it must not be reported.
@@ -465,7 +467,15 @@ class WhatsAppWebEngine(Engine):
             await self._close_browser()
             chromium.wipe_profile(self.profile)
             await self._report("logged_out", self.events.on_logged_out())
-            await self._launch(_bundle_script(self.config))
+        self._tasks.append(asyncio.create_task(self._reopen(), name="whatsapp-web-reopen"))
+
+    async def _reopen(self) -> None:
+        async with self._lifecycle:
+            try:
+                await self._launch(_bundle_script(self.config))
+            except Exception as exc:
+                # No browser now: the worker must start again, as after a crash.
+                self._fail(f"cannot open WhatsApp Web again after the logout: {_short(exc)}")
 
     # --- browser ------------------------------------------------------------------------
 
@@ -793,13 +803,30 @@ class WhatsAppWebEngine(Engine):
         return False
 
 
+#: Per event loop, held while the environment carries the driver's NODE_OPTIONS (engines
+#: in one process, as in the tests and the bench, must not interleave there).
+_DRIVER_ENV_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 async def _start_playwright() -> Playwright:
-    """Start Playwright's driver (a Node.js process) with a smaller young generation."""
+    """Start Playwright's driver (a Node.js process) with a smaller young generation.
+
+    Playwright passes this process's environment to the driver and has no parameter for
+    it, so NODE_OPTIONS is set around the start.
+    """
+    lock = _DRIVER_ENV_LOCKS.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    async with lock:
+        return await _start_playwright_with(chromium.DRIVER_NODE_OPTIONS)
+
+
+async def _start_playwright_with(node_options: str) -> Playwright:
     from playwright.async_api import Error as PlaywrightError
     from playwright.async_api import async_playwright
 
     previous = os.environ.get("NODE_OPTIONS")
-    os.environ["NODE_OPTIONS"] = f"{previous} {chromium.DRIVER_NODE_OPTIONS}".strip()
+    os.environ["NODE_OPTIONS"] = f"{previous or ''} {node_options}".strip()
     try:
         return await async_playwright().start()
     except (PlaywrightError, OSError) as exc:
