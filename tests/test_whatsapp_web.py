@@ -66,6 +66,9 @@ from wactl.errors import ConfigError, ConflictError
 #: Only reached when something is broken (a loaded 2-core CI machine starts Chromium in
 #: seconds, not tens of seconds).
 WAIT = 60.0
+#: Browsers on a loaded 2-core machine: more than the suite's 120 s per test, for the
+#: tests that start several (only a failing test takes that long).
+pytestmark = pytest.mark.timeout(300)
 CUSTOMER = "+34600111222"
 OWNER_PHONE = "34911222333"
 
