@@ -139,7 +139,12 @@ def test_a_broken_configuration_is_the_only_line(cli: CLI, monkeypatch: pytest.M
     monkeypatch.setenv("WACTL_DAEMON_MAX_CRASHES", "many")
     found = checks(cli, code=ExitCode.FAILURE)
     assert list(found) == ["config"]
-    assert "daemon.max_crashes" in found["config"]["detail"]
+    assert found["config"]["detail"] == (
+        "environment variable WACTL_DAEMON_MAX_CRASHES: expected an integer, not 'many'"
+    )
+    assert found["config"]["fix"] == (
+        "correct it; `wactl config validate` checks the file and WACTL_* variables"
+    )
 
 
 def test_an_unreachable_database_fails_and_the_rest_is_still_checked(

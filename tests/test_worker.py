@@ -529,13 +529,21 @@ def test_a_corrupt_sandbox_session_crashes_the_worker_at_every_start(
     assert rows(db).session_state == SessionState.UNLINKED
 
 
-def test_a_tenant_on_the_whatsapp_web_engine_exits_3_until_it_exists(
-    tenant: str, workers: Workers, cli: CLI
+def test_a_whatsapp_web_tenant_without_a_browser_exits_3(
+    tenant: str, workers: Workers, cli: CLI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert cli("tenant", "edit", SLUG, "--engine", "whatsapp-web").code == 0
+    bundle = tmp_path / "wa.js"
+    bundle.write_text("// a wa-js stand-in\n")
+    missing = tmp_path / "no-chromium"
+    monkeypatch.setenv("WACTL_BROWSER_WA_JS_PATH", str(bundle))
+    monkeypatch.setenv("WACTL_BROWSER_EXECUTABLE_PATH", str(missing))
     process = workers.start()
     assert process.wait(TIMEOUT) == 3
-    assert "the whatsapp-web engine is not available yet" in workers.log_text()
+    assert (
+        f"browser.executable_path {missing} is not an executable file; install Chromium "
+        "(`apt-get install chromium`)" in workers.log_text()
+    )
     assert not workers.socket_path().exists()
 
 

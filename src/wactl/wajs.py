@@ -128,12 +128,15 @@ WPP_REFRESH_QR = "WPP.conn.refreshQR"
 WPP_IS_AUTHENTICATED = "WPP.conn.isAuthenticated"
 #: ``WPP.conn.isMainReady()`` → boolean: linked, loaded and synced, ready to send.
 WPP_IS_MAIN_READY = "WPP.conn.isMainReady"
-#: ``WPP.conn.isOnline()`` → boolean: the in-page liveness probe asks this.
-WPP_IS_ONLINE = "WPP.conn.isOnline"
+#: ``WPP.conn.getMyUserId()`` → Wid or undefined: the linked phone's own number.
+WPP_GET_MY_USER_ID = "WPP.conn.getMyUserId"
 #: ``await WPP.conn.logout()``: unlink the phone (`wactl tenant logout`).
 WPP_LOGOUT = "WPP.conn.logout"
 #: ``await WPP.chat.sendTextMessage(chatId, text)``: send a reply.
 WPP_SEND_TEXT_MESSAGE = "WPP.chat.sendTextMessage"
+#: ``await WPP.chat.getMessages(chatId, {count})``: a chat's latest messages (`was_sent`
+#: after a crash cut a send short).
+WPP_GET_MESSAGES = "WPP.chat.getMessages"
 
 #: Every function the engine calls.
 WPP_FUNCTIONS: tuple[str, ...] = (
@@ -142,9 +145,10 @@ WPP_FUNCTIONS: tuple[str, ...] = (
     WPP_REFRESH_QR,
     WPP_IS_AUTHENTICATED,
     WPP_IS_MAIN_READY,
-    WPP_IS_ONLINE,
+    WPP_GET_MY_USER_ID,
     WPP_LOGOUT,
     WPP_SEND_TEXT_MESSAGE,
+    WPP_GET_MESSAGES,
 )
 
 # Values: the contract test checks each is defined (not undefined) in an empty page.
@@ -170,8 +174,6 @@ EVENT_AUTHENTICATED = "conn.authenticated"
 EVENT_MAIN_READY = "conn.main_ready"
 #: No payload. The session was logged out (from the phone or by `WPP_LOGOUT`).
 EVENT_LOGOUT = "conn.logout"
-#: Payload: the reason string WhatsApp gave for the logout (shown with DISCONNECTED).
-EVENT_LOGOUT_REASON = "conn.logout_reason"
 #: No payload. WhatsApp Web wants a (new) QR scan: DISCONNECTED, show the next QR.
 EVENT_REQUIRE_AUTH = "conn.require_auth"
 #: Payload: the message model. Inbound customer messages, and the ones the owner types
@@ -185,7 +187,6 @@ WPP_EVENTS: tuple[str, ...] = (
     EVENT_AUTHENTICATED,
     EVENT_MAIN_READY,
     EVENT_LOGOUT,
-    EVENT_LOGOUT_REASON,
     EVENT_REQUIRE_AUTH,
     EVENT_NEW_MESSAGE,
 )

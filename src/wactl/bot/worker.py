@@ -15,18 +15,23 @@ Exit codes (`wactl.errors.ExitCode` values; the daemon records them):
 
 ====  ============================================================================
 0     stopped by SIGTERM or SIGINT
-1     unexpected failure, including a corrupt sandbox session file (the log says why)
+1     unexpected failure, including a corrupt sandbox session file, or an engine that
+      broke while running (whatsapp-web: the browser crashed, closed, or its page
+      stopped answering); the log says why
 2     bad command line: no slug, or not a valid slug
 3     configuration: bad config file or variable, the tenant's engine is not available
-      in this wactl, or the socket path is too long for a Unix socket
+      in this wactl (no Chromium, no wa-js bundle), or the socket path is too long for
+      a Unix socket
 4     the database is unreachable, or its schema is not the one this wactl needs
 5     no tenant with that slug
-6     another worker already answers on this tenant's control socket
+6     another worker already answers on this tenant's control socket, or holds its
+      browser profile
 ====  ============================================================================
 
 It must not write ``worker_process.status``, ``pid`` or ``restarts`` (the daemon owns
 them), do database work on the event loop (a single database thread keeps writes in
-order), or import the CLI, TUI, web or browser stacks.
+order), or import the CLI, TUI, web or browser stacks (the whatsapp-web engine imports
+Playwright itself, only in the workers of its tenants).
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ from sqlalchemy.orm import Session
 
 import wactl
 from wactl.bot.control import ControlServer, RequestError
-from wactl.bot.engines import InboundMessage, create_engine
+from wactl.bot.engines import EngineError, InboundMessage, create_engine
 from wactl.bot.engines.sandbox import SandboxEngine
 from wactl.bot.logs import setup_logging
 from wactl.bot.pipeline import Outcome, Pipeline
@@ -311,7 +316,16 @@ class Worker:
                 starting.result()  # raises what the engine raised
                 log.info("engine %s started", self.engine.name)
                 heartbeat = asyncio.create_task(self._heartbeat(), name="heartbeat")
-                await waiting
+                watching = asyncio.create_task(self.engine.watch(), name="engine-watch")
+                await asyncio.wait({waiting, watching}, return_when=asyncio.FIRST_COMPLETED)
+                if not stop_requested.is_set() and watching.done():
+                    # The engine broke (a crashed or deaf browser): exit with its error so
+                    # that the daemon starts a fresh worker, with backoff.
+                    watching.result()
+                    raise EngineError(f"the {self.engine.name} engine stopped working")
+                watching.cancel()
+                with contextlib.suppress(asyncio.CancelledError, WactlError):
+                    await watching
             return ExitCode.OK
         finally:
             if waiting is not None:

@@ -24,6 +24,12 @@ if TYPE_CHECKING:
 
     from wactl.cli.context import AppContext
 
+#: The fix shown when a check fails with an error that names none.
+DEFAULT_FIXES = {
+    "config": "correct it; `wactl config validate` checks the file and WACTL_* variables",
+    "database": "check database.url (`wactl config show`) and that the server is up",
+}
+
 #: Below this much free space in the data directory, a warning (logs and profiles grow).
 LOW_DISK_BYTES = 1 << 30
 
@@ -54,12 +60,15 @@ class _Doctor:
     def run(self, name: str, check: Callable[[], Check | None]) -> None:
         from wactl.errors import WactlError
 
+        unexpected = "unexpected: please report it, with this line"
         try:
             result = check()
         except WactlError as exc:
-            result = Check(name, "fail", exc.message, exc.hint)
+            result = Check(name, "fail", exc.message, exc.hint or DEFAULT_FIXES.get(name))
         except Exception as exc:  # a check must never stop the others
-            result = Check(name, "fail", f"{type(exc).__name__}: {exc}")
+            result = Check(name, "fail", f"{type(exc).__name__}: {exc}", unexpected)
+        if result is not None and result.status != "ok" and result.fix is None:
+            result = Check(result.name, result.status, result.detail, unexpected)
         if result is not None:
             self.checks.append(result)
 

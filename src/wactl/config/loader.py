@@ -162,6 +162,12 @@ def validate_values(config: Config, *, where: str) -> None:
     _validate_daemon(config, where)
     _validate_registry(config, where)
     _validate_portal(config, where)
+    page_url = config.browser.url
+    if not page_url.startswith(("https://", "http://")):
+        raise ConfigError(
+            f"{where}: browser.url must be an http:// or https:// URL, not {page_url!r}",
+            hint='the default is "https://web.whatsapp.com/"',
+        )
     url = config.database.url
     if url and not url.startswith(("sqlite:", "sqlite+", "postgresql:", "postgresql+")):
         raise ConfigError(
@@ -197,6 +203,9 @@ def _validate_daemon(config: Config, where: str) -> None:
         "daemon.crash_window_seconds": daemon.crash_window_seconds,
         "daemon.log_max_bytes": daemon.log_max_bytes,
         "sandbox.qr_rotate_seconds": config.sandbox.qr_rotate_seconds,
+        "browser.ready_timeout_seconds": config.browser.ready_timeout_seconds,
+        "browser.probe_interval_seconds": config.browser.probe_interval_seconds,
+        "browser.probe_timeout_seconds": config.browser.probe_timeout_seconds,
         "pipeline.chat_concurrency": config.pipeline.chat_concurrency,
         "pipeline.chat_burst": config.pipeline.chat_burst,
         "pipeline.chat_per_minute": config.pipeline.chat_per_minute,

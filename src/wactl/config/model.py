@@ -187,6 +187,64 @@ class SandboxConfig:
 
 
 @dataclass(frozen=True)
+class BrowserConfig:
+    """The whatsapp-web engine: Chromium driven by Playwright on WhatsApp Web."""
+
+    executable_path: str = field(
+        default="",
+        metadata=_doc(
+            "The Chromium (or Chrome) to run. Empty: Playwright's own Chromium when "
+            "`playwright install chromium` put one there, else `chromium` on PATH "
+            "(Debian: `apt-get install chromium`). `wactl doctor` shows which one is used."
+        ),
+    )
+    url: str = field(
+        default="https://web.whatsapp.com/",
+        metadata=_doc(
+            "The page the engine opens. Change it only to test against a stand-in for "
+            "WhatsApp Web (the test suite does); real phones link only on the default."
+        ),
+    )
+    wa_js_path: str = field(
+        default="",
+        metadata=_doc(
+            "The wa-js bundle injected into the page. Empty: the pinned, integrity-checked "
+            "bundle `wactl engine install` keeps in the data directory. Set it only to test "
+            "against a stand-in."
+        ),
+    )
+    answer_groups: bool = field(
+        default=False,
+        metadata=_doc(
+            "Answer messages in WhatsApp groups too (off: the bot only answers one-to-one "
+            "chats, and group messages are not recorded)."
+        ),
+    )
+    ready_timeout_seconds: float = field(
+        default=180.0,
+        metadata=_doc(
+            "How long WhatsApp Web may take to load, and, once the phone is linked, to "
+            "become ready (it syncs chats first). Past it the worker exits with an error "
+            "and the daemon starts it again."
+        ),
+    )
+    probe_interval_seconds: float = field(
+        default=30.0,
+        metadata=_doc(
+            "How often the engine checks that the page still answers (a tiny wa-js call "
+            "inside WhatsApp Web)."
+        ),
+    )
+    probe_timeout_seconds: float = field(
+        default=15.0,
+        metadata=_doc(
+            "A page that does not answer the check within this long is hung: the worker "
+            "exits with an error and the daemon starts it again with a fresh browser."
+        ),
+    )
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """How a worker answers: concurrency, rate limits, pacing, pauses, retention."""
 
@@ -372,6 +430,7 @@ class Config:
     defaults: DefaultsConfig = field(default_factory=DefaultsConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    browser: BrowserConfig = field(default_factory=BrowserConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     wajs: WajsConfig = field(default_factory=WajsConfig)
     portal: PortalConfig = field(default_factory=PortalConfig)
@@ -408,6 +467,7 @@ SECTIONS: dict[str, type[Any]] = {
     "defaults": DefaultsConfig,
     "daemon": DaemonConfig,
     "sandbox": SandboxConfig,
+    "browser": BrowserConfig,
     "pipeline": PipelineConfig,
     "wajs": WajsConfig,
     "portal": PortalConfig,

@@ -2,8 +2,8 @@
 
 Each engine module is imported only when a worker asks for it, so a sandbox worker
 never loads a browser driver. An engine named in `wactl.enums.EngineName` but not
-built yet fails with `EngineUnavailableError` (exit code 3 of the worker); there are no
-placeholder engines that pretend to work.
+built yet would fail with `EngineUnavailableError` (exit code 3 of the worker); there
+are no placeholder engines that pretend to work.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ def create_engine(name: str, tenant_slug: str, config: Config, events: EngineEve
 
         return SandboxEngine(tenant_slug, config, events)
     if name == EngineName.WHATSAPP_WEB:
-        raise EngineUnavailableError(
-            "the whatsapp-web engine is not available yet",
-            hint=f"use the sandbox engine: `wactl tenant edit {tenant_slug} --engine sandbox`",
-        )
+        # Imports nothing of Playwright until the engine starts.
+        from wactl.bot.engines.whatsapp_web import WhatsAppWebEngine
+
+        return WhatsAppWebEngine(tenant_slug, config, events)
     known = ", ".join(member.value for member in EngineName)
     raise ConfigError(f"unknown engine '{name}'", hint=f"engines: {known}")

@@ -9,6 +9,7 @@ control-socket events. This module holds only the interface and its errors; stdl
 from __future__ import annotations
 
 import abc
+import asyncio
 import datetime as dt
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
@@ -84,6 +85,16 @@ class Engine(abc.ABC):
         Raises `EngineError` when the engine cannot run at all (for example a corrupt
         saved session), which makes the worker exit with an error.
         """
+
+    async def watch(self) -> None:
+        """Return only when the engine broke beyond repair, by raising `EngineError`.
+
+        The worker runs it beside everything else once `start` returned; when it raises,
+        the worker exits with an error and the daemon starts it again (with backoff).
+        A browser that crashed or stopped answering is that case: a fresh process is
+        the cure. Engines with nothing to watch (the sandbox) never return.
+        """
+        await asyncio.Event().wait()
 
     @abc.abstractmethod
     async def stop(self) -> None:
