@@ -389,7 +389,11 @@ def test_qr_wait_times_out(cli: CLI, daemon: Daemon) -> None:
     result = cli("tenant", "qr", "alpha", "--wait", "--timeout", "0.5")
     assert result.code == 9
     assert result.err.endswith("error: alpha: not linked after 0.5 s\n")
+    poll_for(lambda: daemon.ps()["alpha"]["has_qr"], timeout=10)
     assert cli("tenant", "stop", "alpha").code == 0
+    # The code belonged to the stopped process: nobody shows it any more.
+    assert daemon.ps()["alpha"]["has_qr"] is False
+    assert daemon.client.request("GET", "/v1/tenants/alpha/qr")["qr"] is None
     result = cli("tenant", "qr", "alpha")
     assert result.code == 6
     assert "is not running (state STOPPED)" in result.err

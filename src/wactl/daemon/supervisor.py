@@ -647,6 +647,7 @@ class Supervisor:
             self._spawn_task(worker.link.close(), f"unlink-{worker.slug}")
             worker.link = None
         worker.exited.set()
+        worker.qr = None  # the code was that process's: nobody can scan it any more
         if worker.machine.state is State.STOPPING:
             worker.machine.transition(State.STOPPED, "stopped")
             worker.pid = worker.create_time = None
