@@ -939,3 +939,35 @@ def test_snapshot_confirm_help_filter_and_banner(
         await compare_snapshot(app, pilot, "banner_80x24", tmp_path)
 
     asyncio.run(recorded(steps))
+
+
+def test_a_qr_too_large_for_the_terminal_says_what_size_it_needs() -> None:
+    """A real WhatsApp code (~240 characters) does not fit 80×24 in half blocks; a
+    clipped code does not scan, so the screen says what it needs, and draws the code
+    once the terminal is large enough."""
+    from textual.app import App
+
+    from wactl.tui.qr import qr_lines
+    from wactl.tui.screens import QrScreen
+
+    payload = "2@" + "A1b2C3d4E5" * 24  # the length of a real code
+    lines = qr_lines(payload)
+    width, height = len(lines[0]), len(lines) + 3
+
+    class Bare(App[None]):
+        def on_mount(self) -> None:
+            self.push_screen(QrScreen("shop", payload))
+
+    async def scenario() -> None:
+        app = Bare()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            shown = text_of(app.screen.query_one("#qr-code"))
+            assert shown.startswith(f"This QR needs a terminal of at least {width}×{height};")
+            assert "this one is 80×24." in shown and "`wactl tenant qr shop`" in shown
+            await pilot.resize_terminal(width + 10, height + 2)
+            await pilot.pause()
+            expected = "\n".join(line.rstrip() for line in lines).rstrip("\n")
+            assert text_of(app.screen.query_one("#qr-code")).rstrip("\n") == expected
+
+    run(scenario)

@@ -555,9 +555,29 @@ class QrScreen(ModalScreen[None]):
             code.update(Text("waiting for a QR…", style="dim"))
             note.update("Esc closes")
             return
-        code.update(Text("\n".join(qr_lines(self.payload)), style="black on white"))
+        lines = qr_lines(self.payload)
+        # A real WhatsApp code (~240 characters) needs about 61×34; a clipped code does
+        # not scan, so say what size it needs instead of drawing part of it.
+        need_width, need_height = len(lines[0]), len(lines) + 3  # title and note lines
+        size = self.app.size
+        if need_width > size.width or need_height > size.height:
+            code.update(
+                Text(
+                    f"This QR needs a terminal of at least {need_width}×{need_height};\n"
+                    f"this one is {size.width}×{size.height}. Enlarge the window, or run\n"
+                    f"`wactl tenant qr {self.slug}` in a larger terminal,\n"
+                    "or open the portal's Phone page.",
+                    style="bold",
+                )
+            )
+        else:
+            code.update(Text("\n".join(lines), style="black on white"))
         rotated = f"new QR ({self.rotations} since opened) · " if self.rotations else ""
         note.update(f"{rotated}closes by itself once linked · Esc closes")
+
+    def on_resize(self) -> None:
+        if self.payload is not None:
+            self._draw()
 
     def action_close(self) -> None:
         self.dismiss(None)
