@@ -23,7 +23,7 @@ import h11
 
 from wactl.actor import operator_actor
 from wactl.errors import DaemonError
-from wactl.ipc.client import error_for, explain_os_error
+from wactl.ipc.client import decode_reply, explain_os_error
 from wactl.ipc.protocol import ACTOR_HEADER, PROTOCOL_HEADER, PROTOCOL_VERSION
 
 #: The daemon sends a comment line on an idle event stream every 15 s
@@ -123,15 +123,7 @@ def _content_type(response: h11.Response) -> str:
 
 
 def _decode(response: h11.Response, raw: bytes, what: str) -> Any:
-    data: Any = raw.decode("utf-8", "replace")
-    if _content_type(response).startswith("application/json"):
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            raise DaemonError(f"the daemon sent invalid JSON for {what}") from None
-    if response.status_code >= 400:
-        raise error_for(response.status_code, data)
-    return data
+    return decode_reply(response.status_code, _content_type(response), raw, what)
 
 
 class AsyncDaemonClient:

@@ -63,6 +63,19 @@ def explain_os_error(path: Path, timeout: float, exc: OSError) -> DaemonError:
     return DaemonError(f"cannot talk to the daemon on {path}: {exc}")
 
 
+def decode_reply(status: int, content_type: str, raw: bytes, what: str) -> Any:
+    """A reply's body (JSON when it says so), or the error it stands for (4xx/5xx)."""
+    data: Any = raw.decode("utf-8", "replace")
+    if content_type.startswith("application/json"):
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise DaemonError(f"the daemon sent invalid JSON for {what}") from None
+    if status >= 400:
+        raise error_for(status, data)
+    return data
+
+
 class DaemonClient:
     def __init__(self, path: Path, *, timeout: float = 10.0) -> None:
         self.path = path
@@ -125,15 +138,7 @@ class DaemonClient:
         finally:
             connection.close()
         content_type = response.getheader("Content-Type", "")
-        data: Any = raw.decode("utf-8", "replace")
-        if content_type.startswith("application/json"):
-            try:
-                data = json.loads(raw)
-            except ValueError:
-                raise DaemonError(f"the daemon sent invalid JSON for {method} {path}") from None
-        if response.status >= 400:
-            raise error_for(response.status, data)
-        return data
+        return decode_reply(response.status, content_type, raw, f"{method} {path}")
 
     def events(self, *, timeout: float | None = None) -> Iterator[dict[str, Any]]:
         """Server-Sent Events from /v1/events, one dict per event, until the daemon goes."""
