@@ -285,6 +285,29 @@ def test_a_redelivered_message_is_a_duplicate_even_after_a_restart(
     assert [r.wa_id for r in message_log.inbound("other")] == ["wamid-1"]
 
 
+def test_message_counts_reach_the_daemon_within_a_second_not_a_heartbeat(
+    cli: CLI, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`wactl ps` right after a conversation shows it, even with slow heartbeats."""
+    slow = {
+        **NO_LIMITS,
+        "WACTL_DAEMON_HEARTBEAT_INTERVAL_SECONDS": "60",
+        "WACTL_DAEMON_HEARTBEAT_TIMEOUT_SECONDS": "240",
+    }
+    with daemon_for_cli(monkeypatch, slow) as daemon:
+        start_linked(cli, daemon, SLUG)
+        assert send(daemon, "hi", chat=chat_number(1))["status"] == "replied"
+        assert send(daemon, "2", chat=chat_number(1))["status"] == "replied"
+        # Much sooner than the next heartbeat (60 s):
+        poll_for(
+            lambda: (
+                (daemon.ps()[SLUG]["messages_in_1h"], daemon.ps()[SLUG]["messages_out_1h"])
+                == (2, 2)
+            ),
+            timeout=20,
+        )
+
+
 # --- 2. per-chat FIFO -----------------------------------------------------------------
 
 

@@ -32,6 +32,8 @@ class HourlyCounts:
         self._buckets: deque[list[int]] = deque()
         self.total_in = 0
         self.total_out = 0
+        #: Called after each new message is counted (the worker tells the daemon).
+        self.on_change: Callable[[], None] | None = None
 
     def _bucket(self, minute: int) -> list[int] | None:
         if self._buckets and self._buckets[-1][0] == minute:
@@ -67,6 +69,8 @@ class HourlyCounts:
                 self.total_in += 1
             else:
                 self.total_out += 1
+            if self.on_change is not None:
+                self.on_change()
 
     def seed(self, rows: Iterable[tuple[str, dt.datetime]]) -> None:
         """Add what the log holds for the last hour (at start-up)."""

@@ -82,6 +82,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: Longest delay between a message being counted and the daemon hearing of it.
+COUNTS_REPORT_SECONDS = 1.0
 #: How long `Engine.stop` may take before the worker exits anyway; well inside the
 #: daemon's stop grace period (10 s by default), after which it would SIGKILL.
 ENGINE_STOP_TIMEOUT_SECONDS = 5.0
@@ -289,6 +291,8 @@ class Worker:
         )
         self._stop_requested: asyncio.Event | None = None
         self._warned_no_worker_row = False
+        self.pipeline.counts.on_change = self._counts_changed
+        self._counts_timer: asyncio.TimerHandle | None = None
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -344,6 +348,9 @@ class Worker:
             self._stop_requested.set()
 
     async def _shut_down(self, heartbeat: asyncio.Task[None] | None) -> None:
+        if self._counts_timer is not None:
+            self._counts_timer.cancel()
+            self._counts_timer = None
         if heartbeat is not None:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -547,6 +554,17 @@ class Worker:
         self.control.event("state", state=state.value, reason=reason)
 
     # --- heartbeat -----------------------------------------------------------------------
+
+    def _counts_changed(self) -> None:
+        """A message was counted: tell the daemon within a second (once for a burst), so
+        `wactl ps` need not wait for the next heartbeat."""
+        if self._counts_timer is None:
+            loop = asyncio.get_running_loop()
+            self._counts_timer = loop.call_later(COUNTS_REPORT_SECONDS, self._report_counts)
+
+    def _report_counts(self) -> None:
+        self._counts_timer = None
+        self.control.event("messages", **self.message_counts())
 
     async def _heartbeat(self) -> None:
         interval = self.config.daemon.heartbeat_interval_seconds

@@ -34,7 +34,7 @@ def _client(ctx: typer.Context) -> DaemonClient:
 
 def ps(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     """List every tenant's worker: state, pid, uptime, restarts, CPU, memory, heartbeat,
-    messages in/out in the last hour."""
+    messages in/out in the last hour (IN/OUT)."""
     from wactl.cli.output import emit_json
 
     rows: list[dict[str, Any]] = _client(ctx).request("GET", "/v1/tenants")
@@ -59,7 +59,7 @@ def ps(ctx: typer.Context, json_output: JsonFlag = False) -> None:
         "CPU%",
         "MEM(USS)",
         "BEAT",
-        "IN/OUT 1h",
+        "IN/OUT",
         "ENGINE",
         "LAST ERROR",
     ):

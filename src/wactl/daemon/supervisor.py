@@ -590,7 +590,7 @@ class Supervisor:
             return
         worker.last_heartbeat = time.monotonic()
         kind = message.get("type")
-        if kind == "hello" or message.get("event") == "heartbeat":
+        if kind == "hello" or message.get("event") in ("heartbeat", "messages"):
             worker.count_messages(message, first=kind == "hello")
         if kind == "hello":
             worker.session_state = message.get("state")
