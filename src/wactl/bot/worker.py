@@ -29,9 +29,10 @@ Exit codes (`wactl.errors.ExitCode` values; the daemon records them):
 ====  ============================================================================
 
 It must not write ``worker_process.status``, ``pid`` or ``restarts`` (the daemon owns
-them), do database work on the event loop (a single database thread keeps writes in
-order), or import the CLI, TUI, web or browser stacks (the whatsapp-web engine imports
-Playwright itself, only in the workers of its tenants).
+them), do PostgreSQL work on the event loop (a single database thread keeps writes in
+order; SQLite's pipeline work runs on the loop itself, see `Worker._run_db`), or import
+the CLI, TUI, web or browser stacks (the whatsapp-web engine imports Playwright itself,
+only in the workers of its tenants).
 """
 
 from __future__ import annotations
