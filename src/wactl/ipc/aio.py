@@ -23,7 +23,7 @@ import h11
 
 from wactl.actor import operator_actor
 from wactl.errors import DaemonError
-from wactl.ipc.client import decode_reply, explain_os_error
+from wactl.ipc.client import EventParser, decode_reply, explain_os_error
 from wactl.ipc.protocol import ACTOR_HEADER, PROTOCOL_HEADER, PROTOCOL_VERSION
 
 #: The daemon sends a comment line on an idle event stream every 15 s
@@ -208,22 +208,10 @@ class EventStream:
         return self
 
     async def __anext__(self) -> dict[str, Any]:
-        event_name = "message"
-        data_lines: list[str] = []
+        parser = EventParser()
         while (line := await self._next_line()) is not None:
-            if line.startswith(":"):
-                continue
-            if line.startswith("event:"):
-                event_name = line[6:].strip()
-            elif line.startswith("data:"):
-                data_lines.append(line[5:].lstrip())
-            elif line == "" and data_lines:
-                try:
-                    payload: dict[str, Any] = json.loads("\n".join(data_lines))
-                except ValueError:
-                    raise DaemonError("the daemon sent an event that is not JSON") from None
-                payload.setdefault("event", event_name)
-                return payload
+            if (event := parser.feed(line)) is not None:
+                return event
         raise StopAsyncIteration
 
     async def close(self) -> None:

@@ -76,6 +76,33 @@ def decode_reply(status: int, content_type: str, raw: bytes, what: str) -> Any:
     return data
 
 
+class EventParser:
+    """Server-Sent Events, one line at a time (for the blocking and the asyncio client)."""
+
+    def __init__(self) -> None:
+        self._name = "message"
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> dict[str, Any] | None:
+        """Take one line (without its line end); the event it completes, if any, as a
+        dict with its ``event`` name."""
+        if line.startswith(":"):  # a comment (the daemon's keep-alive)
+            return None
+        if line.startswith("event:"):
+            self._name = line[6:].strip()
+        elif line.startswith("data:"):
+            self._data.append(line[5:].lstrip())
+        elif line == "" and self._data:
+            try:
+                payload: dict[str, Any] = json.loads("\n".join(self._data))
+            except ValueError:
+                raise DaemonError("the daemon sent an event that is not JSON") from None
+            payload.setdefault("event", self._name)
+            self._name, self._data = "message", []
+            return payload
+        return None
+
+
 class DaemonClient:
     def __init__(self, path: Path, *, timeout: float = 10.0) -> None:
         self.path = path
@@ -148,8 +175,7 @@ class DaemonClient:
         try:
             if response.status != 200:
                 raise error_for(response.status, response.read().decode("utf-8", "replace"))
-            event_name = "message"
-            data_lines: list[str] = []
+            parser = EventParser()
             while True:
                 try:
                     line = response.readline()
@@ -157,18 +183,9 @@ class DaemonClient:
                     raise self._explain(exc) from exc
                 if not line:
                     return
-                text = line.decode("utf-8").rstrip("\r\n")
-                if text.startswith(":"):
-                    continue
-                if text.startswith("event:"):
-                    event_name = text[6:].strip()
-                elif text.startswith("data:"):
-                    data_lines.append(text[5:].lstrip())
-                elif text == "" and data_lines:
-                    payload = json.loads("\n".join(data_lines))
-                    payload.setdefault("event", event_name)
-                    yield payload
-                    event_name, data_lines = "message", []
+                event = parser.feed(line.decode("utf-8").rstrip("\r\n"))
+                if event is not None:
+                    yield event
         finally:
             connection.close()
 
