@@ -57,8 +57,9 @@ class HourlyCounts:
     def add(self, direction: str, at: dt.datetime | None = None, *, count: bool = True) -> None:
         """Count one message; ``count=False`` for messages seeded from the log, which are
         in the hourly window but not new since this process started."""
-        minute = _minute(at or self._now())
-        if minute <= _minute(self._now()) - WINDOW_MINUTES:
+        now = _minute(self._now())
+        minute = now if at is None else _minute(at)
+        if minute <= now - WINDOW_MINUTES:
             return
         bucket = self._bucket(minute)
         assert bucket is not None

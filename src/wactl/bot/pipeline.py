@@ -253,8 +253,7 @@ class Pipeline:
         try:
             decision = self._decide(message.chat, message.text, memory, now)
         except Exception:
-            self._slots.release()
-            self._idle(message.chat, chat)
+            self._release(message.chat, chat)
             return False
         pause = None
         if decision.handoff:
@@ -271,14 +270,12 @@ class Pipeline:
                 )
             )
         except BaseException:
-            self._slots.release()
-            self._idle(message.chat, chat)
+            self._release(message.chat, chat)
             raise
         if written is None:
             log.info("duplicate message %s skipped", message.wa_message_id)
             self.limiter.refund(message.chat, allowed=decision.allowed, warned=decision.warned)
-            self._slots.release()
-            self._idle(message.chat, chat)
+            self._release(message.chat, chat)
             done.set_result(Outcome("duplicate"))
             return True
         in_id, out_id = written
@@ -286,8 +283,7 @@ class Pipeline:
         if decision.handoff:
             self._on_event("handoff", {"chat": message.chat, "text": message.text})
         if out_id is None or decision.text is None:
-            self._slots.release()
-            self._idle(message.chat, chat)
+            self._release(message.chat, chat)
             done.set_result(Outcome("ignored", in_id=in_id, reason=decision.reason))
             return True
         row = InboundRow.of(in_id, message)
@@ -315,8 +311,10 @@ class Pipeline:
             done.set_result(outcome)
         await self._drain(row.chat, chat)  # what arrived meanwhile, in order
 
-    def _idle(self, name: str, chat: _Chat) -> None:
-        """A fast-path message is done with its chat: hand over to what queued behind."""
+    def _release(self, name: str, chat: _Chat) -> None:
+        """A fast-path message that needs no sending is done: give its slot back and hand
+        its chat over to what queued behind it."""
+        self._slots.release()
         chat.busy = False
         if not chat.queue.empty():
             chat.task = asyncio.get_running_loop().create_task(
