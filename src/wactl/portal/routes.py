@@ -223,13 +223,22 @@ def _signin(request: Request) -> Response:
     )
 
 
-async def auth_start(request: Request) -> Response:
+def _signin_refused(request: Request) -> Response | None:
+    """Where a sign-in step must not go on: no provider configured, or this address is
+    over its sign-in rate limit."""
     portal = _portal(request)
     if not portal.auth.configured:
         return RedirectResponse("/signin", status_code=303)
     wait = portal.signin_limits.take(_client_address(request))
     if wait:
         return _too_many(request, wait, "sign-in attempts")
+    return None
+
+
+async def auth_start(request: Request) -> Response:
+    if (refused := _signin_refused(request)) is not None:
+        return refused
+    portal = _portal(request)
     request.session[_NEXT_KEY] = local_path(request.query_params.get("next"))
     try:
         return await portal.auth.redirect(request, portal.redirect_uri(request))
@@ -238,12 +247,9 @@ async def auth_start(request: Request) -> Response:
 
 
 async def auth_callback(request: Request) -> Response:
+    if (refused := _signin_refused(request)) is not None:
+        return refused
     portal = _portal(request)
-    if not portal.auth.configured:
-        return RedirectResponse("/signin", status_code=303)
-    wait = portal.signin_limits.take(_client_address(request))
-    if wait:
-        return _too_many(request, wait, "sign-in attempts")
     try:
         identity = await portal.auth.finish(request)
     except SignInError as exc:
