@@ -15,12 +15,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 
 from tests.daemon_support import Daemon, daemon_for_cli
 from tests.support import Result, pg_database, pg_url, run_cli
+
+if TYPE_CHECKING:
+    from tests.oidc_provider import Provider
+    from tests.portal_support import RunningPortal
 
 
 @pytest.fixture(autouse=True)
@@ -159,3 +163,27 @@ def pinned_tarball() -> bytes:
         skip_or_fail_offline(f"the npm registry is unreachable: {exc.one_line()}")
     wajs.verify_integrity(data, wajs.PINNED, origin=wajs.DEFAULT_REGISTRY)
     return data
+
+
+# --- the portal's tests: a local OpenID provider and a running portal ------------------------
+
+
+@pytest.fixture
+def provider() -> Iterator[Provider]:
+    """A local OpenID provider on loopback (real HTTP, JWKS, signed id_tokens)."""
+    from tests.oidc_provider import running_provider
+
+    with running_provider() as running:
+        yield running
+
+
+@pytest.fixture
+def portal(
+    db_url: str, provider: Provider, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[RunningPortal]:
+    """`wactl portal serve` on this test's database, signing in at ``provider``."""
+    from tests.portal_support import portal_env, running_portal
+
+    portal_env(monkeypatch, provider)
+    with running_portal() as running:
+        yield running

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from tests.conftest import CLI
-from tests.oidc_provider import Provider, running_provider
+from tests.oidc_provider import Provider
 from tests.portal_support import (
     RunningPortal,
     csrf_of,
@@ -53,21 +53,6 @@ GOOD_FORM = {
     "hours_sat": "12:00-24:00",
     "notes": "We close in August.",
 }
-
-
-@pytest.fixture
-def provider() -> Iterator[Provider]:
-    with running_provider() as running:
-        yield running
-
-
-@pytest.fixture
-def portal(
-    db_url: str, provider: Provider, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[RunningPortal]:
-    portal_env(monkeypatch, provider)
-    with running_portal() as running:
-        yield running
 
 
 @dataclass

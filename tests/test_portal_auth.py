@@ -8,14 +8,13 @@ is refused with a clear page, and nothing about the owner is stored.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import httpx2
 import pytest
 from joserfc.jwk import RSAKey
 from sqlalchemy import func, select
 
-from tests.oidc_provider import CLIENT_ID, KEY_ID, Provider, running_provider
+from tests.oidc_provider import CLIENT_ID, KEY_ID, Provider
 from tests.portal_support import (
     SESSION_SECRET,
     RunningPortal,
@@ -30,21 +29,6 @@ from tests.portal_support import (
 from tests.support import db_session
 from wactl.db.models import PortalEventLog, Tenant, User
 from wactl.enums import Role, SessionState, TenantStatus, WorkerStatus
-
-
-@pytest.fixture
-def provider() -> Iterator[Provider]:
-    with running_provider() as running:
-        yield running
-
-
-@pytest.fixture
-def portal(
-    db_url: str, provider: Provider, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[RunningPortal]:
-    portal_env(monkeypatch, provider)
-    with running_portal() as running:
-        yield running
 
 
 def _count(url: str, model: type[object]) -> int:

@@ -26,7 +26,7 @@ import pytest
 
 from tests.conftest import CLI
 from tests.daemon_support import daemon_for_cli
-from tests.oidc_provider import Provider, running_provider
+from tests.oidc_provider import Provider
 from tests.portal_support import portal_env
 from tests.support import poll_for
 
@@ -83,12 +83,6 @@ class PortalProcess:
         self._reader.join(timeout=10)
         if self.process.stderr is not None:
             self.process.stderr.close()
-
-
-@pytest.fixture
-def provider() -> Iterator[Provider]:
-    with running_provider() as running:
-        yield running
 
 
 @pytest.fixture
