@@ -66,7 +66,7 @@ from wactl.bot.replies import ReplyBook
 from wactl.bot.store import MessageStore
 from wactl.config import load_config
 from wactl.config.model import Config
-from wactl.db.engine import display_url, make_engine, session_scope
+from wactl.db.engine import display_url, engine_for, session_scope
 from wactl.db.models import Tenant, TenantConfig, WhatsappSession, WorkerProcess
 from wactl.enums import Language, SessionState, TemplateType, TenantStatus
 from wactl.errors import (
@@ -147,12 +147,7 @@ def _stop_during_startup(signum: int, _frame: object) -> None:
 
 def run_worker(config: Config, slug: str) -> int:
     """Everything after logging is set up; raises `WactlError` for the documented exits."""
-    db = make_engine(
-        config.database_url,
-        busy_timeout_ms=config.database.busy_timeout_ms,
-        echo=config.database.echo,
-        application_name=f"wactl worker {slug}",
-    )
+    db = engine_for(config, application_name=f"wactl worker {slug}")
     try:
         log.info("database %s", display_url(db.url))
         check_schema(db)

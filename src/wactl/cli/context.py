@@ -66,14 +66,10 @@ class AppContext:
     def engine(self, *, check_schema: bool = True) -> Engine:
         """The database engine, connected once and (by default) schema-checked."""
         if self._engine is None:
-            from wactl.db.engine import check_connection, make_engine
+            from wactl.db.engine import check_connection, engine_for
 
             config = self.config
-            engine = make_engine(
-                config.database_url,
-                busy_timeout_ms=config.database.busy_timeout_ms,
-                echo=config.database.echo,
-            )
+            engine = engine_for(config)
             try:
                 check_connection(engine)
             except BaseException:

@@ -87,7 +87,7 @@ def _bind_socket(path: Path) -> socket.socket:
 
 def run_daemon(config: Config, *, foreground: bool) -> None:
     from wactl.db import schema
-    from wactl.db.engine import check_connection, make_engine
+    from wactl.db.engine import check_connection, engine_for
 
     runtime_dir = config.runtime_dir
     runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -95,11 +95,7 @@ def run_daemon(config: Config, *, foreground: bool) -> None:
     (runtime_dir / "workers").mkdir(exist_ok=True, mode=0o700)
     lock = _take_lock(runtime_dir)
     _setup_logging(config, to_stderr=foreground)
-    engine = make_engine(
-        config.database_url,
-        busy_timeout_ms=config.database.busy_timeout_ms,
-        application_name="wactl daemon",
-    )
+    engine = engine_for(config, application_name="wactl daemon")
     try:
         check_connection(engine)
         # Without Alembic: the daemon would carry its ~11 MB for its whole life.

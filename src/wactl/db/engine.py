@@ -1,8 +1,9 @@
 """The engine factory, session scope and the mapping of driver errors into wactl's tree.
 
-No engine is created at import time; callers build one with `make_engine(url)` and
-own it (dispose it when done). SQLite connections get WAL, foreign keys and a busy
-timeout on every connect, because those pragmas are per connection.
+No engine is created at import time; callers build one with `engine_for(config)` (or
+`make_engine(url)`) and own it (dispose it when done). SQLite connections get WAL,
+foreign keys and a busy timeout on every connect, because those pragmas are per
+connection.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, Operati
 from sqlalchemy.orm import Session, sessionmaker
 
 from wactl.config import redact_url
+from wactl.config.model import Config
 from wactl.errors import DatabaseError
 
 
@@ -75,6 +77,16 @@ def make_engine(
     if parsed.get_backend_name() == "sqlite":
         _install_sqlite_pragmas(engine, busy_timeout_ms)
     return engine
+
+
+def engine_for(config: Config, *, application_name: str = "wactl") -> Engine:
+    """The engine for ``config``'s database, with its busy timeout and echo setting."""
+    return make_engine(
+        config.database_url,
+        busy_timeout_ms=config.database.busy_timeout_ms,
+        echo=config.database.echo,
+        application_name=application_name,
+    )
 
 
 def _install_sqlite_pragmas(engine: Engine, busy_timeout_ms: int) -> None:

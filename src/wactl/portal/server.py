@@ -79,15 +79,11 @@ def uvicorn_config(app: ASGIApp, *, access_log: bool = True) -> uvicorn.Config:
 def serve(config: Config, *, host: str, port: int) -> None:
     import uvicorn
 
-    from wactl.db.engine import check_connection, make_engine
+    from wactl.db.engine import check_connection, engine_for
     from wactl.db.schema import ensure_current
     from wactl.portal.app import create_app
 
-    engine = make_engine(
-        config.database_url,
-        busy_timeout_ms=config.database.busy_timeout_ms,
-        echo=config.database.echo,
-    )
+    engine = engine_for(config)
     try:
         check_connection(engine)
         ensure_current(engine)
