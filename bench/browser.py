@@ -121,7 +121,7 @@ def kind_of(proc: psutil.Process) -> str:
     except psutil.Error:
         return "gone"
     text = " ".join(cmdline)
-    if "wactl.bot" in cmdline:
+    if "wactl.bot" in cmdline or ("wactl.bot.forkserver" in cmdline and name.startswith("wactl ")):
         return "worker (python)"
     if name == "node" or "run-driver" in cmdline:
         return "driver (node)"
@@ -174,6 +174,21 @@ def settled_pss(groups: dict[str, list[psutil.Process]], samples: int = 3) -> di
 
 # --- part 1: real workers under a real daemon ---------------------------------------------
 
+FORK_SERVER = "fork server (share)"
+
+
+def with_fork_server(measured: dict[str, Any]) -> dict[str, Any]:
+    """Each tenant's figures with its share of the fork server the workers were forked
+    from (``daemon.fork_workers``): the fork server's PSS divided among the tenants."""
+    server = measured.pop(FORK_SERVER, None)
+    if server is None or not measured:
+        return measured
+    share = server["pss_mb"] / len(measured)
+    for figures in measured.values():
+        figures["pss_mb"] = round(figures["pss_mb"] + share, 1)
+        figures["by_kind_mb"][FORK_SERVER] = round(share, 1)
+    return measured
+
 
 @dataclass
 class Installation:
@@ -209,7 +224,24 @@ class Installation:
                 "NO_COLOR": "1",
             }
         )
+        if BROWSER_PATH:
+            env["WACTL_BROWSER_EXECUTABLE_PATH"] = BROWSER_PATH
+        if not FORK_WORKERS:
+            env["WACTL_DAEMON_FORK_WORKERS"] = "false"
         self.env = env
+
+    def fork_server(self) -> dict[str, list[psutil.Process]]:
+        """{FORK_SERVER: [the fork server]} when the daemon runs one, else {}."""
+        for proc in psutil.process_iter(["cmdline", "name"]):
+            with contextlib.suppress(psutil.Error):
+                cmdline = proc.info["cmdline"] or []
+                if (
+                    "wactl.bot.forkserver" in cmdline
+                    and not proc.info["name"].startswith("wactl ")
+                    and proc.environ().get(MARKER) == str(self.base)
+                ):
+                    return {FORK_SERVER: [proc]}
+        return {}
 
     @property
     def data_dir(self) -> Path:
@@ -384,7 +416,9 @@ def workers_part(args: argparse.Namespace) -> dict[str, Any]:
         install.converse([one], args.messages)
         time.sleep(args.settle)
         pid = install.pids([one])[one]
-        result["one"] = settled_pss({one: tree(pid)})[one]
+        result["one"] = with_fork_server(settled_pss({one: tree(pid), **install.fork_server()}))[
+            one
+        ]
         install.cli("tenant", "logout", one)  # unlinked again: it shows a QR below too
         install.stop([one])
         say(f"{len(slugs)} tenants: starting at once")
@@ -396,7 +430,8 @@ def workers_part(args: argparse.Namespace) -> dict[str, Any]:
         time.sleep(args.settle)
         pids = install.pids(slugs)
         say(f"{len(slugs)} tenants: measuring")
-        result["many"] = settled_pss({slug: tree(pid) for slug, pid in pids.items()})
+        groups = {slug: tree(pid) for slug, pid in pids.items()}
+        result["many"] = with_fork_server(settled_pss({**groups, **install.fork_server()}))
         install.stop(slugs)
         result["start_concurrency"] = json.loads(install.cli("config", "show", "--json"))["daemon"][
             "start_concurrency"
@@ -445,39 +480,51 @@ def without(flags: Sequence[str], *drop: str) -> tuple[str, ...]:
     return tuple(kept)
 
 
-def variants() -> list[tuple[str, tuple[str, ...], str]]:
-    """(label, Chromium flags, driver NODE_OPTIONS) for each configuration measured."""
+def variants() -> list[tuple[str, tuple[str, ...], str, str]]:
+    """(label, Chromium flags, driver NODE_OPTIONS, browser) for each configuration
+    measured; browser "" is the one wactl picks (or --browser)."""
     flags = chromium.CHROMIUM_FLAGS
     node = chromium.DRIVER_NODE_OPTIONS
+    full = shutil.which("chromium") or ""
     return [
-        ("wactl (all flags)", flags, node),
-        ("Playwright defaults only", (), ""),
-        ("- WebUIOmniboxPopup,WebUIOmniboxAimPopup", without(flags, *OMNIBOX), node),
+        ("wactl (all flags)", flags, node, ""),
+        ("Playwright defaults only", (), "", ""),
+        *([("full chromium instead of the headless shell", flags, node, full)] if full else []),
+        ("- WebUIOmniboxPopup,WebUIOmniboxAimPopup", without(flags, *OMNIBOX), node, ""),
         (
             "- SpareRendererForSitePerProcess",
             without(flags, "SpareRendererForSitePerProcess"),
             node,
+            "",
         ),
-        ("- --disable-gpu --disable-software-rasterizer", without(flags, *GPU), node),
-        ("- driver NODE_OPTIONS", flags, ""),
+        ("- --disable-gpu --disable-software-rasterizer", without(flags, *GPU), node, ""),
+        ("- driver NODE_OPTIONS", flags, "", ""),
+        ("- driver --jitless", flags, node.replace("--jitless", "").strip(), ""),
         # Candidates not adopted (see bench/README.md for why).
-        ("+ --in-process-gpu", (*flags, "--in-process-gpu"), node),
-        ("+ --no-zygote", (*flags, "--no-zygote"), node),
-        ("+ --single-process", (*flags, "--single-process"), node),
-        ("+ --enable-low-end-device-mode", (*flags, "--enable-low-end-device-mode"), node),
-        ("+ --renderer-process-limit=1", (*flags, "--renderer-process-limit=1"), node),
+        ("+ --in-process-gpu", (*flags, "--in-process-gpu"), node, ""),
+        ("+ --no-zygote", (*flags, "--no-zygote"), node, ""),
+        ("+ --single-process", (*flags, "--single-process"), node, ""),
+        ("+ --enable-low-end-device-mode", (*flags, "--enable-low-end-device-mode"), node, ""),
+        ("+ --renderer-process-limit=1", (*flags, "--renderer-process-limit=1"), node, ""),
     ]
 
+
+#: The Chromium to run (--browser); empty: the one wactl picks.
+BROWSER_PATH = ""
+#: daemon.fork_workers in part 1 (--no-fork-workers turns it off).
+FORK_WORKERS = True
 
 OMNIBOX = ("WebUIOmniboxPopup", "WebUIOmniboxAimPopup")
 GPU = ("--disable-gpu", "--disable-software-rasterizer")
 
 
-def engine_config(base: Path, standin: StandIn) -> Config:
+def engine_config(base: Path, standin: StandIn, executable: str = "") -> Config:
     return dataclasses.replace(
         Config(),
         paths=PathsConfig(data_dir=str(base)),
-        browser=BrowserConfig(url=standin.url, wa_js_path=str(FAKE_WPP)),
+        browser=BrowserConfig(
+            url=standin.url, wa_js_path=str(FAKE_WPP), executable_path=executable or BROWSER_PATH
+        ),
     )
 
 
@@ -497,8 +544,9 @@ async def measure_variant(
     count: int,
     settle: float,
     probes: int,
+    executable: str = "",
 ) -> dict[str, Any]:
-    config = engine_config(base, standin)
+    config = engine_config(base, standin, executable)
     chromium.DRIVER_NODE_OPTIONS = node  # read by each engine when it starts its driver
     engines = []
     waiters = []
@@ -519,7 +567,7 @@ async def measure_variant(
         groups = {}
         for engine in engines:
             browsers = chromium.profile_processes(engine.profile)
-            main = [p for p in browsers if "--remote-debugging-pipe" in p.cmdline()]
+            main = [p for p in browsers if not any(a.startswith("--type=") for a in p.cmdline())]
             driver = [main[0].parent()] if main and main[0].parent() else []
             groups[engine.tenant_slug] = [p for p in driver if p is not None] + browsers
         pss = await asyncio.to_thread(settled_pss, groups)
@@ -602,7 +650,7 @@ async def flags_part(args: argparse.Namespace) -> dict[str, Any]:
             # the same Chromium) moves PSS; interleaving spreads that over the variants.
             rounds: dict[str, list[dict[str, Any]]] = {}
             for round_number in range(args.rounds):
-                for label, flags, node in variants():
+                for label, flags, node, executable in variants():
                     say(
                         f"flags, round {round_number + 1}/{args.rounds}: {label}: "
                         f"{args.tenants} browsers"
@@ -610,7 +658,14 @@ async def flags_part(args: argparse.Namespace) -> dict[str, Any]:
                     shutil.rmtree(base / "profiles", ignore_errors=True)
                     rounds.setdefault(label, []).append(
                         await measure_variant(
-                            base, standin, flags, node, args.tenants, args.settle, args.probes
+                            base,
+                            standin,
+                            flags,
+                            node,
+                            args.tenants,
+                            args.settle,
+                            args.probes,
+                            executable,
                         )
                     )
             for label, taken in rounds.items():
@@ -776,7 +831,8 @@ def render(report: dict[str, Any], rows: list[Row]) -> str:
 
 def machine() -> dict[str, Any]:
     try:
-        browser = chromium.browser_version(chromium.resolve_executable(Config()))
+        config = dataclasses.replace(Config(), browser=BrowserConfig(executable_path=BROWSER_PATH))
+        browser = chromium.browser_version(chromium.resolve_executable(config))
     except WactlError as exc:
         browser = f"no browser ({exc.one_line()})"
     from importlib.metadata import version
@@ -820,6 +876,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--probes", type=int, default=1500, help="probes per browser in part 2 (default 1500)"
     )
+    parser.add_argument(
+        "--browser",
+        default="",
+        metavar="PATH",
+        help="the Chromium to run (default: the one wactl picks, as browser.executable_path)",
+    )
+    parser.add_argument(
+        "--no-fork-workers",
+        action="store_true",
+        help="part 1 with daemon.fork_workers off (each worker its own interpreter)",
+    )
     parser.add_argument("--skip-workers", action="store_true", help="skip part 1")
     parser.add_argument("--skip-flags", action="store_true", help="skip part 2")
     args = parser.parse_args(argv)
@@ -839,7 +906,10 @@ def _on_sigterm(signum: int, _frame: object) -> None:
 
 
 def main(argv: list[str]) -> int:
+    global BROWSER_PATH, FORK_WORKERS
     args = parse_args(argv)
+    BROWSER_PATH = args.browser
+    FORK_WORKERS = not args.no_fork_workers
     signal.signal(signal.SIGTERM, _on_sigterm)
     start = time.monotonic()
     report: dict[str, Any] = {
@@ -852,6 +922,8 @@ def main(argv: list[str]) -> int:
             "probes": args.probes,
             "settle_s": args.settle,
             "net_seconds": args.net_seconds,
+            "fork_workers": FORK_WORKERS,
+            "browser": args.browser or "wactl's choice",
         },
     }
     try:

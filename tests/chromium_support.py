@@ -31,3 +31,20 @@ def chromium_executable() -> Path:
     if os.environ.get("CI"):
         pytest.fail(f"{message}; CI must run the browser tests", pytrace=False)
     pytest.skip(message)
+
+
+def require_headless_shell() -> None:
+    """The engine's default choice must be the headless shell (what operators run); fails
+    (CI) or skips (elsewhere) when it is not installed."""
+    from wactl.bot.engines import chromium
+    from wactl.config.model import Config
+
+    if chromium.is_headless_shell(chromium.resolve_executable(Config())):
+        return
+    message = (
+        "chromium-headless-shell is not installed; install it with "
+        "`apt-get install chromium-headless-shell` (scripts/ensure-chromium does)"
+    )
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}; CI must run the browser tests on it", pytrace=False)
+    pytest.skip(message)

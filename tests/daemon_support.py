@@ -97,13 +97,32 @@ class Daemon:
         return result
 
     def worker_processes(self) -> list[psutil.Process]:
-        """Every live `wactl.bot` process started for this daemon's runtime dir."""
+        """Every live worker (`python -m wactl.bot`, or forked by the fork server and
+        named "wactl SLUG") started for this daemon's runtime dir."""
         found = []
-        for proc in psutil.process_iter(["cmdline"]):
+        for proc in psutil.process_iter(["cmdline", "name"]):
             with contextlib.suppress(psutil.Error):
-                if "wactl.bot" in (proc.info["cmdline"] or []) and proc.environ().get(
+                cmdline = proc.info["cmdline"] or []
+                forked = "wactl.bot.forkserver" in cmdline and proc.info["name"].startswith(
+                    "wactl "
+                )
+                if ("wactl.bot" in cmdline or forked) and proc.environ().get(
                     "WACTL_PATHS_RUNTIME_DIR"
                 ) == str(self.runtime_dir):
+                    found.append(proc)
+        return found
+
+    def fork_servers(self) -> list[psutil.Process]:
+        """The live fork servers (`wactl.bot.forkserver`) of this daemon's runtime dir."""
+        found = []
+        for proc in psutil.process_iter(["cmdline", "name"]):
+            with contextlib.suppress(psutil.Error):
+                if (
+                    "wactl.bot.forkserver" in (proc.info["cmdline"] or [])
+                    and not proc.info["name"].startswith("wactl ")
+                    and proc.status() != psutil.STATUS_ZOMBIE
+                    and proc.environ().get("WACTL_PATHS_RUNTIME_DIR") == str(self.runtime_dir)
+                ):
                     found.append(proc)
         return found
 
@@ -128,6 +147,9 @@ class Daemon:
         for pid in self.seen_workers:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
+        for proc in self.fork_servers():
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
 
 
 def _running(pid: int) -> bool:

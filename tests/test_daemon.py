@@ -218,7 +218,9 @@ def test_hung_worker_is_replaced(cli: CLI, daemon: Daemon) -> None:
 
 SPAWNER = """
 import os, sys, time
-if "wactl.bot" in sys.argv[0] or any("wactl.bot" in a for a in sys.orig_argv):
+
+
+def spawn():
     marker = os.environ["WACTL_TEST_DESCENDANTS"]
     if os.fork() == 0:
         # A child that stays in the worker's process group...
@@ -233,6 +235,25 @@ if "wactl.bot" in sys.argv[0] or any("wactl.bot" in a for a in sys.orig_argv):
             f.write(str(os.getpid()))
         while True:
             time.sleep(60)
+
+
+def patch_worker_main():
+    import wactl.bot.worker as worker
+
+    original = worker.main
+
+    def main(argv):
+        spawn()
+        return original(argv)
+
+    worker.main = main
+
+
+if "wactl.bot.forkserver" in sys.orig_argv:
+    # Workers are forked from here: spawn once the fork has become a worker.
+    os.register_at_fork(after_in_child=patch_worker_main)
+elif "wactl.bot" in sys.orig_argv:
+    spawn()
 """
 
 

@@ -109,7 +109,7 @@ def test_a_whatsapp_web_tenant_without_a_browser_fails_with_the_fix(
         "name": "browser",
         "status": "fail",
         "detail": "browser.executable_path /nonexistent/chromium is not an executable file",
-        "fix": "install Chromium (`apt-get install chromium`) or fix the path "
+        "fix": "install Chromium (`apt-get install chromium-headless-shell`) or fix the path "
         "(`wactl config set browser.executable_path PATH`)",
     }
     text = cli("doctor")
@@ -123,6 +123,39 @@ def test_without_whatsapp_web_tenants_a_missing_browser_is_only_a_warning(
     assert cli("init").code == 0
     monkeypatch.setenv("WACTL_BROWSER_EXECUTABLE_PATH", "/nonexistent/chromium")
     assert checks(cli)["browser"]["status"] == "warn"
+
+
+def test_the_full_browser_is_a_warning_that_names_the_headless_shell(
+    cli: CLI, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cli("init").code == 0
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    full = bin_dir / "chromium"
+    full.write_text("#!/bin/sh\necho 'Chromium 150.0.1.2 built on Debian'\n")
+    full.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert checks(cli)["browser"] == {
+        "name": "browser",
+        "status": "warn",
+        "detail": f"{full} (Chromium 150.0.1.2): the full browser, about 57 MB more per "
+        "tenant than chromium-headless-shell",
+        "fix": "install the headless shell (`apt-get install chromium-headless-shell`); "
+        "the engine prefers it",
+    }
+    # Chosen on purpose: fine.
+    monkeypatch.setenv("WACTL_BROWSER_EXECUTABLE_PATH", str(full))
+    assert checks(cli)["browser"]["status"] == "ok"
+    monkeypatch.delenv("WACTL_BROWSER_EXECUTABLE_PATH")
+    shell = bin_dir / "chromium-headless-shell"
+    shell.write_text(full.read_text())
+    shell.chmod(0o755)
+    assert checks(cli)["browser"] == {
+        "name": "browser",
+        "status": "ok",
+        "detail": f"{shell} (Chromium 150.0.1.2)",
+        "fix": None,
+    }
 
 
 def test_an_old_schema_fails_and_names_the_upgrade(cli: CLI, empty_db_url: str) -> None:

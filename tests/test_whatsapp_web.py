@@ -40,6 +40,7 @@ import psutil
 import pytest
 from sqlalchemy import select
 
+from tests.chromium_support import chromium_executable, require_headless_shell
 from tests.conftest import CLI
 from tests.daemon_support import Daemon, daemon_for_cli, events_in_thread
 from tests.support import db_session, poll_for
@@ -332,7 +333,7 @@ def test_resolving_the_browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         chromium.resolve_executable(web_config(tmp_path, executable_path=str(missing)))
     assert caught.value.one_line() == (
         f"browser.executable_path {missing} is not an executable file; install Chromium "
-        "(`apt-get install chromium`) or fix the path "
+        "(`apt-get install chromium-headless-shell`) or fix the path "
         "(`wactl config set browser.executable_path PATH`)"
     )
     assert caught.value.exit_code == 3
@@ -341,14 +342,24 @@ def test_resolving_the_browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         chromium.resolve_executable(web_config(tmp_path), playwright_default=str(missing))
     assert caught.value.one_line() == (
         "no Chromium found: browser.executable_path is empty, Playwright has no browser "
-        "installed, and none of chromium, chromium-browser, google-chrome-stable, "
-        "google-chrome is on PATH; install one (`apt-get install chromium`) or set "
-        "browser.executable_path"
+        "installed, and none of chromium-headless-shell, chromium, chromium-browser, "
+        "google-chrome-stable, google-chrome is on PATH; install one "
+        "(`apt-get install chromium-headless-shell`) or set browser.executable_path"
     )
     fake = tmp_path / "chromium"
     fake.write_text("#!/bin/sh\necho 'Chromium 1.2.3.4 built on nowhere'\n")
     fake.chmod(0o755)
     assert chromium.resolve_executable(web_config(tmp_path)) == fake
+    # The headless shell comes first; Debian's script (it runs a binary) as that binary.
+    shell = tmp_path / "chromium-headless-shell"
+    shutil.copy(fake, shell)
+    assert chromium.resolve_executable(web_config(tmp_path)) == shell
+    binary = tmp_path / "lib" / "chromium-headless-shell"
+    binary.parent.mkdir()
+    monkeypatch.setattr(chromium, "WRAPPED_BINARIES", {shell: binary})
+    assert chromium.resolve_executable(web_config(tmp_path)) == shell  # no binary there
+    shutil.copy(fake, binary)
+    assert chromium.resolve_executable(web_config(tmp_path)) == binary
     assert chromium.browser_version(fake) == "Chromium 1.2.3.4"
     broken = tmp_path / "broken"
     broken.write_text("#!/bin/sh\necho 'segfault' >&2; exit 139\n")
@@ -413,6 +424,15 @@ def test_browser_config_is_validated(cli: CLI, tmp_path: Path) -> None:
     result = cli("--config", str(config_file), "config", "validate")
     assert result.code == 3
     assert "browser.probe_timeout_seconds must be greater than 0, not 0.0" in result.err
+    for bad in ('"two\\nlines"', "' padded'", "'" + "x" * 513 + "'"):
+        config_file.write_text(f"[browser]\nuser_agent = {bad}\n")
+        result = cli("--config", str(config_file), "config", "validate")
+        assert result.code == 3
+        assert result.err == (
+            f"error: config file {config_file}: browser.user_agent must be one line of "
+            "printable text, at most 512 characters, without leading or trailing spaces; "
+            "leave it empty for desktop Chrome's User-Agent\n"
+        )
     config_file.write_text("[browser]\nanswer_groups = true\n")
     assert load_config(config_file).browser.answer_groups
 
@@ -465,12 +485,13 @@ def browser_pids(profile: Path) -> list[int]:
     return [p.pid for p in chromium.profile_processes(profile)]
 
 
+@pytest.mark.parametrize("browser", ["headless-shell", "chromium"])
 def test_the_engine_on_web_whatsapp_com_under_its_csp(
-    tmp_path: Path, standin: StandIn, no_browser_left: Path
+    tmp_path: Path, standin: StandIn, no_browser_left: Path, browser: str
 ) -> None:
     """https://web.whatsapp.com/ served by the stand-in through context.route, with a
     policy that forbids inline scripts: wa-js and the bridge run anyway, and the whole
-    conversation works."""
+    conversation works; on the headless shell (the default) and on the full browser."""
 
     async def route_to_standin(context: Any) -> None:
         async def handle(route: Any) -> None:
@@ -480,12 +501,21 @@ def test_the_engine_on_web_whatsapp_com_under_its_csp(
 
         await context.route("https://web.whatsapp.com/**", handle)
 
-    config = standin_config(tmp_path, standin, url="https://web.whatsapp.com/")
+    if browser == "chromium":
+        executable = str(chromium_executable())
+    else:
+        require_headless_shell()
+        executable = ""
+    config = standin_config(
+        tmp_path, standin, url="https://web.whatsapp.com/", executable_path=executable
+    )
 
     async def scenario() -> None:
         events = Recorder()
         engine = WhatsAppWebEngine("shop", config, events, prepare_context=route_to_standin)
         await engine.start()
+        assert engine.executable is not None
+        assert chromium.is_headless_shell(engine.executable) == (browser == "headless-shell")
         try:
             session = await link(engine, events, standin)
             assert engine.own_number == f"+{OWNER_PHONE}"
@@ -644,13 +674,17 @@ def test_a_qr_that_went_idle_is_refreshed(
         try:
             await wait_for(events, lambda: bool(events.qrs()))
             session = await asyncio.to_thread(standin.session_showing, events.qrs()[-1])
+            shown = len(events.qrs())
             standin.command(session, "qr_idle")
             await asyncio.to_thread(standin.wait, lambda: ("qr_idle", {}) in session.events)
-            shown = len(events.qrs())  # rotation has stopped: only a refresh adds one
+            # Rotation has stopped (and the next would be a minute away): only the
+            # refresh adds a code, and it may already have by now.
             await asyncio.to_thread(standin.wait, lambda: ("refresh_qr", {}) in session.events)
             await wait_for(events, lambda: len(events.qrs()) > shown)
             fresh = events.qrs()[-1]
             assert (await asyncio.to_thread(standin.session_showing, fresh)).id == session.id
+            order = [(name, data.get("qr")) for name, data in session.events]
+            assert order.index(("qr", fresh)) > order.index(("refresh_qr", None))
         finally:
             await engine.stop()
 
@@ -725,6 +759,82 @@ def test_a_page_without_wa_js_is_a_failure(
             await engine.stop()
 
     run(scenario)
+
+
+def test_the_browser_says_desktop_chrome_not_headless(
+    tmp_path: Path, standin: StandIn, no_browser_left: Path
+) -> None:
+    """WhatsApp Web (and the stand-in) turns HeadlessChrome away; the engine sends desktop
+    Chrome's User-Agent with the browser's own major version, in the HTTP header and in
+    navigator.userAgent alike."""
+    major = chromium.browser_version(chromium.resolve_executable(Config())).split()[1]
+    expected = (
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        f"Chrome/{major.split('.')[0]}.0.0.0 Safari/537.36"
+    )
+
+    async def scenario() -> None:
+        events = Recorder()
+        engine = WhatsAppWebEngine("shop", standin_config(tmp_path, standin), events)
+        await engine.start()
+        try:
+            session = await link(engine, events, standin)
+        finally:
+            await engine.stop()
+        assert engine.user_agent == expected
+        assert session.user_agents[0] == (expected, expected)
+
+    run(scenario)
+
+
+def test_a_configured_user_agent_is_sent_and_a_headless_one_is_turned_away(
+    tmp_path: Path, standin: StandIn, no_browser_left: Path
+) -> None:
+    own = "Mozilla/5.0 (X11; Linux x86_64) Chrome/150.0.0.0 Safari/537.36 wactl-test"
+    headless = "Mozilla/5.0 (X11; Linux x86_64) HeadlessChrome/150.0.0.0 Safari/537.36"
+
+    async def scenario(agent: str) -> tuple[Recorder, str | None]:
+        config = standin_config(tmp_path, standin, user_agent=agent, ready_timeout_seconds=3.0)
+        events = Recorder()
+        engine = WhatsAppWebEngine("shop", config, events)
+        await engine.start()
+        try:
+            if agent == own:
+                await wait_for(events, lambda: bool(events.qrs()))
+                return events, None
+            return events, await failure_of(engine)
+        finally:
+            await engine.stop()
+
+    events, _ = asyncio.run(asyncio.wait_for(scenario(own), 180))
+    session = standin.session_showing(events.qrs()[-1])
+    assert session.user_agents == [(own, own)]
+    events, failure = asyncio.run(asyncio.wait_for(scenario(headless), 180))
+    assert failure == (
+        "WhatsApp Web did not load within 3 s (wa-js not ready); "
+        "the daemon restarts the worker with a fresh browser"
+    )
+    assert not events.qrs()
+    seen = [agents for s in standin.sessions.values() for agents in s.user_agents]
+    assert seen == [(own, own), (headless, headless)]
+
+
+def test_the_user_agent_follows_the_browsers_version(tmp_path: Path) -> None:
+    assert chromium.user_agent_for("Chromium 156.0.8078.108 built on Debian") == (
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/156.0.0.0 Safari/537.36"
+    )
+    assert chromium.user_agent_for("Google Chrome 99.1.2.3").count("Chrome/99.0.0.0") == 1
+    with pytest.raises(ConfigError) as caught:
+        chromium.user_agent_for("Chromium")
+    assert caught.value.one_line() == (
+        "cannot tell the browser's version from 'Chromium'; set browser.user_agent"
+    )
+    fake = tmp_path / "chromium"
+    fake.write_text("#!/bin/sh\necho 'Chromium 120.0.1.2'\n")
+    fake.chmod(0o755)
+    assert "Chrome/120.0.0.0 " in chromium.user_agent(web_config(tmp_path), fake)
+    assert chromium.user_agent(web_config(tmp_path, user_agent="X/1"), fake) == "X/1"
 
 
 def test_a_hung_page_is_a_failure(tmp_path: Path, standin: StandIn, no_browser_left: Path) -> None:
@@ -1089,7 +1199,9 @@ def test_a_browser_left_by_a_killed_worker_is_reaped(
     worker = web_daemon.ps()["shop"]["pid"]
     profile = isolated_env / ".local/share/wactl/profiles/shop"
     browser = next(
-        p for p in chromium.profile_processes(profile) if "--remote-debugging-pipe" in p.cmdline()
+        p
+        for p in chromium.profile_processes(profile)
+        if not any(arg.startswith("--type=") for arg in p.cmdline())
     )
     # Chromium writes localStorage (where the stand-in keeps the link, as WhatsApp Web
     # keeps its keys in the profile) to disk a few seconds after the page sets it; a kill

@@ -13,6 +13,9 @@ long-polls ``/standin/poll`` for commands and reports what happens to ``/standin
   (``from_me``);
 - the test breaks the page: `hang` (its main thread never answers again);
 - the page tells the test what "WhatsApp's servers" received: `sent`.
+
+Like WhatsApp Web, it turns a browser that says "HeadlessChrome" away: the page then
+shows no QR and wa-js never becomes ready.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ PAGE = b"""<!doctype html>
 <body><p>WhatsApp Web stand-in for wactl's tests.</p>
 <script>document.body.dataset.inline = "ran";</script></body></html>
 """
+#: What WhatsApp Web turns away.
+HEADLESS = "HeadlessChrome"
 #: How long a poll waits for a command before the page asks again.
 POLL_SECONDS = 1.0
 
@@ -57,6 +62,8 @@ class Session:
     commands: list[dict[str, Any]] = field(default_factory=list)
     #: When the page last polled (monotonic).
     seen: float = 0.0
+    #: The User-Agent of each boot: the HTTP header, and the page's navigator.userAgent.
+    user_agents: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def qr(self) -> str | None:
@@ -162,9 +169,14 @@ class StandIn:
             session = self.sessions[session_id] = Session(session_id)
         return session
 
-    def hello(self, session_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    def hello(self, session_id: str, body: dict[str, Any], user_agent: str) -> dict[str, Any]:
+        page_agent = str(body.get("userAgent", ""))
         with self.changed:
             session = self._session(session_id)
+            session.user_agents.append((user_agent, page_agent))
+            if HEADLESS in user_agent or HEADLESS in page_agent:
+                self.changed.notify_all()
+                return {"refused": "update your browser"}
             session.boots += 1
             session.authenticated = bool(body.get("authenticated"))
             session.ready = False
@@ -248,7 +260,8 @@ def _handler_for(standin: StandIn) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length) or b"{}")
             if path == "/standin/hello":
-                self._json(standin.hello(self._session_id(), body))
+                agent = self.headers.get("User-Agent", "")
+                self._json(standin.hello(self._session_id(), body, agent))
             elif path == "/standin/event":
                 standin.event(self._session_id(), body)
                 self._json({})

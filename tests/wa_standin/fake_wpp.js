@@ -220,11 +220,16 @@
       const response = await fetch(CONTROL + '/hello?session=' + session, {
         method: 'POST',
         headers: { 'Content-Type': 'application/json' },
-        body: JSON.stringify({ authenticated, me }),
+        body: JSON.stringify({ authenticated, me, userAgent: navigator.userAgent }),
       });
       settings = Object.assign(settings, await response.json());
     } catch (error) {
       console.error('the stand-in control server does not answer', error);
+    }
+    if (settings.refused) {
+      // WhatsApp Web's "update your browser" page: its app (and wa-js) never loads.
+      console.error('WhatsApp Web (stand-in) turned this browser away: ' + settings.refused);
+      return;
     }
     ready = true; // what wa-js calls "injected": its API works from here
     if (authenticated) {

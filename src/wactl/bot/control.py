@@ -211,6 +211,11 @@ class ControlServer:
                     request.add_done_callback(self._handlers.discard)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # close() cancels us. Python 3.11's start_server calls task.exception() on
+            # the finished handler, which raises for a cancelled task and logs "Exception
+            # in callback" at every worker exit; ending normally is what close() wants.
+            pass
         finally:
             self._clients.discard(writer)
             self._handlers.discard(task)

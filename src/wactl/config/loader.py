@@ -168,6 +168,13 @@ def validate_values(config: Config, *, where: str) -> None:
             f"{where}: browser.url must be an http:// or https:// URL, not {page_url!r}",
             hint='the default is "https://web.whatsapp.com/"',
         )
+    agent = config.browser.user_agent
+    if agent and (len(agent) > 512 or not agent.isprintable() or agent != agent.strip()):
+        raise ConfigError(
+            f"{where}: browser.user_agent must be one line of printable text, at most 512 "
+            "characters, without leading or trailing spaces",
+            hint="leave it empty for desktop Chrome's User-Agent",
+        )
     url = config.database.url
     if url and not url.startswith(("sqlite:", "sqlite+", "postgresql:", "postgresql+")):
         raise ConfigError(

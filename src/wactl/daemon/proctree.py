@@ -110,7 +110,29 @@ def identity_matches(pid: int, create_time: float, slug: str) -> bool:
             return False
         if proc.status() == psutil.STATUS_ZOMBIE:
             return False
-        cmdline = proc.cmdline()
+        return is_worker_of(proc, slug)
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return False
-    return "wactl.bot" in cmdline and slug in cmdline
+
+
+def worker_name(slug: str) -> str:
+    """The process name (``comm``: what ps -o comm, top and pgrep show) of a worker forked
+    by the fork server, whose command line stays the fork server's; the kernel keeps 15
+    bytes of it."""
+    return f"wactl {slug}"[:15]
+
+
+def is_worker_of(proc: psutil.Process, slug: str) -> bool:
+    """Whether ``proc`` is a worker of ``slug``: started as ``python -m wactl.bot SLUG``,
+    or forked by the fork server and named `worker_name`."""
+    cmdline = proc.cmdline()
+    if "wactl.bot" in cmdline:
+        return slug in cmdline
+    return "wactl.bot.forkserver" in cmdline and _comm(proc.pid) == worker_name(slug)
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return ""

@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session
 from wactl.config import Config
 from wactl.daemon import proctree
 from wactl.daemon.events import EventHub
+from wactl.daemon.forkserver import ForkServer, ForkServerError
 from wactl.daemon.link import WorkerLink
 from wactl.daemon.states import RestartPolicy, State, WorkerMachine
 from wactl.db.base import utcnow
@@ -48,7 +49,7 @@ from wactl.db.engine import session_scope
 from wactl.db.models import Tenant, WorkerProcess
 from wactl.enums import DesiredState, TenantStatus
 from wactl.errors import ConflictError, NotFoundError
-from wactl.ipc.protocol import worker_log_path, worker_socket_path
+from wactl.ipc.protocol import daemon_log_path, worker_log_path, worker_socket_path
 from wactl.validation import SLUG_RE
 
 log = logging.getLogger("wactl.daemon.supervisor")
@@ -57,6 +58,8 @@ T = TypeVar("T")
 
 #: A worker must say hello on its control socket within this time after it is started.
 START_TIMEOUT = 60.0
+#: How long the fork server may take to report a forked worker's exit status.
+EXIT_CODE_TIMEOUT = 5.0
 #: Longest pause between supervision ticks (heartbeat checks and sampling).
 MAX_TICK = 1.0
 #: Seconds between USS samples of each worker tree (a new worker is sampled at once).
@@ -77,6 +80,8 @@ class Worker:
     pid: int | None = None
     create_time: float | None = None
     popen: subprocess.Popen[bytes] | None = None
+    #: The fork server is forking this worker (`Supervisor._start_process`).
+    spawning: bool = False
     pidfd: int | None = None
     started_mono: float | None = None
     restarts: int = 0
@@ -175,6 +180,10 @@ class Supervisor:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ticks = 0
         self.started_at = time.time()
+        self.forkserver: ForkServer | None = None
+        if d.fork_workers:
+            # Its own output (nothing, unless it fails) goes to the daemon's log.
+            self.forkserver = ForkServer(self._environment(), daemon_log_path(config.log_dir))
 
     # --- plumbing -------------------------------------------------------------------
 
@@ -354,6 +363,8 @@ class Supervisor:
                     await task
             else:
                 task.cancel()
+        if self.forkserver is not None:
+            await self.forkserver.close()
         self._db_pool.shutdown(wait=True)
 
     # --- operator actions -----------------------------------------------------------
@@ -501,10 +512,7 @@ class Supervisor:
     async def _start_process(self, worker: Worker) -> None:
         """Start the worker process and wait (holding a start slot) until it says hello."""
         async with self._start_slots:
-            if (
-                worker.desired is not DesiredState.RUNNING
-                or worker.machine.state is not State.STARTING
-            ):
+            if worker.spawning or not self._still_wanted(worker):
                 return
             self._reap_leftovers(worker)
             log_path = worker_log_path(self.config.log_dir, worker.slug)
@@ -512,24 +520,37 @@ class Supervisor:
             worker.exited = asyncio.Event()
             worker.up = asyncio.Event()
             worker.kill_reason = None
+            popen = None
             with log_path.open("ab") as output:
+                # The fork is awaited: no second start of this worker meanwhile, and a
+                # stop that came meanwhile ends the new process at once.
+                worker.spawning = True
                 try:
-                    popen = subprocess.Popen(
-                        self._command(worker.slug),
-                        stdin=subprocess.DEVNULL,
-                        stdout=output,
-                        stderr=subprocess.STDOUT,
-                        env=self._environment(),
-                        start_new_session=True,
-                        close_fds=True,
-                    )
-                except OSError as exc:
-                    self._crashed(worker, f"could not start: {exc}")
+                    pid = await self._fork(worker, output)
+                finally:
+                    worker.spawning = False
+                if pid is not None and not self._still_wanted(worker):
+                    self._discard_forked(pid)
                     return
+                if pid is None:
+                    try:
+                        popen = subprocess.Popen(
+                            self._command(worker.slug),
+                            stdin=subprocess.DEVNULL,
+                            stdout=output,
+                            stderr=subprocess.STDOUT,
+                            env=self._environment(),
+                            start_new_session=True,
+                            close_fds=True,
+                        )
+                    except OSError as exc:
+                        self._crashed(worker, f"could not start: {exc}")
+                        return
+                    pid = popen.pid
             worker.popen = popen
-            worker.pid = popen.pid
+            worker.pid = pid
             try:
-                worker.create_time = psutil.Process(popen.pid).create_time()
+                worker.create_time = psutil.Process(pid).create_time()
             except psutil.Error:
                 worker.create_time = None
             worker.started_mono = time.monotonic()
@@ -539,7 +560,12 @@ class Supervisor:
             self._watch(worker)
             self._persist(worker)
             self._publish(worker)
-            log.info("started worker %s (pid %d)", worker.slug, popen.pid)
+            log.info(
+                "started worker %s (pid %d%s)",
+                worker.slug,
+                pid,
+                "" if popen is not None else ", forked",
+            )
             self._connect(worker)
             up = asyncio.ensure_future(worker.up.wait())
             exited = asyncio.ensure_future(worker.exited.wait())
@@ -551,6 +577,29 @@ class Supervisor:
             if not done and worker.pid is not None:
                 worker.kill_reason = f"did not start within {START_TIMEOUT:g} s"
                 proctree.kill_tree(worker.pid)
+
+    @staticmethod
+    def _still_wanted(worker: Worker) -> bool:
+        return worker.desired is DesiredState.RUNNING and worker.machine.state is State.STARTING
+
+    def _discard_forked(self, pid: int) -> None:
+        """A worker forked for a start that was called off while it was being forked."""
+        assert self.forkserver is not None
+        log.info("stopping pid %d at once: its start was called off while it was forked", pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        self._spawn_task(self.forkserver.exit_code(pid, EXIT_CODE_TIMEOUT), f"discard-{pid}")
+
+    async def _fork(self, worker: Worker, output: Any) -> int | None:
+        """The worker forked by the fork server, or None to start it with `_command`
+        (``daemon.fork_workers`` off, or the fork server failing: logged)."""
+        if self.forkserver is None:
+            return None
+        try:
+            return await self.forkserver.spawn(worker.slug, output, self._environment())
+        except ForkServerError as exc:
+            log.warning("%s; starting worker %s as its own process", exc.message, worker.slug)
+            return None
 
     def _reap_leftovers(self, worker: Worker) -> None:
         """Kill what a previous, dead worker of this tenant left (its group, its socket)."""
@@ -638,6 +687,20 @@ class Supervisor:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     code = worker.popen.wait(timeout=0.1)
             worker.popen = None
+        elif self.forkserver is not None and worker.pid is not None:
+            # Forked: its exit status comes from the fork server, which reaps it.
+            self._spawn_task(self._forked_exit(worker, worker.pid), f"exit-{worker.slug}")
+            return
+        self._exited(worker, code)
+
+    async def _forked_exit(self, worker: Worker, pid: int) -> None:
+        assert self.forkserver is not None
+        code = await self.forkserver.exit_code(pid, EXIT_CODE_TIMEOUT)
+        if worker.pid == pid:
+            self._exited(worker, code)
+
+    def _exited(self, worker: Worker, code: int | None) -> None:
+        """What follows a worker's end, by its exit code (None: unknown)."""
         pid = worker.pid
         if pid is not None:
             # Nothing of this worker outlives it: its group and any escaped descendant.
@@ -719,7 +782,11 @@ class Supervisor:
             with contextlib.suppress(psutil.Error):
                 survivors.append(psutil.Process(member))
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGTERM)
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                # Forked a moment ago: not yet the leader of its own session.
+                os.kill(pid, signal.SIGTERM)
         try:
             await asyncio.wait_for(worker.exited.wait(), self.config.daemon.stop_grace_seconds)
         except TimeoutError:

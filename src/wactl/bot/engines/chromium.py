@@ -57,8 +57,10 @@ PLAYWRIGHT_DISABLED_FEATURES = (
 )
 
 #: Features wactl turns off on top of Playwright's. Figures: bench/browser.py (Chromium
-#: 156, ten browsers at once on the stand-in page; PSS per browser, driver included,
-#: 206 MB with every flag here, 287 MB with Playwright's defaults only).
+#: 156, ten browsers at once on the stand-in page; PSS per browser, driver included:
+#: the headless shell 145 MB with every flag here, 186 MB with Playwright's defaults
+#: only; the full chromium 206 and 287). These two matter only for the full chromium:
+#: the headless shell has neither an address bar nor spare renderers.
 WACTL_DISABLED_FEATURES = (
     # The address bar's suggestion popup is a WebUI page that Chromium preloads in a
     # renderer of its own, even headless: one process, 40 MB PSS, for nothing.
@@ -69,10 +71,10 @@ WACTL_DISABLED_FEATURES = (
     "SpareRendererForSitePerProcess",
 )
 
-#: Hosts Chromium contacts on its own although Playwright turned background networking
-#: off (netlog, 20 s of an idle page: ListAccounts on accounts.google.com and the
-#: component updater on update.googleapis.com). Mapped to "not found", they resolve
-#: locally and nothing leaves the machine.
+#: Hosts the full Chromium contacts on its own although Playwright turned background
+#: networking off (netlog, 20 s of an idle page: ListAccounts on accounts.google.com and
+#: the component updater on update.googleapis.com; the headless shell contacts none).
+#: Mapped to "not found", they resolve locally and nothing leaves the machine.
 BACKGROUND_HOSTS = ("accounts.google.com", "update.googleapis.com")
 
 #: Command-line switches added to Playwright's defaults (which already turn off sync,
@@ -83,7 +85,7 @@ BACKGROUND_HOSTS = ("accounts.google.com", "update.googleapis.com")
 CHROMIUM_FLAGS: tuple[str, ...] = (
     "--disable-features=" + ",".join(PLAYWRIGHT_DISABLED_FEATURES + WACTL_DISABLED_FEATURES),
     # The page is never shown: no GPU work. The GPU process stays (it composites in
-    # software) but shrinks from 26 to 15 MB PSS: 11 MB less per browser.
+    # software) but shrinks from 22 to 11 MB PSS (headless shell): 11 MB less per browser.
     "--disable-gpu",
     "--disable-software-rasterizer",
     # Background lookups of Google hosts (BACKGROUND_HOSTS): 11 DNS lookups in 20 s of
@@ -91,17 +93,45 @@ CHROMIUM_FLAGS: tuple[str, ...] = (
     "--host-resolver-rules=" + ", ".join(f"MAP {host} ~NOTFOUND" for host in BACKGROUND_HOSTS),
 )
 
-#: Environment of the Playwright driver (a Node.js process per worker). A 1 MB young
-#: generation instead of up to 16 MB: after 1500 calls into the page the driver holds
-#: 72 MB PSS instead of 96 (24 MB less per tenant); start to QR unchanged.
-DRIVER_NODE_OPTIONS = "--max-semi-space-size=1"
+#: Environment of the Playwright driver (a Node.js process per worker); bench/browser.py,
+#: ten browsers, after 1500 calls into each page:
+#: - a 1 MB young generation instead of up to 16 MB: 72 MB PSS per driver instead of 96;
+#: - --jitless (V8 interprets, compiles nothing): 6 MB less again, for 0.15 ms more CPU
+#:   per call into the page (310 -> 450 us; a tenant makes a few calls per message).
+#: Start to QR is unchanged by both. (--lite-mode would save 2 MB more but Node refuses it
+#: in NODE_OPTIONS; --max-old-space-size has no effect at this size.)
+DRIVER_NODE_OPTIONS = "--max-semi-space-size=1 --jitless"
 
 #: Chromium's own profile lock files; stale after a crash, they make the next start fail
 #: with "The profile appears to be in use by another Chromium process".
 SINGLETON_FILES = ("SingletonLock", "SingletonSocket", "SingletonCookie")
 
-#: Executables looked up on PATH, in order, when no other browser is configured.
-PATH_CANDIDATES = ("chromium", "chromium-browser", "google-chrome-stable", "google-chrome")
+#: Executables looked up on PATH, in order, when no other browser is configured. The
+#: headless shell (Debian's chromium-headless-shell, the build Playwright itself runs
+#: headless) has no browser UI: 77 MB PSS per browser instead of 134 (bench/browser.py,
+#: ten at once), 8 processes either way, the first QR as fast.
+HEADLESS_SHELL = "chromium-headless-shell"
+PATH_CANDIDATES = (
+    HEADLESS_SHELL,
+    "chromium",
+    "chromium-browser",
+    "google-chrome-stable",
+    "google-chrome",
+)
+
+#: Scripts on PATH that run (not exec) a browser binary, and that binary: the engine runs
+#: the binary itself (one process fewer, and signals reach the browser). Debian's
+#: chromium-headless-shell script only does that; its chromium script also reads
+#: /etc/chromium.d, so it stays.
+WRAPPED_BINARIES = {
+    Path("/usr/bin") / HEADLESS_SHELL: Path("/usr/lib/chromium") / HEADLESS_SHELL,
+}
+
+#: What desktop Chrome on Linux sends (its reduced form: only the major version).
+USER_AGENT = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/{major}.0.0.0 Safari/537.36"
+)
 
 
 class BrowserNotFoundError(ConfigError):
@@ -112,8 +142,12 @@ class BrowserNotFoundError(ConfigError):
 
 
 def resolve_executable(config: Config, *, playwright_default: str | None = None) -> Path:
-    """The Chromium the engine runs, by ``browser.executable_path``, then Playwright's own
-    browser (``playwright_default``, when installed), then `PATH_CANDIDATES` on PATH.
+    """The Chromium the engine runs: ``browser.executable_path``, else the headless shell
+    on PATH, else Playwright's own browser (``playwright_default``, when installed), else
+    the rest of `PATH_CANDIDATES` on PATH (a script in `WRAPPED_BINARIES` as its binary).
+
+    The headless shell comes before Playwright's browser (DESIGN.md names Playwright's
+    first) because it takes 57 MB less per tenant (bench/browser.py).
 
     Raises `BrowserNotFoundError` naming what was tried and how to fix it.
     """
@@ -123,21 +157,40 @@ def resolve_executable(config: Config, *, playwright_default: str | None = None)
         if not path.is_file() or not os.access(path, os.X_OK):
             raise BrowserNotFoundError(
                 f"browser.executable_path {path} is not an executable file",
-                hint="install Chromium (`apt-get install chromium`) or fix the path "
+                hint="install Chromium (`apt-get install chromium-headless-shell`) or fix the path "
                 "(`wactl config set browser.executable_path PATH`)",
             )
         return path
+    shell = _on_path(HEADLESS_SHELL)
+    if shell is not None:
+        return shell
     if playwright_default and os.access(playwright_default, os.X_OK):
         return Path(playwright_default)
     for name in PATH_CANDIDATES:
-        found = shutil.which(name)
-        if found:
-            return Path(found)
+        found = _on_path(name)
+        if found is not None:
+            return found
     raise BrowserNotFoundError(
         "no Chromium found: browser.executable_path is empty, Playwright has no browser "
         f"installed, and none of {', '.join(PATH_CANDIDATES)} is on PATH",
-        hint="install one (`apt-get install chromium`) or set browser.executable_path",
+        hint="install one (`apt-get install chromium-headless-shell`) or set "
+        "browser.executable_path",
     )
+
+
+def _on_path(name: str) -> Path | None:
+    """``name`` on PATH (a script in `WRAPPED_BINARIES` as its binary), or None."""
+    found = shutil.which(name)
+    if found is None:
+        return None
+    binary = WRAPPED_BINARIES.get(Path(found))
+    if binary is not None and os.access(binary, os.X_OK):
+        return binary
+    return Path(found)
+
+
+def is_headless_shell(path: Path) -> bool:
+    return path.name == HEADLESS_SHELL
 
 
 def playwright_chromium() -> str | None:
@@ -180,6 +233,26 @@ def browser_version(path: Path) -> str:
             hint="point browser.executable_path at Chromium or Chrome",
         )
     return match.group(0)
+
+
+def user_agent_for(version_line: str) -> str:
+    """Desktop Chrome's User-Agent for the browser whose `browser_version` is given.
+
+    Headless Chromium says "HeadlessChrome/..." and WhatsApp Web answers that with an
+    "update your browser" page instead of a QR; the engine passes this one instead.
+    """
+    match = re.search(r"(\d+)(\.\d+)+", version_line)
+    if match is None:
+        raise ConfigError(
+            f"cannot tell the browser's version from {version_line!r}",
+            hint="set browser.user_agent",
+        )
+    return USER_AGENT.format(major=match.group(1))
+
+
+def user_agent(config: Config, executable: Path) -> str:
+    """``browser.user_agent``, or desktop Chrome's for ``executable`` (runs --version)."""
+    return config.browser.user_agent or user_agent_for(browser_version(executable))
 
 
 # --- profiles -----------------------------------------------------------------------------
@@ -240,16 +313,23 @@ class ProfileLock:
 
 
 def profile_processes(profile: Path) -> list[psutil.Process]:
-    """Live processes started on ``profile`` (Chromium passes --user-data-dir to all its
-    children: zygotes, renderers, utilities)."""
+    """Live processes started on ``profile``: the browser (its command line names the
+    profile with --user-data-dir) and every process below it. Chromium passes the flag on
+    to its children, chromium-headless-shell does not, so the children are found as
+    descendants; they stay the browser's children when the worker above it dies."""
     marker = f"--user-data-dir={profile}"
-    found = []
+    found: dict[int, psutil.Process] = {}
     for proc in psutil.process_iter(["cmdline"]):
         with contextlib.suppress(psutil.Error):
-            cmdline = proc.info["cmdline"] or []
-            if marker in cmdline and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-    return found
+            if marker in (proc.info["cmdline"] or []):
+                for member in (proc, *proc.children(recursive=True)):
+                    found.setdefault(member.pid, member)
+    alive = []
+    for proc in found.values():
+        with contextlib.suppress(psutil.Error):
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(proc)
+    return alive
 
 
 def reap_leftovers(profile: Path, *, timeout: float = 5.0) -> list[int]:

@@ -6,6 +6,9 @@ the page go two scripts, in this order: the wa-js bundle (``window.WPP``, pinned
 integrity-checked by `wactl engine install`, or a stand-in named by
 ``browser.wa_js_path``) and wactl's bridge (``whatsapp_web.js``), which hooks the wa-js
 events in `WPP_EVENTS` and reports them through the ``__wactlEmit`` binding.
+The browser says it is desktop Chrome (``browser.user_agent``, default
+`chromium.user_agent`): WhatsApp Web answers "HeadlessChrome" with an "update your
+browser" page instead of a QR.
 
 What the page reports, and what the worker hears:
 
@@ -371,6 +374,8 @@ class WhatsAppWebEngine(Engine):
         self.lock = chromium.ProfileLock(self.profile)
         self.journal = SentJournal(self.profile.with_name(f"{tenant_slug}.sent.jsonl"))
         self.executable: Path | None = None
+        #: The User-Agent the browser sends (`chromium.user_agent`): not HeadlessChrome.
+        self.user_agent = ""
         #: The tenant's own number ("+E164"), once WhatsApp Web says who is linked.
         self.own_number = ""
         #: The wa-js version the page reported.
@@ -414,6 +419,9 @@ class WhatsAppWebEngine(Engine):
             self._playwright = await _start_playwright()
             self.executable = chromium.resolve_executable(
                 self.config, playwright_default=self._playwright.chromium.executable_path
+            )
+            self.user_agent = await asyncio.to_thread(
+                chromium.user_agent, self.config, self.executable
             )
             log.info("browser %s, profile %s, wa-js %s", self.executable, self.profile, bundle)
             self._tasks = [
@@ -494,7 +502,9 @@ class WhatsAppWebEngine(Engine):
                 self.profile,
                 executable_path=self.executable,
                 headless=True,
-                args=list(self.flags),
+                # A switch, not Playwright's user_agent option: the switch covers every
+                # request and worker of the browser, the option only the pages.
+                args=[*self.flags, f"--user-agent={self.user_agent}"],
                 # The driver closes the browser on SIGTERM/SIGHUP to the worker's group;
                 # SIGINT is the worker's to handle.
                 handle_sigint=False,
