@@ -80,6 +80,26 @@ def test_workers_are_forked_named_and_report_their_exit(cli: CLI, daemon: Daemon
     assert daemon.fork_servers() == [server]
 
 
+def shared_libraries(pid: int) -> set[str]:
+    found = set()
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        path = line.split(maxsplit=5)[-1] if line.count(" ") >= 5 else ""
+        if ".so" in Path(path).name:
+            found.add(path)
+    return found
+
+
+def test_the_fork_server_has_loaded_what_a_worker_needs(cli: CLI, daemon: Daemon) -> None:
+    """What a worker loads after the fork is its own; on either database a running,
+    talking worker maps no library the fork server had not loaded already."""
+    create_and_start(cli, "alpha")
+    assert cli("sandbox", "scan", "alpha").code == 0
+    assert cli("sandbox", "send", "alpha", "--from", "+15551234567", "hola").code == 0
+    alpha = daemon.ps()["alpha"]["pid"]
+    server = fork_server_of(alpha)
+    assert shared_libraries(alpha) - shared_libraries(server.pid) == set()
+
+
 def test_a_dead_fork_server_is_replaced_and_its_workers_go_on(cli: CLI, daemon: Daemon) -> None:
     create_and_start(cli, "alpha")
     alpha = daemon.ps()["alpha"]["pid"]

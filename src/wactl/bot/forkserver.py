@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+import importlib
 import json
 import logging
 import os
@@ -44,6 +45,13 @@ from typing import Any, NoReturn
 
 #: The largest message: a spawn carries the daemon's environment.
 MAX_MESSAGE = 1 << 20
+#: Modules a worker imports later, by its engine and database, when they are installed.
+OPTIONAL_PRELOADS = (
+    "sqlite3",
+    "playwright.async_api",
+    "psycopg",
+    "sqlalchemy.dialects.postgresql.psycopg",
+)
 #: prctl(2) option that names the calling thread (what ps -o comm and top show).
 PR_SET_NAME = 15
 
@@ -54,10 +62,16 @@ def preload() -> dict[str, float]:
     import wactl.bot.engines.sandbox
     import wactl.bot.engines.whatsapp_web
     import wactl.bot.worker
-    import wactl.daemon.proctree  # noqa: F401
+    import wactl.daemon.proctree
+    import wactl.db.schema
+    import wactl.wajs  # noqa: F401
 
-    with contextlib.suppress(ImportError):
-        import playwright.async_api  # noqa: F401  (whatsapp-web workers need it)
+    # What a worker imports later, by its engine and database: loaded here, it is shared
+    # (importing psycopg adds 9.7 MB USS to a process; tests/test_forkserver.py checks
+    # that a worker maps no library the fork server has not).
+    for name in OPTIONAL_PRELOADS:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
     files: dict[str, float] = {}
     for module in list(sys.modules.values()):
         path = getattr(module, "__file__", None)
