@@ -4,8 +4,13 @@ is replaced. Real daemon, real fork server, real workers and signals."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import psutil
@@ -153,3 +158,58 @@ def test_without_fork_workers_each_worker_is_its_own_interpreter(
         assert psutil.Process(alpha).cmdline()[1:] == ["-m", "wactl.bot", "alpha"]
         assert daemon.fork_servers() == []
         assert proctree.is_worker_of(psutil.Process(alpha), "alpha")
+
+
+def test_the_fork_server_protocol(tmp_path: Path) -> None:
+    """Face to face with the fork server: a bad request gets an error, a worker forked
+    for a tenant that does not exist exits as `python -m wactl.bot` would, with the same
+    code and log lines, and the end of the daemon's socket ends the fork server."""
+
+    def environment(name: str) -> dict[str, str]:
+        return {
+            "PATH": os.environ["PATH"],
+            "HOME": str(tmp_path / name),
+            "XDG_CONFIG_HOME": str(tmp_path / name / "config"),
+            "WACTL_PATHS_DATA_DIR": str(tmp_path / name / "data"),
+            "WACTL_PATHS_RUNTIME_DIR": str(tmp_path / name / "run"),
+        }
+
+    def logged(name: str) -> list[str]:
+        log = tmp_path / name / "data" / "logs" / "tenants" / "nosuch.log"
+        # Without the time, the pid and the directory of the run.
+        text = log.read_text()
+        lines = [line.split(" ", 1)[1].replace(f"/{name}/", "/X/") for line in text.splitlines()]
+        return [re.sub(r"pid \d+", "pid N", line) for line in lines]
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "wactl.bot.forkserver", str(theirs.fileno())],
+        pass_fds=(theirs.fileno(),),
+        env=environment("server"),
+    )
+    theirs.close()
+    ours.settimeout(WAIT)
+    try:
+        assert json.loads(ours.recv(65536)) == {"ready": server.pid}
+        output = tmp_path / "output"
+        with output.open("ab") as sink:
+            socket.send_fds(ours, [b"not json"], [sink.fileno()])
+            assert json.loads(ours.recv(65536)) == {"error": "bad request {} with 1 descriptors"}
+            request = {"op": "spawn", "slug": "nosuch", "env": environment("forked")}
+            socket.send_fds(ours, [json.dumps(request).encode()], [sink.fileno()])
+            pid = json.loads(ours.recv(65536))["spawned"]
+            exited = json.loads(ours.recv(65536))
+        alone = subprocess.run(
+            [sys.executable, "-m", "wactl.bot", "nosuch"],
+            env=environment("alone"),
+            timeout=WAIT,
+            check=False,
+        )
+        assert alone.returncode == 4  # no schema in the (empty) database
+        assert exited == {"exited": pid, "code": alone.returncode}
+        assert logged("forked") == logged("alone")
+        assert "has no wactl schema; run `wactl init`" in "".join(logged("forked"))
+        assert output.read_bytes() == b""  # the worker logs to its log file, as alone
+    finally:
+        ours.close()
+    assert server.wait(timeout=WAIT) == 0

@@ -120,7 +120,7 @@ def main(argv: list[str]) -> int:
                 if not message:
                     return 0  # the daemon is gone
                 try:
-                    _handle(channel, json.loads(message), fds, files, selector, pipe)
+                    _handle(channel, _parse(message), fds, files, selector, pipe)
                 finally:
                     for fd in fds:
                         os.close(fd)
@@ -139,15 +139,19 @@ def _handle(
     selector: selectors.BaseSelector,
     pipe: tuple[int, int],
 ) -> None:
-    if request.get("op") != "spawn" or len(fds) != 1:
+    slug, env = request.get("slug"), request.get("env")
+    if (
+        request.get("op") != "spawn"
+        or len(fds) != 1
+        or not isinstance(slug, str)
+        or not isinstance(env, dict)
+    ):
         _send(channel, {"error": f"bad request {request!r} with {len(fds)} descriptors"})
         return
     path = changed(files)
     if path is not None:
         _send(channel, {"stale": f"{path} changed since the fork server loaded it"})
         return
-    slug = str(request["slug"])
-    env = {str(k): str(v) for k, v in dict(request["env"]).items()}
     try:
         pid = os.fork()
     except OSError as exc:
@@ -155,8 +159,16 @@ def _handle(
         return
     if pid == 0:
         selector.close()
-        _become_worker(slug, env, fds[0], channel, pipe)
+        _become_worker(slug, {str(k): str(v) for k, v in env.items()}, fds[0], channel, pipe)
     _send(channel, {"spawned": pid})
+
+
+def _parse(message: bytes) -> dict[str, Any]:
+    try:
+        request = json.loads(message)
+    except ValueError:
+        return {}
+    return request if isinstance(request, dict) else {}
 
 
 def _reap(channel: socket.socket) -> None:

@@ -51,10 +51,8 @@ class ForkServer:
         self._code_waiters: dict[int, asyncio.Future[int | None]] = {}
         #: Workers forked by the current fork server (their exit codes come from it).
         self._children: set[int] = set()
-
-    @property
-    def pid(self) -> int | None:
-        return self.popen.pid if self.popen is not None and self._channel is not None else None
+        #: Waits for a fork server that went away, so that it leaves no zombie.
+        self._reaping: asyncio.Future[int] | None = None
 
     async def spawn(self, slug: str, output: IO[bytes], env: dict[str, str]) -> int:
         """Fork the worker of ``slug`` (stdout and stderr on ``output``); its pid."""
@@ -207,8 +205,10 @@ class ForkServer:
             if not waiter.done():
                 waiter.set_result(None)
         self._children = set()
-        if self.popen is not None and self.popen.poll() is not None:
-            self.popen = None
+        popen, self.popen = self.popen, None
+        if popen is not None and popen.poll() is None:
+            # The socket closes a moment before the process is gone: reap it then.
+            self._reaping = asyncio.get_running_loop().run_in_executor(None, popen.wait)
 
     async def _stop(self) -> None:
         channel, self._channel = self._channel, None
