@@ -305,6 +305,30 @@ def test_sign_out(portal: RunningPortal, provider: Provider, db_url: str) -> Non
     assert types == ["tenant.created", "portal.signed_in", "portal.signed_out"]
 
 
+def test_sign_out_ends_every_session_of_the_account(
+    portal: RunningPortal, provider: Provider, db_url: str
+) -> None:
+    """A sign-out on one browser signs the account out everywhere: another browser, and
+    a copy of the cookie taken before (a stolen one) no longer work, though the cookie
+    itself has not expired."""
+    with portal.client() as laptop, portal.client() as phone, portal.client() as thief:
+        token = csrf_of(sign_in(laptop, provider, "owner@example.com").text)
+        sign_in(phone, provider, "owner@example.com")
+        thief.cookies.update(laptop.cookies)
+        for browser in (laptop, phone, thief):
+            assert browser.get("/api/portal/tenant/current/status").status_code == 200
+        assert laptop.post("/auth/signout", data={"csrf_token": token}).status_code == 303
+        for browser in (laptop, phone, thief):
+            assert browser.get("/api/portal/tenant/current/status").status_code == 401
+        assert "Sign in with Google" in follow(thief, thief.get("/")).text
+        # Signing in again works, on any of them, and only there.
+        sign_in(phone, provider, "owner@example.com")
+        assert phone.get("/api/portal/tenant/current/status").status_code == 200
+        assert laptop.get("/api/portal/tenant/current/status").status_code == 401
+    with db_session(db_url) as session:
+        assert session.scalar(select(User.session_generation)) == 1
+
+
 @pytest.mark.parametrize(
     ("target", "lands_on"),
     [
@@ -414,6 +438,30 @@ def test_a_tampered_or_foreign_cookie_signs_nobody_in(
             response = attacker.get("/api/portal/tenant/current/status")
             assert response.status_code == 401, value
             assert "victim" not in attacker.get("/").text.lower()
+
+
+def test_a_cookie_from_before_session_generations_works_until_a_sign_out(
+    portal: RunningPortal, provider: Provider, db_url: str
+) -> None:
+    """Cookies issued before the upgrade that added sign-out everywhere carry no
+    generation: they stay valid (nobody is signed out by the upgrade) until the owner
+    signs out somewhere."""
+    import base64
+    import json
+
+    import itsdangerous
+
+    with portal.client() as browser:
+        token = csrf_of(sign_in(browser, provider, "owner@example.com").text)
+        with db_session(db_url) as session:
+            user_id = str(session.scalar(select(User.id)))
+        old_payload = base64.b64encode(json.dumps({"uid": user_id}).encode())
+        old_cookie = itsdangerous.TimestampSigner(SESSION_SECRET).sign(old_payload).decode()
+        with portal.client() as old:
+            old.cookies.set("wactl_portal", old_cookie)
+            assert old.get("/api/portal/tenant/current/status").status_code == 200
+            assert browser.post("/auth/signout", data={"csrf_token": token}).status_code == 303
+            assert old.get("/api/portal/tenant/current/status").status_code == 401
 
 
 def test_without_credentials_the_page_says_what_to_configure(

@@ -377,7 +377,10 @@ class PortalConfig:
     )
     session_hours: float = field(
         default=168.0,
-        metadata=_doc("How long a sign-in lasts before the owner must sign in again."),
+        metadata=_doc(
+            "How long a sign-in lasts before the owner must sign in again. Signing out "
+            "ends it at once, in every browser of that account."
+        ),
     )
     allowed_email_domains: str = field(
         default="",

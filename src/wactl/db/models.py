@@ -224,6 +224,9 @@ class User(Base):
     phone: Mapped[str | None] = mapped_column(String(20))
     role: Mapped[Role] = mapped_column(enum_column(Role, "role"), default=Role.OWNER)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: The portal's session cookie carries the value it had at sign-in; a sign-out bumps
+    #: it, so that no cookie issued before (another browser, a copied one) signs in.
+    session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     tenant: Mapped[Tenant] = relationship(back_populates="users")
 

@@ -45,6 +45,8 @@ class SignIn:
     email: str
     slug: str
     created: bool
+    #: `User.session_generation` at this sign-in; the session cookie keeps it.
+    generation: int
 
 
 def slug_base(email: str) -> str:
@@ -112,7 +114,7 @@ def sign_in(session: Session, *, email: str, name: str, engine: EngineName) -> S
         user_id=user.id,
         payload={"first": created},
     )
-    return SignIn(user.id, tenant.id, email, tenant.slug, created)
+    return SignIn(user.id, tenant.id, email, tenant.slug, created, user.session_generation)
 
 
 def record(
@@ -148,6 +150,12 @@ def load_user(session: Session, user_id: str) -> User | None:
             tenant.joinedload(Tenant.worker),
         )
     )
+
+
+def sign_out(session: Session, user: User) -> None:
+    """End every portal session of ``user`` (each browser, and any copied cookie)."""
+    user.session_generation += 1
+    record(session, user, "portal.signed_out")
 
 
 def latest_request(session: Session, tenant_id: uuid.UUID) -> SetupRequest | None:

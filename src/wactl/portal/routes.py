@@ -45,6 +45,9 @@ T = TypeVar("T")
 MAX_JSON_BYTES = 64 * 1024
 
 _USER_KEY = "uid"
+#: The user's session generation at sign-in (`User.session_generation`); a cookie from
+#: before the last sign-out carries an older one and signs nobody in.
+_GENERATION_KEY = "gen"
 _NEXT_KEY = "next"
 
 
@@ -134,22 +137,32 @@ def _too_many(request: Request, wait: float, what: str) -> Response:
 # --- who is signed in --------------------------------------------------------------------
 
 
-def _load_owner(user_id: str) -> Callable[[Session], Owner | None]:
+def _load_owner(user_id: str, generation: int) -> Callable[[Session], Owner | None]:
     def work(session: Session) -> Owner | None:
         user = store.load_user(session, user_id)
-        if user is None:
+        if user is None or user.session_generation != generation:
             return None
         return Owner.of(user, store.latest_request(session, user.tenant_id))
 
     return work
 
 
-async def _owner(request: Request) -> Owner | None:
+def _signed_in_as(request: Request) -> tuple[str, int] | None:
+    """The user id and session generation the cookie carries (a cookie from before
+    generations existed is generation 0)."""
     user_id = request.session.get(_USER_KEY)
-    if not isinstance(user_id, str):
+    generation = request.session.get(_GENERATION_KEY, 0)
+    if not isinstance(user_id, str) or not isinstance(generation, int):
         return None
-    owner = await _portal(request).db(_load_owner(user_id))
-    if owner is None:  # the user was deleted (with their tenant): signed out
+    return user_id, generation
+
+
+async def _owner(request: Request) -> Owner | None:
+    signed_in = _signed_in_as(request)
+    if signed_in is None:
+        return None
+    owner = await _portal(request).db(_load_owner(*signed_in))
+    if owner is None:  # the user was deleted (with their tenant), or signed out elsewhere
         request.session.clear()
     return owner
 
@@ -158,10 +171,10 @@ async def _owner_and(
     request: Request, work: Callable[[Session, Owner], T]
 ) -> tuple[Owner | None, T | None]:
     """The signed-in owner and ``work`` for them, in one transaction (one thread hop)."""
-    user_id = request.session.get(_USER_KEY)
-    if not isinstance(user_id, str):
+    signed_in = _signed_in_as(request)
+    if signed_in is None:
         return None, None
-    load = _load_owner(user_id)
+    load = _load_owner(*signed_in)
 
     def both(session: Session) -> tuple[Owner | None, T | None]:
         owner = load(session)
@@ -262,6 +275,7 @@ async def auth_callback(request: Request) -> Response:
     # over (session fixation), and a fresh CSRF token.
     request.session.clear()
     request.session[_USER_KEY] = str(signed.user_id)
+    request.session[_GENERATION_KEY] = signed.generation
     csrf_token(request.session)
     log.info(
         "signed in %s (tenant '%s'%s)", signed.email, signed.slug, ", new" if signed.created else ""
@@ -298,12 +312,12 @@ async def signout(request: Request) -> Response:
     if refused is not None:
         return refused
 
-    def record(session: Session) -> None:
+    def sign_out(session: Session) -> None:
         user = store.load_user(session, str(owner.user_id))
         if user is not None:
-            store.record(session, user, "portal.signed_out")
+            store.sign_out(session, user)
 
-    await _portal(request).db(record)
+    await _portal(request).db(sign_out)
     request.session.clear()
     return RedirectResponse("/signin", status_code=303)
 
