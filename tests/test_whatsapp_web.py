@@ -32,7 +32,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -473,6 +473,21 @@ def standin_config(tmp_path: Path, standin: StandIn, **browser: Any) -> Config:
     return web_config(tmp_path, **settings)
 
 
+@contextlib.asynccontextmanager
+async def started(
+    config: Config, **options: Any
+) -> AsyncIterator[tuple[WhatsAppWebEngine, Recorder]]:
+    """Tenant "shop"'s engine, started, with a `Recorder` of what it reports; stopped at
+    the end however the block ends."""
+    events = Recorder()
+    engine = WhatsAppWebEngine("shop", config, events, **options)
+    await engine.start()
+    try:
+        yield engine, events
+    finally:
+        await engine.stop()
+
+
 async def link(engine: WhatsAppWebEngine, events: Recorder, standin: StandIn) -> Session:
     """Start showing QRs, scan the newest, wait for ready; returns the page's session."""
     await wait_for(events, lambda: bool(events.qrs()))
@@ -511,12 +526,9 @@ def test_the_engine_on_web_whatsapp_com_under_its_csp(
     )
 
     async def scenario() -> None:
-        events = Recorder()
-        engine = WhatsAppWebEngine("shop", config, events, prepare_context=route_to_standin)
-        await engine.start()
-        assert engine.executable is not None
-        assert chromium.is_headless_shell(engine.executable) == (browser == "headless-shell")
-        try:
+        async with started(config, prepare_context=route_to_standin) as (engine, events):
+            assert engine.executable is not None
+            assert chromium.is_headless_shell(engine.executable) == (browser == "headless-shell")
             session = await link(engine, events, standin)
             assert engine.own_number == f"+{OWNER_PHONE}"
             assert engine.page is not None
@@ -554,8 +566,6 @@ def test_the_engine_on_web_whatsapp_com_under_its_csp(
             assert standin.sent_to(session, CUSTOMER) == ["Hello, how can I help?"]
             with pytest.raises(EngineError, match="WhatsApp Web refused the message to 12345@x"):
                 await engine.send_text("12345@x", "hi", client_id="c-2")
-        finally:
-            await engine.stop()
         assert not browser_pids(engine.profile)
 
     run(scenario)
@@ -567,10 +577,7 @@ def test_a_restart_keeps_the_link_and_knows_what_was_sent(
     config = standin_config(tmp_path, standin)
 
     async def first_run() -> None:
-        events = Recorder()
-        engine = WhatsAppWebEngine("shop", config, events)
-        await engine.start()
-        try:
+        async with started(config) as (engine, events):
             await link(engine, events, standin)
             await engine.send_text(CUSTOMER, "first reply", client_id="c-1")
             # A crash in the middle of a send: the journal line is written, the message
@@ -582,22 +589,15 @@ def test_a_restart_keeps_the_link_and_knows_what_was_sent(
             )
             # ...and one that crashed before anything reached WhatsApp.
             engine.journal.begin("c-3", CUSTOMER, "third reply")
-        finally:
-            await engine.stop()
 
     async def second_run() -> None:
-        events = Recorder()
-        engine = WhatsAppWebEngine("shop", config, events)
-        await engine.start()
-        try:
+        async with started(config) as (engine, events):
             await wait_for(events, lambda: "ready" in events.names())
             assert events.names() == ["ready"]  # no QR: the profile is the linked device
             assert await engine.was_sent("c-1") is True  # journal
             assert await engine.was_sent("c-2") is True  # the chat shows it
             assert await engine.was_sent("c-3") is False  # started, never reached WhatsApp
             assert await engine.was_sent("c-4") is False  # never started
-        finally:
-            await engine.stop()
 
     run(first_run)
     run(second_run)
@@ -610,10 +610,7 @@ def test_a_second_engine_on_the_profile_is_refused(
     config = standin_config(tmp_path, standin)
 
     async def scenario() -> None:
-        events = Recorder()
-        engine = WhatsAppWebEngine("shop", config, events)
-        await engine.start()
-        try:
+        async with started(config) as (engine, events):
             await wait_for(events, lambda: bool(events.qrs()))
             running = browser_pids(engine.profile)
             intruder = WhatsAppWebEngine("shop", config, Recorder())
@@ -627,8 +624,6 @@ def test_a_second_engine_on_the_profile_is_refused(
             assert browser_pids(engine.profile) == running
             assert engine.page is not None
             assert (await engine.page.evaluate("window.__wactl.state()"))["ready"]
-        finally:
-            await engine.stop()
 
     run(scenario)
 
@@ -639,10 +634,7 @@ def test_logout_unlinks_wipes_the_profile_and_shows_a_new_qr(
     config = standin_config(tmp_path, standin)
 
     async def scenario() -> None:
-        events = Recorder()
-        engine = WhatsAppWebEngine("shop", config, events)
-        await engine.start()
-        try:
+        async with started(config) as (engine, events):
             first = await link(engine, events, standin)
             marker = engine.profile / "wactl-test-marker"
             marker.write_text("linked device")
@@ -654,8 +646,6 @@ def test_logout_unlinks_wipes_the_profile_and_shows_a_new_qr(
             new = await asyncio.to_thread(standin.session_showing, events.qrs()[-1])
             assert new.id != first.id  # a new device: the old keys are gone
             assert not engine.is_linked
-        finally:
-            await engine.stop()
 
     run(scenario)
 
@@ -668,10 +658,7 @@ def test_a_qr_that_went_idle_is_refreshed(
     config = standin_config(tmp_path, standin)
 
     async def scenario() -> None:
-        events = Recorder()
-        engine = WhatsAppWebEngine("shop", config, events)
-        await engine.start()
-        try:
+        async with started(config) as (_engine, events):
             await wait_for(events, lambda: bool(events.qrs()))
             session = await asyncio.to_thread(standin.session_showing, events.qrs()[-1])
             shown = len(events.qrs())
@@ -685,8 +672,6 @@ def test_a_qr_that_went_idle_is_refreshed(
             assert (await asyncio.to_thread(standin.session_showing, fresh)).id == session.id
             order = [(name, data.get("qr")) for name, data in session.events]
             assert order.index(("qr", fresh)) > order.index(("refresh_qr", None))
-        finally:
-            await engine.stop()
 
     run(scenario)
 
@@ -697,17 +682,12 @@ def test_the_phone_unlinking_reports_logged_out_and_a_new_qr(
     config = standin_config(tmp_path, standin)
 
     async def scenario() -> None:
-        events = Recorder()
-        engine = WhatsAppWebEngine("shop", config, events)
-        await engine.start()
-        try:
+        async with started(config) as (engine, events):
             session = await link(engine, events, standin)
             qrs = len(events.qrs())
             standin.command(session, "phone_logout")
             await wait_for(events, lambda: len(events.qrs()) > qrs)
             assert events.names()[-2:] == ["logged_out", "qr"]
-        finally:
-            await engine.stop()
 
     run(scenario)
 
@@ -723,10 +703,7 @@ def test_no_ready_after_the_scan_is_a_failure(tmp_path: Path, no_browser_left: P
         config = standin_config(tmp_path, standin, ready_timeout_seconds=2.0)
 
         async def scenario() -> None:
-            events = Recorder()
-            engine = WhatsAppWebEngine("shop", config, events)
-            await engine.start()
-            try:
+            async with started(config) as (engine, events):
                 await wait_for(events, lambda: bool(events.qrs()))
                 await asyncio.to_thread(standin.scan, events.qrs()[-1])
                 assert await failure_of(engine) == (
@@ -734,8 +711,6 @@ def test_no_ready_after_the_scan_is_a_failure(tmp_path: Path, no_browser_left: P
                     "the daemon restarts the worker with a fresh browser"
                 )
                 assert "ready" not in events.names()
-            finally:
-                await engine.stop()
 
         run(scenario)
 
@@ -748,15 +723,11 @@ def test_a_page_without_wa_js_is_a_failure(
     config = standin_config(tmp_path, standin, wa_js_path=str(empty), ready_timeout_seconds=2.0)
 
     async def scenario() -> None:
-        engine = WhatsAppWebEngine("shop", config, Recorder())
-        await engine.start()
-        try:
+        async with started(config) as (engine, _events):
             assert await failure_of(engine) == (
                 "WhatsApp Web did not load within 2 s (wa-js not ready); "
                 "the daemon restarts the worker with a fresh browser"
             )
-        finally:
-            await engine.stop()
 
     run(scenario)
 
@@ -774,13 +745,8 @@ def test_the_browser_says_desktop_chrome_not_headless(
     )
 
     async def scenario() -> None:
-        events = Recorder()
-        engine = WhatsAppWebEngine("shop", standin_config(tmp_path, standin), events)
-        await engine.start()
-        try:
+        async with started(standin_config(tmp_path, standin)) as (engine, events):
             session = await link(engine, events, standin)
-        finally:
-            await engine.stop()
         assert engine.user_agent == expected
         assert session.user_agents[0] == (expected, expected)
 
@@ -795,16 +761,11 @@ def test_a_configured_user_agent_is_sent_and_a_headless_one_is_turned_away(
 
     async def scenario(agent: str) -> tuple[Recorder, str | None]:
         config = standin_config(tmp_path, standin, user_agent=agent, ready_timeout_seconds=3.0)
-        events = Recorder()
-        engine = WhatsAppWebEngine("shop", config, events)
-        await engine.start()
-        try:
+        async with started(config) as (engine, events):
             if agent == own:
                 await wait_for(events, lambda: bool(events.qrs()))
                 return events, None
             return events, await failure_of(engine)
-        finally:
-            await engine.stop()
 
     events, _ = asyncio.run(asyncio.wait_for(scenario(own), 180))
     session = standin.session_showing(events.qrs()[-1])
@@ -841,18 +802,13 @@ def test_a_hung_page_is_a_failure(tmp_path: Path, standin: StandIn, no_browser_l
     config = standin_config(tmp_path, standin, probe_timeout_seconds=2.0)
 
     async def scenario() -> None:
-        events = Recorder()
-        engine = WhatsAppWebEngine("shop", config, events)
-        await engine.start()
-        try:
+        async with started(config) as (engine, events):
             session = await link(engine, events, standin)
             standin.command(session, "hang")
             assert await failure_of(engine) == (
                 "the WhatsApp Web page stopped answering (no answer to a wa-js call within "
                 "2 s); the daemon restarts the worker with a fresh browser"
             )
-        finally:
-            await engine.stop()
         assert not browser_pids(engine.profile)
 
     run(scenario)
@@ -874,18 +830,13 @@ def test_a_crashed_page_is_a_failure(
     config = standin_config(tmp_path, standin)
 
     async def scenario() -> None:
-        events = Recorder()
-        engine = WhatsAppWebEngine("shop", config, events)
-        await engine.start()
-        try:
+        async with started(config) as (engine, events):
             await wait_for(events, lambda: bool(events.qrs()))
             for proc in renderers(os.getpid()):
                 proc.kill()
             assert await failure_of(engine) == (
                 "the WhatsApp Web page crashed; the daemon restarts the worker with a fresh browser"
             )
-        finally:
-            await engine.stop()
 
     run(scenario)
 
