@@ -71,6 +71,7 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the stand-in lives with the tests
 
+from _support import MARKER, BenchError, isolated_env, say, wactl_executable  # noqa: E402
 from tests.wa_standin import FAKE_WPP, Session, StandIn, running_standin  # noqa: E402
 
 import wactl  # noqa: E402
@@ -78,32 +79,19 @@ from wactl.bot.engines import chromium  # noqa: E402
 from wactl.bot.engines.base import InboundMessage  # noqa: E402
 from wactl.bot.engines.whatsapp_web import WhatsAppWebEngine  # noqa: E402
 from wactl.config.model import BrowserConfig, Config, PathsConfig  # noqa: E402
+from wactl.daemon import proctree  # noqa: E402
 from wactl.errors import WactlError  # noqa: E402
 from wactl.ipc.client import DaemonClient  # noqa: E402
 
-#: Every process this run starts inherits this variable (value: the temp dir).
-MARKER = "WACTL_BENCH_RUN"
 TARGET_PSS_MB = 200.0
 TARGET_FIRST_QR_S = 5.0
 #: Longest wait for a QR, a link or a command before the run is declared broken.
 UP_TIMEOUT = 180.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-_started = time.monotonic()
-
-
-class BenchError(Exception):
-    """The run could not measure something (not: a target was missed)."""
-
 
 class Interrupted(BaseException):
     """SIGTERM: unwind like Ctrl-C, so that teardown runs."""
-
-
-def say(message: str) -> None:
-    """Progress, on stderr, with the time since the start of the run."""
-    sys.stderr.write(f"[{time.monotonic() - _started:6.1f}s] {message}\n")
-    sys.stderr.flush()
 
 
 def mb(value: float) -> float:
@@ -121,7 +109,7 @@ def kind_of(proc: psutil.Process) -> str:
     except psutil.Error:
         return "gone"
     text = " ".join(cmdline)
-    if "wactl.bot" in cmdline or ("wactl.bot.forkserver" in cmdline and name.startswith("wactl ")):
+    if proctree.is_worker(proc):
         return "worker (python)"
     if name == "node" or "run-driver" in cmdline:
         return "driver (node)"
@@ -202,27 +190,15 @@ class Installation:
     sessions: dict[str, Session] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.wactl = Path(sys.executable).with_name("wactl")
-        if not self.wactl.exists():
-            raise BenchError(f"no {self.wactl}; run `make setup` and use .venv/bin/python")
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("WACTL_", "XDG_")) and key != "VIRTUAL_ENV"
-        }
-        env.update(
+        self.wactl = wactl_executable()
+        env = isolated_env(
+            self.base,
             {
-                MARKER: str(self.base),
-                "HOME": str(self.base / "home"),
-                "XDG_CONFIG_HOME": str(self.base / "config"),
-                "XDG_DATA_HOME": str(self.base / "data"),
-                "XDG_STATE_HOME": str(self.base / "state"),
                 "WACTL_PATHS_DATA_DIR": str(self.data_dir),
                 "WACTL_PATHS_RUNTIME_DIR": str(self.base / "r"),
                 "WACTL_BROWSER_URL": self.standin.url,
                 "WACTL_BROWSER_WA_JS_PATH": str(FAKE_WPP),
-                "NO_COLOR": "1",
-            }
+            },
         )
         if BROWSER_PATH:
             env["WACTL_BROWSER_EXECUTABLE_PATH"] = BROWSER_PATH
@@ -232,14 +208,9 @@ class Installation:
 
     def fork_server(self) -> dict[str, list[psutil.Process]]:
         """{FORK_SERVER: [the fork server]} when the daemon runs one, else {}."""
-        for proc in psutil.process_iter(["cmdline", "name"]):
+        for proc in psutil.process_iter():
             with contextlib.suppress(psutil.Error):
-                cmdline = proc.info["cmdline"] or []
-                if (
-                    "wactl.bot.forkserver" in cmdline
-                    and not proc.info["name"].startswith("wactl ")
-                    and proc.environ().get(MARKER) == str(self.base)
-                ):
+                if proctree.is_fork_server(proc) and proc.environ().get(MARKER) == str(self.base):
                     return {FORK_SERVER: [proc]}
         return {}
 

@@ -80,6 +80,7 @@ from typing import Any
 import psutil
 import psycopg
 import sqlalchemy
+from _support import BenchError, isolated_env, marked_processes, say, wactl_executable
 from psycopg import sql
 
 import wactl
@@ -87,8 +88,6 @@ from wactl.errors import ConflictError, WactlError
 from wactl.ipc.client import DaemonClient
 from wactl.ipc.protocol import WORKER_PROTOCOL_VERSION, worker_socket_path
 
-#: Every process this run starts inherits this variable (value: the backend's temp dir).
-MARKER = "WACTL_BENCH_RUN"
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 #: Rate limits out of reach, so every message is answered (the limiter still runs).
 UNLIMITED = {
@@ -126,21 +125,8 @@ TARGET_TENANTS_P99_MS = 50.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class BenchError(Exception):
-    """The run could not measure something (not: a target was missed)."""
-
-
 class Interrupted(BaseException):
     """SIGTERM: unwind like Ctrl-C, so that teardown runs."""
-
-
-_started = time.monotonic()
-
-
-def say(message: str) -> None:
-    """Progress, on stderr, with the time since the start of the run."""
-    sys.stderr.write(f"[{time.monotonic() - _started:6.1f}s] {message}\n")
-    sys.stderr.flush()
 
 
 @dataclass(frozen=True)
@@ -325,27 +311,15 @@ class Installation:
     daemon_started: bool = False
 
     def __post_init__(self) -> None:
-        self.wactl = Path(sys.executable).with_name("wactl")
-        if not self.wactl.exists():
-            raise BenchError(f"no {self.wactl}; run `make setup` and use .venv/bin/python")
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("WACTL_", "XDG_")) and key != "VIRTUAL_ENV"
-        }
-        env.update(
+        self.wactl = wactl_executable()
+        env = isolated_env(
+            self.base,
             {
-                MARKER: str(self.base),
-                "HOME": str(self.base / "home"),
-                "XDG_CONFIG_HOME": str(self.base / "config"),
-                "XDG_DATA_HOME": str(self.base / "data"),
-                "XDG_STATE_HOME": str(self.base / "state"),
                 "WACTL_PATHS_DATA_DIR": str(self.data_dir),
                 "WACTL_PATHS_RUNTIME_DIR": str(self.runtime_dir),
-                "NO_COLOR": "1",
                 "COLUMNS": "200",
                 **UNLIMITED,
-            }
+            },
         )
         if self.database is not None:
             env["WACTL_DATABASE_URL"] = self.database.url
@@ -474,7 +448,7 @@ class Installation:
                     timeout=90,
                     check=False,
                 )
-        leftovers = marked_processes(str(self.base))
+        leftovers = list(marked_processes(self.base))
         for proc in leftovers:
             with contextlib.suppress(psutil.Error):
                 what = " ".join(proc.cmdline()[-2:])
@@ -488,18 +462,6 @@ class Installation:
                 problems.append(f"could not drop database {self.database.name}: {exc}")
         shutil.rmtree(self.base, ignore_errors=True)
         return problems
-
-
-def marked_processes(value: str) -> list[psutil.Process]:
-    """Live processes (not this one) whose environment has MARKER=value."""
-    found = []
-    for proc in psutil.process_iter():
-        if proc.pid == os.getpid():
-            continue
-        with contextlib.suppress(psutil.Error):
-            if proc.environ().get(MARKER) == value:
-                found.append(proc)
-    return found
 
 
 def balanced(counts: dict[str, int], expected: int) -> bool:

@@ -56,7 +56,7 @@ import sys
 import tempfile
 import time
 import xmlrpc.client
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -64,13 +64,20 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import psutil
+from _support import (
+    BenchError,
+    interrupt,
+    isolated_env,
+    run_seconds,
+    say,
+    teardown,
+    wactl_executable,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 #: supervisord's own venv (gitignored), made on first use.
 SUPERVISOR_VENV = REPO / ".bench-venv"
 SUPERVISOR_REQUIREMENT = "supervisor>=4.2,<5"
-#: Every process this run starts inherits this variable (value: the run's temp dir).
-MARKER = "WACTL_BENCH_RUN"
 #: How often the kill -9 loops look for the new process.
 POLL_SECONDS = 0.001
 #: Longest wait for anything to come up before the run is declared broken.
@@ -94,19 +101,6 @@ class Side(Protocol):
     def stop(self) -> None: ...
 
     def diagnose(self) -> None: ...
-
-
-class BenchError(Exception):
-    """The run could not measure something (not: a target was missed)."""
-
-
-_started = time.monotonic()
-
-
-def say(message: str) -> None:
-    """Progress, on stderr, with the time since the start of the run."""
-    sys.stderr.write(f"[{time.monotonic() - _started:6.1f}s] {message}\n")
-    sys.stderr.flush()
 
 
 def poll_until(what: str, condition: Callable[[], bool], timeout: float = UP_TIMEOUT) -> float:
@@ -154,28 +148,6 @@ def cpu_seconds(pid: int) -> float:
 
 def uss_bytes(pid: int) -> int:
     return int(psutil.Process(pid).memory_full_info().uss)
-
-
-def clean_environment(base: Path) -> dict[str, str]:
-    """The caller's environment without anything that points at a real wactl, plus the
-    run's marker, a throwaway HOME and XDG dirs, and a quiet terminal."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("WACTL_", "XDG_")) and key != "VIRTUAL_ENV"
-    }
-    env.update(
-        {
-            MARKER: str(base),
-            "HOME": str(base / "home"),
-            "XDG_CONFIG_HOME": str(base / "config"),
-            "XDG_DATA_HOME": str(base / "data"),
-            "XDG_STATE_HOME": str(base / "state"),
-            "NO_COLOR": "1",
-            "COLUMNS": "200",
-        }
-    )
-    return env
 
 
 # --- talking HTTP on a Unix socket (wactld's API, supervisord's XML-RPC) ----------------
@@ -241,12 +213,15 @@ class WactlSide:
     daemon_pid: int | None = None
 
     def __post_init__(self) -> None:
-        self.wactl = Path(sys.executable).with_name("wactl")
-        if not self.wactl.exists():
-            raise BenchError(f"no {self.wactl}; run `make setup` and use .venv/bin/python")
-        self.env = clean_environment(self.base)
-        self.env["WACTL_PATHS_DATA_DIR"] = str(self.base / "data" / "wactl")
-        self.env["WACTL_PATHS_RUNTIME_DIR"] = str(self.runtime_dir)
+        self.wactl = wactl_executable()
+        self.env = isolated_env(
+            self.base,
+            {
+                "WACTL_PATHS_DATA_DIR": str(self.base / "data" / "wactl"),
+                "WACTL_PATHS_RUNTIME_DIR": str(self.runtime_dir),
+                "COLUMNS": "200",
+            },
+        )
 
     @property
     def runtime_dir(self) -> Path:
@@ -332,7 +307,7 @@ class SupervisordSide:
     process: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
-        self.env = clean_environment(self.base)
+        self.env = isolated_env(self.base, {"COLUMNS": "200"})
 
     @property
     def directory(self) -> Path:
@@ -580,12 +555,18 @@ def kill_trials(
 ) -> list[KillTrial]:
     """One kill per slug on each side, alternating sides; waits for RUNNING after each."""
     rpc = supervisord.rpc()
-    assert wactl.daemon_pid is not None
     trials: list[KillTrial] = []
 
     def wactl_pid(slug: str) -> int | None:
         pid = wactl.view(slug)["pid"]
         return int(pid) if pid else None
+
+    # wactl's workers are children of its fork server (daemon.fork_workers), or of the
+    # daemon itself with that off: whichever started the first one starts the new ones.
+    first = wactl_pid(slugs[0])
+    if first is None:
+        raise BenchError(f"wactl: {slugs[0]} has no live pid before the kills")
+    wactl_parent = psutil.Process(first).ppid()
 
     def supervisord_pid(slug: str) -> int | None:
         return int(rpc.supervisor.getProcessInfo(slug)["pid"]) or None
@@ -602,7 +583,7 @@ def kill_trials(
 
     Contender = tuple[str, int, Callable[[str], int | None], Callable[[str, int], int | None]]
     sides: list[Contender] = [
-        ("wactl", wactl.daemon_pid, wactl_pid, wactl_running),
+        ("wactl", wactl_parent, wactl_pid, wactl_running),
         ("supervisord", supervisord.pid, supervisord_pid, supervisord_running),
     ]
     # Looking the pid up wakes supervisord, whose loop then sleeps a full second in
@@ -995,40 +976,6 @@ def _load() -> str:
     return ", ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
-def teardown(base: Path, cleanup: list[Side]) -> None:
-    """Stop both supervisors with their workers, then kill whatever carries the marker."""
-    # A second Ctrl-C must not cut the teardown short and leave workers behind.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    for side in reversed(cleanup):
-        try:
-            side.stop()
-        except Exception as exc:  # keep tearing down; the sweep below finishes the job
-            say(f"teardown: stopping {type(side).__name__} failed: {exc}")
-    strays = list(marked_processes(base))
-    for proc in strays:
-        with contextlib.suppress(psutil.Error):
-            say(f"teardown: killing stray pid {proc.pid} ({' '.join(proc.cmdline()[:4])})")
-            proc.kill()
-    if strays:
-        psutil.wait_procs(strays, timeout=10)
-    shutil.rmtree(base, ignore_errors=True)
-
-
-def marked_processes(base: Path) -> Iterator[psutil.Process]:
-    """Live processes (other than this one) whose environment carries this run's marker."""
-    for proc in psutil.process_iter():
-        if proc.pid == os.getpid():
-            continue
-        with contextlib.suppress(psutil.Error):
-            if proc.environ().get(MARKER) == str(base) and proc.status() != psutil.STATUS_ZOMBIE:
-                yield proc
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -1039,7 +986,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.workers < 2 or args.runs < 2 or args.kills < 1:
         parser.error("need --workers >= 2, --runs >= 2 and --kills >= 1")
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     # AF_UNIX paths are limited to 107 bytes: a short directory directly under /tmp.
     base = Path(tempfile.mkdtemp(prefix="wb", dir="/tmp"))
     report = Report()
@@ -1057,7 +1004,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         say("teardown")
         teardown(base, cleanup)
-    report.elapsed_seconds = time.monotonic() - _started
+    report.elapsed_seconds = run_seconds()
     sys.stdout.write(report.as_json() + "\n" if args.json else report.as_text())
     return 0
 

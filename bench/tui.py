@@ -39,11 +39,9 @@ teardown (also on error and Ctrl-C) stops the dashboard, `wactl daemon stop
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import random
-import shutil
 import signal
 import statistics
 import subprocess
@@ -51,33 +49,28 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
+from _support import (
+    BenchError,
+    interrupt,
+    isolated_env,
+    run_seconds,
+    say,
+    teardown,
+    wactl_executable,
+)
 
-#: Every process this run starts inherits this variable (value: the run's temp dir).
-MARKER = "WACTL_BENCH_RUN"
 #: Longest wait for anything to come up before the run is declared broken.
 UP_TIMEOUT = 900.0
 #: The dashboard's terminal size (headless).
 SIZE = (120, 40)
 TARGET_IDLE_PERCENT = 5.0
 TARGET_LATENCY_SECONDS = 1.0
-
-_started = time.monotonic()
-
-
-class BenchError(Exception):
-    """The run could not measure something (not: a target was missed)."""
-
-
-def say(message: str) -> None:
-    """Progress, on stderr, with the time since the start of the run."""
-    sys.stderr.write(f"[{time.monotonic() - _started:6.1f}s] {message}\n")
-    sys.stderr.flush()
 
 
 def poll_until(what: str, condition: Callable[[], bool], timeout: float = UP_TIMEOUT) -> float:
@@ -185,29 +178,6 @@ class Dashboard:
 # --- wactl -------------------------------------------------------------------------------
 
 
-def throwaway_environment(base: Path) -> dict[str, str]:
-    """The caller's environment without anything that points at a real wactl, plus the
-    run's marker and a throwaway HOME, XDG dirs, data and (short) runtime dir."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("WACTL_", "XDG_")) and key != "VIRTUAL_ENV"
-    }
-    env.update(
-        {
-            MARKER: str(base),
-            "HOME": str(base / "home"),
-            "XDG_CONFIG_HOME": str(base / "config"),
-            "XDG_DATA_HOME": str(base / "data"),
-            "XDG_STATE_HOME": str(base / "state"),
-            "WACTL_PATHS_DATA_DIR": str(base / "data" / "wactl"),
-            "WACTL_PATHS_RUNTIME_DIR": str(base / "r"),
-            "NO_COLOR": "1",
-        }
-    )
-    return env
-
-
 @dataclass
 class Wactl:
     base: Path
@@ -215,10 +185,7 @@ class Wactl:
 
     @property
     def wactl(self) -> str:
-        path = Path(sys.executable).with_name("wactl")
-        if not path.exists():
-            raise BenchError(f"no {path}; run `make setup` and use .venv/bin/python")
-        return str(path)
+        return str(wactl_executable())
 
     def cli(self, *args: str, timeout: float = 120.0) -> str:
         result = subprocess.run(
@@ -366,7 +333,13 @@ def _percentile(values: list[float], fraction: float) -> float:
 
 
 def run(args: argparse.Namespace, base: Path, report: Report, cleanup: list[Any]) -> None:
-    env = throwaway_environment(base)
+    env = isolated_env(
+        base,
+        {
+            "WACTL_PATHS_DATA_DIR": str(base / "data" / "wactl"),
+            "WACTL_PATHS_RUNTIME_DIR": str(base / "r"),
+        },
+    )
     os.environ.clear()
     os.environ.update(env)  # this process talks to the throwaway wactl only
     wactl = Wactl(base, env)
@@ -469,39 +442,6 @@ def run(args: argparse.Namespace, base: Path, report: Report, cleanup: list[Any]
     }
 
 
-def teardown(base: Path, cleanup: list[Any]) -> None:
-    """Stop the dashboard and wactl with its workers, then kill whatever carries the marker."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    for side in reversed(cleanup):
-        try:
-            side.stop()
-        except Exception as exc:  # keep tearing down; the sweep below finishes the job
-            say(f"teardown: stopping {type(side).__name__} failed: {exc}")
-    strays = list(marked_processes(base))
-    for proc in strays:
-        with contextlib.suppress(psutil.Error):
-            say(f"teardown: killing stray pid {proc.pid} ({' '.join(proc.cmdline()[:4])})")
-            proc.kill()
-    if strays:
-        psutil.wait_procs(strays, timeout=10)
-    shutil.rmtree(base, ignore_errors=True)
-
-
-def marked_processes(base: Path) -> Iterator[psutil.Process]:
-    """Live processes (other than this one) whose environment carries this run's marker."""
-    for proc in psutil.process_iter():
-        if proc.pid == os.getpid():
-            continue
-        with contextlib.suppress(psutil.Error):
-            if proc.environ().get(MARKER) == str(base) and proc.status() != psutil.STATUS_ZOMBIE:
-                yield proc
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -516,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_dashboard()
     if args.tenants < 2 or args.changes < 1 or args.changes > args.tenants:
         parser.error("need --tenants >= 2 and 1 <= --changes <= --tenants")
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     # AF_UNIX paths are limited to 107 bytes: a short directory directly under /tmp.
     base = Path(tempfile.mkdtemp(prefix="wtb", dir="/tmp"))
     report = Report()
@@ -532,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         say("teardown")
         teardown(base, cleanup)
-    report.elapsed_seconds = time.monotonic() - _started
+    report.elapsed_seconds = run_seconds()
     sys.stdout.write(report.as_json() + "\n" if args.json else report.as_text())
     return 0
 

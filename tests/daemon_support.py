@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from tests.support import poll_for
+from wactl.daemon import proctree
 from wactl.ipc.client import DaemonClient, DaemonNotRunning
 
 #: Settings that make supervision fast enough to test without long waits.
@@ -99,29 +100,23 @@ class Daemon:
     def worker_processes(self) -> list[psutil.Process]:
         """Every live worker (`python -m wactl.bot`, or forked by the fork server and
         named "wactl SLUG") started for this daemon's runtime dir."""
-        found = []
-        for proc in psutil.process_iter(["cmdline", "name"]):
-            with contextlib.suppress(psutil.Error):
-                cmdline = proc.info["cmdline"] or []
-                forked = "wactl.bot.forkserver" in cmdline and proc.info["name"].startswith(
-                    "wactl "
-                )
-                if ("wactl.bot" in cmdline or forked) and proc.environ().get(
-                    "WACTL_PATHS_RUNTIME_DIR"
-                ) == str(self.runtime_dir):
-                    found.append(proc)
-        return found
+        return self._ours(proctree.is_worker)
 
     def fork_servers(self) -> list[psutil.Process]:
         """The live fork servers (`wactl.bot.forkserver`) of this daemon's runtime dir."""
+        return [
+            proc
+            for proc in self._ours(proctree.is_fork_server)
+            if proc.status() != psutil.STATUS_ZOMBIE
+        ]
+
+    def _ours(self, kind: Callable[[psutil.Process], bool]) -> list[psutil.Process]:
+        """The processes of ``kind`` started for this daemon's runtime dir."""
         found = []
-        for proc in psutil.process_iter(["cmdline", "name"]):
+        for proc in psutil.process_iter():
             with contextlib.suppress(psutil.Error):
-                if (
-                    "wactl.bot.forkserver" in (proc.info["cmdline"] or [])
-                    and not proc.info["name"].startswith("wactl ")
-                    and proc.status() != psutil.STATUS_ZOMBIE
-                    and proc.environ().get("WACTL_PATHS_RUNTIME_DIR") == str(self.runtime_dir)
+                if kind(proc) and proc.environ().get("WACTL_PATHS_RUNTIME_DIR") == str(
+                    self.runtime_dir
                 ):
                     found.append(proc)
         return found

@@ -115,20 +115,43 @@ def identity_matches(pid: int, create_time: float, slug: str) -> bool:
         return False
 
 
+#: The module of ``python -m wactl.bot SLUG``, a worker started on its own.
+WORKER_MODULE = "wactl.bot"
+#: The module of the fork server; the workers it forks keep its command line.
+FORK_SERVER_MODULE = "wactl.bot.forkserver"
+#: How `worker_name` begins.
+WORKER_NAME_PREFIX = "wactl "
+
+
 def worker_name(slug: str) -> str:
     """The process name (``comm``: what ps -o comm, top and pgrep show) of a worker forked
     by the fork server, whose command line stays the fork server's; the kernel keeps 15
     bytes of it."""
-    return f"wactl {slug}"[:15]
+    return f"{WORKER_NAME_PREFIX}{slug}"[:15]
 
 
 def is_worker_of(proc: psutil.Process, slug: str) -> bool:
     """Whether ``proc`` is a worker of ``slug``: started as ``python -m wactl.bot SLUG``,
     or forked by the fork server and named `worker_name`."""
     cmdline = proc.cmdline()
-    if "wactl.bot" in cmdline:
+    if WORKER_MODULE in cmdline:
         return slug in cmdline
-    return "wactl.bot.forkserver" in cmdline and _comm(proc.pid) == worker_name(slug)
+    return FORK_SERVER_MODULE in cmdline and _comm(proc.pid) == worker_name(slug)
+
+
+def is_worker(proc: psutil.Process) -> bool:
+    """Whether ``proc`` is a worker of any tenant (see `is_worker_of`)."""
+    cmdline = proc.cmdline()
+    return WORKER_MODULE in cmdline or (
+        FORK_SERVER_MODULE in cmdline and _comm(proc.pid).startswith(WORKER_NAME_PREFIX)
+    )
+
+
+def is_fork_server(proc: psutil.Process) -> bool:
+    """Whether ``proc`` is a fork server (not a worker forked from one)."""
+    return FORK_SERVER_MODULE in proc.cmdline() and not _comm(proc.pid).startswith(
+        WORKER_NAME_PREFIX
+    )
 
 
 def _comm(pid: int) -> str:
