@@ -811,7 +811,7 @@ async def _crash_at(worker: LocalWorker, step: str, chat: str, message_id: str) 
         worker.store.begin_reply(in_id, InboundRow.of(in_id, message), text, "hours", client_id)
     if step in ("decided", "at once, decided"):
         return in_id
-    await worker.engine.send_text(chat, text, client_id=f"wactl-{SLUG}-{in_id}")
+    await worker.engine.send_text(chat, text, message_id=f"wactl-{SLUG}-{in_id}")
     assert step in ("sent", "at once, sent")
     return in_id
 

@@ -119,12 +119,12 @@ def test_scanning_links_and_the_link_survives_a_new_engine(tmp_path: Path) -> No
         assert events.names()[-1] == "ready"
         assert engine.is_linked and engine.current_qr is None
         qrs_when_linked = len(events.qrs())
-        message_id = await engine.send_text("+34600000001", "hello", client_id="wactl-shop-1")
+        message_id = await engine.send_text("+34600000001", "hello", message_id="wactl-shop-1")
         assert message_id == "wactl-shop-1"
         assert await engine.was_sent("wactl-shop-1")
         assert not await engine.was_sent("wactl-shop-2")
         # A resend of the same reply is not delivered twice (what recovery relies on).
-        assert await engine.send_text("+34600000001", "hello", client_id="wactl-shop-1") == (
+        assert await engine.send_text("+34600000001", "hello", message_id="wactl-shop-1") == (
             "wactl-shop-1"
         )
         assert engine.outbox_path.read_text().count("wactl-shop-1") == 1
@@ -203,7 +203,7 @@ def test_logout_forgets_the_session_and_shows_qr_codes_again(tmp_path: Path) -> 
         await events.wait_until(lambda: events.names()[-1] == "qr")
         assert collapse(events.names()) == ["qr", "ready", "logged_out", "qr"]
         with pytest.raises(EngineError, match="not linked"):
-            await engine.send_text("+34600000001", "hello", client_id="x")
+            await engine.send_text("+34600000001", "hello", message_id="x")
         await engine.stop()
         with pytest.raises(ConflictError, match=r"^not linked$"):
             await engine.logout()

@@ -33,7 +33,7 @@ from tests.wajs_support import (
     pin_for,
     tree,
 )
-from wactl import wajs
+from wactl import wajs, wajs_api
 from wactl.cli import manpage
 from wactl.config import Config, load_config
 from wactl.errors import ExitCode
@@ -502,14 +502,25 @@ def test_registry_resolution(config: Config, monkeypatch: pytest.MonkeyPatch) ->
     )
 
 
-def test_wpp_api_names_are_what_the_engine_imports() -> None:
-    assert set(wajs.WPP_API) == set(wajs.WPP_FUNCTIONS + wajs.WPP_VALUES + wajs.WPP_EVENTS)
-    assert len(wajs.WPP_API) == len(set(wajs.WPP_API))
-    assert all(name.startswith("WPP.") for name in wajs.WPP_FUNCTIONS + wajs.WPP_VALUES)
-    assert not any(name.startswith("WPP.") for name in wajs.WPP_EVENTS)
-    for event in ("conn.auth_code_change", "conn.main_ready", "chat.new_message"):
-        assert event in wajs.WPP_EVENTS
-    assert "WPP.chat.sendTextMessage" in wajs.WPP_FUNCTIONS
+def test_the_wa_js_api_is_one_list_of_unique_names() -> None:
+    assert len(set(wajs_api.FUNCTION_PATHS)) == len(wajs_api.FUNCTIONS)
+    assert len(set(wajs_api.EVENT_NAMES)) == len(wajs_api.EVENTS)
+    assert all(path.startswith("WPP.") for path in wajs_api.FUNCTION_PATHS)
+    assert not any(name.startswith("WPP.") for name in wajs_api.EVENT_NAMES)
+    for function in wajs_api.FUNCTIONS:
+        for declaration in function.declarations:
+            assert declaration.startswith(f"export declare function {function.name}("), function
+    # The link is never decided from main_ready (it fires on the QR screen too).
+    assert "conn.main_ready" not in wajs_api.EVENT_NAMES
+    assert "WPP.conn.isMainReady" not in wajs_api.FUNCTION_PATHS
+    # Every option the engine sends is declared, and wa-js's deprecated one is gone.
+    options = {
+        m.name for m in wajs_api.MEMBERS if m.owner in ("SendMessageOptions", "LinkPreviewOptions")
+    }
+    assert set(wajs_api.SEND_OPTIONS) == options - {"messageId"}
+    assert "createChat" not in options
+    config = {m.name for m in wajs_api.MEMBERS if m.owner == "Config"}
+    assert set(wajs_api.WPP_CONFIG) | {"deviceName"} == config
 
 
 # --- the CLI ------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ emits, so they are checked in its source.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +22,10 @@ import pytest
 from tests import chromium_support
 from tests.chromium_support import chromium_executable
 from tests.wajs_support import LoopbackRegistry, loopback_registry
-from wactl import wajs
+from wactl import wajs, wajs_api
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Page, Route
+    from playwright.sync_api import Browser, Page, Route
 
 WHATSAPP_WEB = "https://web.whatsapp.com/"
 EMPTY_PAGE = "<!doctype html><html><head><title>empty</title></head><body></body></html>"
@@ -59,11 +60,22 @@ def bundle(pinned_tarball: bytes, tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 @pytest.fixture(scope="module")
-def page(bundle: Path) -> Iterator[Page]:
-    """An empty https://web.whatsapp.com/ page in headless Chromium with wa-js injected."""
+def browser() -> Iterator[Browser]:
     executable = chromium_executable()
     from playwright.sync_api import sync_playwright
 
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(executable), headless=True)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@contextlib.contextmanager
+def wa_js_page(browser: Browser, bundle: Path, *, before: str = "") -> Iterator[Page]:
+    """An empty https://web.whatsapp.com/ page with wa-js injected (after the script
+    ``before``, as the engine injects WPPConfig); nothing leaves the machine."""
     errors: list[str] = []
 
     def serve(route: Route) -> None:
@@ -72,20 +84,26 @@ def page(bundle: Path) -> Iterator[Page]:
         else:
             route.abort()
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(executable), headless=True)
-        try:
-            context = browser.new_context()
-            context.route("**/*", serve)
-            context.add_init_script(path=str(bundle))
-            opened = context.new_page()
-            opened.on("pageerror", lambda error: errors.append(str(error)))
-            opened.goto(WHATSAPP_WEB)
-            opened.wait_for_function("() => typeof window.WPP === 'object'", timeout=30_000)
-            assert errors == [], errors
-            yield opened
-        finally:
-            browser.close()
+    context = browser.new_context()
+    try:
+        context.route("**/*", serve)
+        if before:
+            context.add_init_script(script=before)
+        context.add_init_script(path=str(bundle))
+        opened = context.new_page()
+        opened.on("pageerror", lambda error: errors.append(str(error)))
+        opened.goto(WHATSAPP_WEB)
+        opened.wait_for_function("() => typeof window.WPP === 'object'", timeout=30_000)
+        assert errors == [], errors
+        yield opened
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser: Browser, bundle: Path) -> Iterator[Page]:
+    with wa_js_page(browser, bundle) as opened:
+        yield opened
 
 
 def test_reports_the_pinned_version(page: Page) -> None:
@@ -93,13 +111,13 @@ def test_reports_the_pinned_version(page: Page) -> None:
 
 
 def test_every_function_the_engine_calls_exists(page: Page) -> None:
-    types: dict[str, Any] = page.evaluate(TYPES_OF, list(wajs.WPP_FUNCTIONS))
+    types: dict[str, Any] = page.evaluate(TYPES_OF, list(wajs_api.FUNCTION_PATHS))
     assert {path: kind for path, kind in types.items() if kind != "function"} == {}
 
 
 def test_every_value_the_engine_reads_exists(page: Page) -> None:
-    types: dict[str, Any] = page.evaluate(TYPES_OF, list(wajs.WPP_VALUES))
-    assert types == {"WPP.version": "string", "WPP.isReady": "boolean"}
+    types: dict[str, Any] = page.evaluate(TYPES_OF, list(wajs_api.VALUE_PATHS))
+    assert types == {f"WPP.{name}": kind for name, kind in wajs_api.VALUES.items()}
 
 
 def test_the_probe_sees_a_missing_name(page: Page) -> None:
@@ -114,6 +132,26 @@ def test_the_probe_sees_a_missing_name(page: Page) -> None:
     }
 
 
+def test_wactls_config_reaches_wa_js(browser: Browser, bundle: Path, page: Page) -> None:
+    """window.WPPConfig, set before the bundle as the engine does, is what wa-js runs
+    with (config/index.ts merges it over config/defaultConfig.ts when it loads): the
+    device name, no analytics, no link-preview servers (an empty list, not null, which
+    would mean wa-js's own servers: util/linkPreview.ts)."""
+    from wactl.bot.engines.whatsapp_web import wpp_config_script
+
+    script = wpp_config_script("Casa Pepe (wactl)")
+    with wa_js_page(browser, bundle, before=script) as configured:
+        config = configured.evaluate("() => JSON.parse(JSON.stringify(WPP.config))")
+    assert config["deviceName"] == "Casa Pepe (wactl)"
+    assert config["disableGoogleAnalytics"] is True
+    assert config["linkPreviewApiServers"] == []
+    assert config["googleAnalyticsId"] is None and config["poweredBy"] is None
+    # Without it, wa-js's defaults: analytics on, its own link-preview servers.
+    default = page.evaluate("() => JSON.parse(JSON.stringify(WPP.config))")
+    assert default["disableGoogleAnalytics"] is False
+    assert default["linkPreviewApiServers"] is None and default["deviceName"] is False
+
+
 def _emitted_events(source: str) -> set[str]:
     return set(re.findall(r'\.emit\("([a-z_]+\.[a-z_]+)"', source))
 
@@ -121,7 +159,7 @@ def _emitted_events(source: str) -> set[str]:
 def test_every_event_the_engine_subscribes_to_is_emitted(bundle: Path) -> None:
     emitted = _emitted_events(bundle.read_text(encoding="utf-8"))
     assert "conn.online" in emitted  # the scan works on this bundle
-    assert set(wajs.WPP_EVENTS) - emitted == set()
+    assert set(wajs_api.EVENT_NAMES) - emitted == set()
     assert "conn.no_such_event" not in emitted
 
 
@@ -132,9 +170,9 @@ def test_listeners_for_every_event_can_be_registered(page: Page) -> None:
             WPP.on(name, () => {});
             return WPP.listenerCount(name);
         })""",
-        list(wajs.WPP_EVENTS),
+        list(wajs_api.EVENT_NAMES),
     )
-    assert registered == [1] * len(wajs.WPP_EVENTS)
+    assert registered == [1] * len(wajs_api.EVENT_NAMES)
 
 
 def test_a_missing_chromium_fails_in_ci_and_skips_elsewhere(

@@ -32,7 +32,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,19 +45,20 @@ from tests.conftest import CLI
 from tests.daemon_support import Daemon, daemon_for_cli, events_in_thread
 from tests.support import db_session, poll_for
 from tests.test_sandbox_engine import Recorder
-from tests.wa_standin import FAKE_WPP, Session, StandIn, running_standin
+from tests.wa_standin import FAKE_WPP, LID, LID_HIDDEN, Session, StandIn, running_standin
+from wactl import wajs_api
 from wactl.bot.engines import EngineError, InboundMessage, chromium, create_engine
 from wactl.bot.engines.whatsapp_web import (
     BRIDGE_SCRIPT,
-    WPP_EVENTS,
-    WPP_FUNCTIONS,
-    WPP_PROPERTIES,
-    SentJournal,
     Skipped,
     WhatsAppWebEngine,
     chat_number,
     chat_wid,
+    customer_id,
+    device_name,
+    message_chat,
     read_message,
+    wpp_config_script,
 )
 from wactl.config import load_config
 from wactl.config.model import BrowserConfig, Config, PathsConfig
@@ -86,6 +87,37 @@ def wait_for(events: Recorder, condition: Callable[[], bool]) -> Coroutine[Any, 
     return asyncio.wait_for(wait(), WAIT)
 
 
+@contextlib.contextmanager
+def caplog_of(name: str) -> Iterator[list[str]]:
+    """The messages logged to ``name`` inside the block (at INFO and above)."""
+    import logging
+
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    logger = logging.getLogger(name)
+    handler, level = Keep(logging.INFO), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+async def until(condition: Callable[[], object], timeout: float = WAIT) -> None:
+    """Poll ``condition`` on the event loop (for what only the engine's own state says)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(0.02)
+
+
 def message_data(**fields: Any) -> dict[str, Any]:
     """A chat.new_message as the bridge reports it: a customer's text by default."""
     data: dict[str, Any] = {
@@ -93,9 +125,11 @@ def message_data(**fields: Any) -> dict[str, Any]:
         "fromMe": False,
         "byBot": False,
         "chat": "34600111222@c.us",
+        "chatPn": None,
         "from": "34600111222@c.us",
         "to": "34911222333@c.us",
         "author": None,
+        "authorPn": None,
         "body": "hola",
         "type": "chat",
         "t": 1_760_000_000,
@@ -125,6 +159,39 @@ def test_a_customers_text_becomes_an_inbound_message() -> None:
     )
 
 
+def test_a_lid_chat_is_the_customers_number_when_whatsapp_web_knows_it() -> None:
+    """Most one-to-one chats are NNN@lid now; the customer stays one identity, their
+    number, whichever chat id WhatsApp Web uses (contact/functions/getPnLidEntry.ts)."""
+    lid = "204512345678901@lid"
+    known = read_message(
+        message_data(
+            id=f"false_{lid}_3A0009", chat=lid, chatPn="34600111222@c.us", **{"from": lid}
+        ),
+        own_number="+34911222333",
+        answer_groups=False,
+    )
+    assert isinstance(known, InboundMessage)
+    assert (known.chat, known.from_number) == ("+34600111222", "+34600111222")
+    assert known.wa_message_id == f"false_{lid}_3A0009"  # the dedup key is WhatsApp's id
+    hidden = read_message(
+        message_data(id=f"false_{lid}_3A000A", chat=lid, **{"from": lid}),
+        own_number="+34911222333",
+        answer_groups=False,
+    )
+    assert isinstance(hidden, InboundMessage)
+    assert (hidden.chat, hidden.from_number) == (lid, lid)
+    # The owner typing in the LID chat pauses the same identity.
+    owner = read_message(
+        message_data(id=f"true_{lid}_3A000B", chat=lid, chatPn="34600111222@c.us", fromMe=True),
+        own_number="+34911222333",
+        answer_groups=False,
+    )
+    assert isinstance(owner, InboundMessage) and owner.from_me
+    assert (owner.chat, owner.to_number) == ("+34600111222", "+34600111222")
+    assert customer_id(lid, "not a wid") == lid
+    assert customer_id("34600111222@c.us", None) == "+34600111222"
+
+
 def test_what_the_owner_types_on_the_phone_is_the_takeover_signal() -> None:
     result = read_message(
         message_data(id="true_34600111222@c.us_3A0002", fromMe=True, body="I'll handle it"),
@@ -140,6 +207,19 @@ def test_what_the_owner_types_on_the_phone_is_the_takeover_signal() -> None:
     )
 
 
+def test_the_bots_own_reply_is_known_by_its_id_not_its_chat() -> None:
+    """sendTextMessage("34600111222@c.us") resolves to the customer's @lid chat, and the
+    reply's chat.new_message names that chat; its id is what the engine reserved."""
+    own = "true_204512345678901@lid_3EB0AAAABBBBCCCCDDDDEE"
+    result = read_message(
+        message_data(id=own, chat="204512345678901@lid", fromMe=True, body="Hi!"),
+        own_number="+34911222333",
+        answer_groups=False,
+        own_ids={own},
+    )
+    assert result == Skipped("sent by this bot")
+
+
 @pytest.mark.parametrize(
     ("fields", "reason"),
     [
@@ -152,7 +232,7 @@ def test_what_the_owner_types_on_the_phone_is_the_takeover_signal() -> None:
         ({"chat": "120363@newsletter"}, "channel"),
         ({"isNotification": True}, "notification"),
         ({"type": "e2e_notification"}, "not a text message (e2e_notification)"),
-        ({"type": "ciphertext"}, "not a text message (ciphertext)"),
+        ({"type": "ciphertext"}, "not decrypted yet (wa-js reports it again once it is)"),
         ({"type": "image", "body": "/9j/4AAQ"}, "not a text message (image)"),
         ({"body": "   "}, "empty text"),
         ({"body": None}, "empty text"),
@@ -179,6 +259,14 @@ def test_groups_are_answered_when_enabled_with_the_author_as_sender() -> None:
     result = read_message(data, own_number="+34911222333", answer_groups=True)
     assert isinstance(result, InboundMessage)
     assert (result.chat, result.from_number) == ("120363025246125486@g.us", "+34600999888")
+    data = message_data(
+        chat="120363025246125486@g.us",
+        isGroupMsg=True,
+        author="204512345678901@lid",
+        authorPn="34600999888@c.us",
+    )
+    result = read_message(data, own_number="+34911222333", answer_groups=True)
+    assert isinstance(result, InboundMessage) and result.from_number == "+34600999888"
     assert read_message("not a dict", own_number="", answer_groups=True) == Skipped(
         "not a message object"
     )
@@ -190,12 +278,16 @@ def test_chat_ids_and_numbers() -> None:
     assert chat_number("123456789@lid") == "123456789@lid"
     assert chat_wid("+34600111222") == "34600111222@c.us"
     assert chat_wid("123456789@lid") == "123456789@lid"
-    with pytest.raises(EngineError) as caught:
-        chat_wid("sandbox:shop")
-    assert caught.value.one_line() == (
-        "cannot send to 'sandbox:shop': not a WhatsApp number (+E164) or chat id; "
-        "numbers are written +<country code><number>"
-    )
+    assert message_chat("true_123456789@lid_3EB0AB") == "123456789@lid"
+    assert message_chat("false_34600111222@c.us_3A01_34600999888@c.us") == "34600111222@c.us"
+    assert message_chat("wactl-shop-12") is None
+    for bad in ("sandbox:shop", "123@x", "+34 600", "12@c.us@lid"):
+        with pytest.raises(EngineError) as caught:
+            chat_wid(bad)
+        assert caught.value.one_line() == (
+            f"cannot send to {bad!r}: not a WhatsApp number (+E164) or chat id; "
+            "numbers are written +<country code><number>"
+        )
 
 
 def web_config(tmp_path: Path, **browser: Any) -> Config:
@@ -210,99 +302,121 @@ def linked(engine: WhatsAppWebEngine) -> bool:
     return engine.is_linked
 
 
-def test_page_events_become_engine_events(tmp_path: Path) -> None:
-    """The link's state machine, fed the bridge's events by hand."""
+def test_the_link_is_authenticated_and_main_not_main_ready(tmp_path: Path) -> None:
+    """The link's state machine, fed the bridge's events by hand, as wa-js 4.6.0 fires
+    them: conn.main_ready comes on the QR screen too and is ignored; only the
+    authenticated state plus stream mode MAIN is a link."""
 
     async def scenario() -> None:
         events = Recorder()
         engine = WhatsAppWebEngine("shop", web_config(tmp_path), events)
         engine.own_number = "+34911222333"
         feed = engine.handle_page_event
+        # An unlinked page: mode QR, main_ready (not even listened to), codes.
+        await feed("stream_mode", {"mode": "QR", "authenticated": False})
+        await feed("main_ready", None)
+        await feed("require_auth", None)
         await feed("auth_code", "ref-1,keys")
         await feed("auth_code", "ref-1,keys")  # the same code again is no new QR
         await feed("auth_code", None)  # between codes
         await feed("auth_code", "ref-2,keys")
-        await feed("require_auth", None)  # not linked: nothing to lose
+        await feed("state", {"ready": True, "authenticated": False, "mode": "QR"})
         assert events.events == [("qr", "ref-1,keys"), ("qr", "ref-2,keys")]
+        assert not linked(engine)
+        # The scan: authenticated, still syncing; ready only in MAIN.
+        await feed("auth_code", None)
+        await feed("stream_mode", {"mode": "SYNCING", "authenticated": True})
         await feed("authenticated", None)
         assert not linked(engine) and events.names() == ["qr", "qr"]
-        await feed("main_ready", None)
-        await feed("main_ready", None)  # the watchdog repeats what it sees
+        await feed("stream_mode", {"mode": "MAIN", "authenticated": True})
+        await feed("state", {"ready": True, "authenticated": True, "mode": "MAIN"})
         assert linked(engine) and events.names() == ["qr", "qr", "ready"]
         await feed("message", message_data())
         await feed("message", message_data(fromMe=True, byBot=True, id="true_1"))
         await feed("message", message_data(chat="status@broadcast"))
         assert events.names() == ["qr", "qr", "ready", "message"]
+        # Connection trouble while linked: disconnected, then ready again.
+        await feed("stream_mode", {"mode": "OFFLINE", "authenticated": True})
+        assert events.events[-1] == (
+            "disconnected",
+            "WhatsApp Web is offline (no connection to WhatsApp)",
+        )
+        await feed("stream_mode", {"mode": "MAIN", "authenticated": True})
+        assert events.names()[-1] == "ready" and linked(engine)
         await feed("logout", None)  # unlinked from the phone
         await feed("logout", None)
         assert events.names()[-1] == "logged_out" and events.names().count("logged_out") == 1
+        # The page reloads after a logout and shows a QR.
+        await feed("stream_mode", {"mode": "QR", "authenticated": False})
         await feed("auth_code", "ref-3,keys")
-        await feed("authenticated", None)
-        await feed("main_ready", None)
+        assert events.names()[-1] == "qr"
+        await feed("stream_mode", {"mode": "MAIN", "authenticated": True})
         await feed("require_auth", None)  # WhatsApp dropped the session
         assert events.events[-1] == (
             "disconnected",
             "WhatsApp Web asks to link the phone again",
         )
-        await feed("main_ready", None)
+        await feed("stream_mode", {"mode": "MAIN", "authenticated": True})
         await feed("auth_code", "ref-4,keys")  # a QR while linked: the link is gone
         assert events.names()[-3:] == ["ready", "logged_out", "qr"]
+        # A probe that finds the page unauthenticated while linked: the logout was missed.
+        await feed("state", {"ready": True, "authenticated": True, "mode": "MAIN"})
+        await feed("state", {"ready": True, "authenticated": False, "mode": "QR"})
+        assert events.names()[-2:] == ["ready", "logged_out"]
         await feed("error", "window.WPP is missing")
         await feed("something-new", {"x": 1})
-        assert events.names()[-1] == "qr"
+        assert events.names()[-1] == "logged_out"
 
     run(scenario)
 
 
-def test_the_send_journal(tmp_path: Path) -> None:
-    path = tmp_path / "shop.sent.jsonl"
-    journal = SentJournal(path)
-    journal.begin("wactl-shop-1", "+34600111222", "Hello!")
-    journal.done("wactl-shop-1", "true_34600111222@c.us_3EB01")
-    journal.begin("wactl-shop-2", "+34600111222", "Bye!")
-    journal.close()
-    assert oct(path.stat().st_mode & 0o777) == "0o600"
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write("{half a line\n")
-    reread = SentJournal(path)
-    reread.load()
-    assert reread.entries["wactl-shop-1"].wa_id == "true_34600111222@c.us_3EB01"
-    assert reread.entries["wactl-shop-2"].wa_id is None
-    assert reread.wa_ids == {"true_34600111222@c.us_3EB01"}
-    # Old lines are dropped when the journal is loaded, and the file is compacted.
-    old = time.time() - SentJournal.RETENTION_SECONDS - 60
-    with path.open("a", encoding="utf-8") as handle:
-        for i in range(200):
-            handle.write(json.dumps({"id": f"old-{i}", "chat": "+1", "sha": "x", "at": old}) + "\n")
-    compacted = SentJournal(path)
-    compacted.load()
-    assert set(compacted.entries) == {"wactl-shop-1", "wactl-shop-2"}
-    assert len(path.read_text(encoding="utf-8").splitlines()) == 3
+def test_a_blocked_account_ends_the_worker_with_the_reason(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        engine = WhatsAppWebEngine("shop", web_config(tmp_path), Recorder())
+        engine._failure = asyncio.get_running_loop().create_future()
+        await engine.handle_page_event("stream_mode", {"mode": "TOS_BLOCK", "authenticated": True})
+        with pytest.raises(EngineError) as caught:
+            await engine.watch()
+        assert caught.value.one_line() == (
+            "WhatsApp banned this number (terms of service) (WhatsApp Web's stream mode "
+            "TOS_BLOCK); the daemon restarts the worker with a fresh browser"
+        )
+
+    run(scenario)
+
+
+def test_the_device_name_and_wpp_config() -> None:
+    assert device_name("{name} (wactl)", name="Casa Pepe", slug="casa-pepe") == "Casa Pepe (wactl)"
+    assert device_name("{slug}", name="x", slug="casa-pepe") == "casa-pepe"
+    # Text from owners: control characters and line breaks never reach WhatsApp.
+    assert device_name("{name}", name="Casa\x1b[2J\nPepe\u200b\t ", slug="s") == "Casa [2J Pepe"
+    assert len(device_name("{name}", name="x" * 300, slug="s")) == 64
+    assert device_name("", name="Casa Pepe", slug="s") == ""
+    script = wpp_config_script("Casa Pepe (wactl)")
+    assert script.startswith("window.WPPConfig = ") and script.endswith(";\n")
+    assert json.loads(script.removeprefix("window.WPPConfig = ").removesuffix(";\n")) == {
+        "deviceName": "Casa Pepe (wactl)",
+        "disableGoogleAnalytics": True,
+        "googleAnalyticsId": None,
+        "linkPreviewApiServers": [],
+        "poweredBy": None,
+    }
+    assert '"deviceName": false' in wpp_config_script("")
 
 
 def test_the_bridge_uses_exactly_the_listed_wa_js_names() -> None:
-    """WPP_EVENTS/WPP_FUNCTIONS are what the contract test checks in the real bundle."""
+    """wactl.wajs_api is what the contract tests check in the real bundle and its type
+    declarations; the bridge must use exactly those names, and no other."""
     bridge = BRIDGE_SCRIPT.read_text(encoding="utf-8")
-    assert set(re.findall(r"WPP\.on\('([a-z_.]+)'", bridge)) == set(WPP_EVENTS)
-    called = set(re.findall(r"(?:WPP|api)\.((?:conn|chat)\.[A-Za-z]+)\(", bridge))
-    assert called == set(WPP_FUNCTIONS)
-    read = set(re.findall(r"(?:WPP|api)\.(isReady|version|on)\b", bridge))
-    assert read == set(WPP_PROPERTIES)
-    # The stand-in raises every one of the events (that it has the functions is checked
-    # in the browser, below).
+    assert set(re.findall(r"WPP\.on\('([a-z_.]+)'", bridge)) == set(wajs_api.EVENT_NAMES)
+    called = set(re.findall(r"(?:WPP|api)\.((?:conn|chat|contact)\.[A-Za-z]+)\(", bridge))
+    assert {f"WPP.{name}" for name in called} | {"WPP.on"} == set(wajs_api.FUNCTION_PATHS)
+    read = set(re.findall(r"(?:WPP|api)\.(isReady|version)\b", bridge))
+    assert read | {"config"} == set(wajs_api.VALUES)
+    # The stand-in plays every one of them.
     fake = FAKE_WPP.read_text(encoding="utf-8")
-    for event in WPP_EVENTS:
-        assert f"fire('{event}'" in fake, event
-
-
-def test_the_contract_test_checks_every_name_the_engine_uses() -> None:
-    """tests/test_wajs_contract.py checks wactl.wajs's lists against the real pinned
-    bundle; they must be exactly what the bridge uses."""
-    from wactl import wajs
-
-    assert set(wajs.WPP_FUNCTIONS) == {f"WPP.{n}" for n in WPP_FUNCTIONS} | {"WPP.on"}
-    assert set(wajs.WPP_VALUES) == {f"WPP.{n}" for n in WPP_PROPERTIES if n != "on"}
-    assert set(wajs.WPP_EVENTS) == set(WPP_EVENTS)
+    for event in wajs_api.EVENT_NAMES:
+        assert f"emit('{event}'" in fake, event
 
 
 def test_the_pinned_wa_js_is_installed_on_first_use(
@@ -538,10 +652,11 @@ def test_the_engine_on_web_whatsapp_com_under_its_csp(
             assert await engine.page.evaluate("typeof window.__wactl.send") == "function"
             # The stand-in has every wa-js function the bridge calls.
             kinds = await engine.page.evaluate(
-                "(names) => names.map((n) => typeof n.split('.').reduce((o, k) => o[k], WPP))",
-                list(WPP_FUNCTIONS),
+                "(paths) => paths.map("
+                "(p) => typeof p.split('.').slice(1).reduce((o, k) => o[k], WPP))",
+                list(wajs_api.FUNCTION_PATHS),
             )
-            assert kinds == ["function"] * len(WPP_FUNCTIONS)
+            assert kinds == ["function"] * len(wajs_api.FUNCTION_PATHS)
             message_id = await asyncio.to_thread(standin.customer_writes, session, CUSTOMER, "hola")
             await wait_for(events, lambda: "message" in events.names())
             inbound = events.events[-1][1]
@@ -551,57 +666,70 @@ def test_the_engine_on_web_whatsapp_com_under_its_csp(
                 "hola",
             )
             assert inbound.to_number == f"+{OWNER_PHONE}" and not inbound.from_me
-            wa_id = await engine.send_text(CUSTOMER, "Hello, how can I help?", client_id="c-1")
-            assert re.fullmatch(r"true_34600111222@c\.us_3EB0[0-9A-F]{16}", wa_id)
+            wa_id = await reply(engine, CUSTOMER, "Hello, how can I help?")
+            assert re.fullmatch(r"true_34600111222@c\.us_3EB0[0-9A-F]{18}", wa_id)
             assert standin.sent_to(session, CUSTOMER) == ["Hello, how can I help?"]
             # The bot's own message came back as chat.new_message before the send
             # returned: it is not mistaken for the owner typing.
             await asyncio.to_thread(standin.customer_writes, session, CUSTOMER, "gracias")
             await wait_for(events, lambda: events.names().count("message") == 2)
             assert [m.text for n, m in events.events if n == "message"] == ["hola", "gracias"]
-            # A resend of the same reply (recovery) is not delivered twice.
-            assert await engine.send_text(CUSTOMER, "Hello, how can I help?", client_id="c-1") == (
+            # A send again under the same id (recovery) is not delivered twice.
+            assert await engine.send_text(CUSTOMER, "Hello, how can I help?", message_id=wa_id) == (
                 wa_id
             )
             assert standin.sent_to(session, CUSTOMER) == ["Hello, how can I help?"]
-            with pytest.raises(EngineError, match="WhatsApp Web refused the message to 12345@x"):
-                await engine.send_text("12345@x", "hi", client_id="c-2")
+            assert session.send_attempts.count(wa_id) == 2
+            with pytest.raises(EngineError, match="cannot send to '12345@x': not a WhatsApp"):
+                await engine.reserve_id("12345@x", "c-2")
+            with pytest.raises(EngineError, match="is not a message id from `reserve_id`"):
+                await engine.send_text(CUSTOMER, "hi", message_id="c-2")
         assert not browser_pids(engine.profile)
 
     run(scenario)
 
 
+async def reply(engine: WhatsAppWebEngine, to: str, text: str) -> str:
+    """What the pipeline does: reserve the id, (store it), send under it."""
+    message_id = await engine.reserve_id(to, "c-1")
+    return await engine.send_text(to, text, message_id=message_id)
+
+
 def test_a_restart_keeps_the_link_and_knows_what_was_sent(
     tmp_path: Path, standin: StandIn, no_browser_left: Path
 ) -> None:
+    """was_sent answers from WhatsApp Web itself (chat.getMessageById) for the id that
+    was reserved and stored before the send, wherever a crash cut in."""
     config = standin_config(tmp_path, standin)
+    ids: dict[str, str] = {}
 
     async def first_run() -> None:
         async with started(config) as (engine, events):
             await link(engine, events, standin)
-            await engine.send_text(CUSTOMER, "first reply", client_id="c-1")
-            # A crash in the middle of a send: the journal line is written, the message
-            # reaches WhatsApp, and the worker dies before it records WhatsApp's id.
-            engine.journal.begin("c-2", CUSTOMER, "second reply")
-            assert engine.page is not None
-            await engine.page.evaluate(
-                "([c, t]) => window.__wactl.send(c, t)", ["34600111222@c.us", "second reply"]
-            )
-            # ...and one that crashed before anything reached WhatsApp.
-            engine.journal.begin("c-3", CUSTOMER, "third reply")
+            ids["sent"] = await reply(engine, CUSTOMER, "first reply")
+            # Reserved (and stored by the pipeline), then the crash: never sent.
+            ids["reserved"] = await engine.reserve_id(CUSTOMER, "c-2")
+            # A reply to a customer whose chat is not on this device at all.
+            ids["other chat"] = await engine.reserve_id("+34600999000", "c-3")
 
     async def second_run() -> None:
         async with started(config) as (engine, events):
             await wait_for(events, lambda: "ready" in events.names())
             assert events.names() == ["ready"]  # no QR: the profile is the linked device
-            assert await engine.was_sent("c-1") is True  # journal
-            assert await engine.was_sent("c-2") is True  # the chat shows it
-            assert await engine.was_sent("c-3") is False  # started, never reached WhatsApp
-            assert await engine.was_sent("c-4") is False  # never started
+            assert await engine.was_sent(ids["sent"]) is True
+            assert await engine.was_sent(ids["reserved"]) is False
+            assert await engine.was_sent(ids["other chat"]) is False
+            assert await engine.was_sent("wactl-shop-4") is False  # no id was reserved
+            # Sent under a new id it is found, and the old one is still not.
+            again = await reply(engine, CUSTOMER, "second reply")
+            assert await engine.was_sent(again) is True
+            assert await engine.was_sent(ids["reserved"]) is False
 
     run(first_run)
     run(second_run)
     assert len(standin.sessions) == 1
+    (session,) = standin.sessions.values()
+    assert [m["body"] for m in session.sent] == ["first reply", "second reply"]
 
 
 def test_a_second_engine_on_the_profile_is_refused(
@@ -688,8 +816,232 @@ def test_the_phone_unlinking_reports_logged_out_and_a_new_qr(
             standin.command(session, "phone_logout")
             await wait_for(events, lambda: len(events.qrs()) > qrs)
             assert events.names()[-2:] == ["logged_out", "qr"]
+            # WhatsApp Web reloaded the page after the logout, as a new device.
+            new = await asyncio.to_thread(standin.session_showing, events.qrs()[-1])
+            assert new.id != session.id and new.urls[-1].endswith("/?post_logout=1")
+            assert not engine.is_linked
 
     run(scenario)
+
+
+def test_not_connected_while_the_qr_shows(
+    tmp_path: Path, standin: StandIn, no_browser_left: Path
+) -> None:
+    """wa-js fires conn.main_ready on the QR screen too (the first stream mode that is
+    MAIN or QR, conn/events/registerMainReadyEvent.ts): an unlinked start shows QRs and
+    nothing else, however long it waits; ready comes only once the sync is done."""
+    with running_standin(ready_delay_ms=300) as slow_sync:
+        config = standin_config(tmp_path, slow_sync)
+
+        async def scenario() -> None:
+            async with started(config) as (engine, events):
+                await wait_for(events, lambda: bool(events.qrs()))
+                (session,) = slow_sync.sessions.values()
+                # main_ready has fired (the page reports the mode it fired it on).
+                await asyncio.to_thread(
+                    slow_sync.wait, lambda: ("mode", {"mode": "QR"}) in session.events
+                )
+                assert await engine.page.evaluate("WPP.conn.isMainReady()") is True  # type: ignore[union-attr]
+                # Probes keep finding the QR screen: still nothing but the QR.
+                await until(lambda: engine.wa_js_version is not None)
+                assert engine.wa_js_version == "4.6.0-standin"
+                assert events.names() == ["qr"] and not engine.is_linked
+                await asyncio.to_thread(slow_sync.scan, events.qrs()[-1], me=OWNER_PHONE)
+                # Scanned and syncing: still not ready (isMainReady has long been true).
+                await asyncio.to_thread(
+                    slow_sync.wait, lambda: ("mode", {"mode": "SYNCING"}) in session.events
+                )
+                assert "ready" not in events.names()
+                await wait_for(events, lambda: "ready" in events.names())
+                assert events.names() == ["qr", "ready"]
+                assert ("mode", {"mode": "MAIN"}) in session.events
+
+        run(scenario)
+
+
+def test_stream_modes_while_linked(tmp_path: Path, standin: StandIn, no_browser_left: Path) -> None:
+    """Offline while linked is a disconnect, and MAIN again is ready again; a banned
+    account ends the worker with the reason."""
+    config = standin_config(tmp_path, standin)
+
+    async def scenario() -> None:
+        async with started(config) as (engine, events):
+            session = await link(engine, events, standin)
+            standin.set_mode(session, "OFFLINE")
+            await wait_for(events, lambda: events.names()[-1] == "disconnected")
+            assert events.events[-1][1] == "WhatsApp Web is offline (no connection to WhatsApp)"
+            assert not engine.is_linked
+            with pytest.raises(EngineError, match="not linked and ready"):
+                await engine.reserve_id(CUSTOMER, "c-1")
+            standin.set_mode(session, "MAIN")
+            await wait_for(events, lambda: events.names()[-1] == "ready")
+            standin.set_mode(session, "SMB_TOS_BLOCK")
+            assert await failure_of(engine) == (
+                "WhatsApp banned this business number (terms of service) (WhatsApp Web's "
+                "stream mode SMB_TOS_BLOCK); the daemon restarts the worker with a fresh browser"
+            )
+
+    run(scenario)
+
+
+def test_lid_customers_are_one_identity_and_own_replies_are_known_by_id(
+    tmp_path: Path, no_browser_left: Path
+) -> None:
+    """Customers who write from @lid chats: the one whose number WhatsApp shares is that
+    number, the other the LID. A reply to the number goes to the LID chat
+    (chat.find), its chat.new_message names that chat before sendTextMessage returns, and
+    it is still the bot's own message, not the owner typing."""
+    shared, hidden = "+34600111222", "+34600333444"
+    with running_standin() as standin:
+        standin.addressing.update({shared: LID, hidden: LID_HIDDEN})
+        config = standin_config(tmp_path, standin)
+
+        async def scenario() -> None:
+            async with started(config) as (engine, events):
+                session = await link(engine, events, standin)
+                first = await asyncio.to_thread(standin.customer_writes, session, shared, "hola")
+                assert first.startswith(f"false_{standin.lid_of(shared)}_")
+                await wait_for(events, lambda: events.names().count("message") == 1)
+                inbound = events.events[-1][1]
+                assert (inbound.chat, inbound.from_number) == (shared, shared)
+                sent_id = await reply(engine, inbound.chat, "Hi! How can I help?")
+                assert sent_id.startswith(f"true_{standin.lid_of(shared)}_")
+                assert standin.sent_to(session, shared) == ["Hi! How can I help?"]
+                assert [m["chat"] for m in session.sent] == [standin.lid_of(shared)]
+                # Only the LID for this one: the LID is the identity, and the log says so.
+                await asyncio.to_thread(standin.customer_writes, session, hidden, "hello")
+                await wait_for(events, lambda: events.names().count("message") == 2)
+                assert events.events[-1][1].chat == standin.lid_of(hidden)
+                await reply(engine, standin.lid_of(hidden), "Hello!")
+                assert standin.sent_to(session, hidden) == ["Hello!"]
+                # The owner typing in the LID chat: the takeover signal, for the number.
+                await asyncio.to_thread(
+                    standin.customer_writes, session, shared, "I'll call you", fromMe=True
+                )
+                await wait_for(events, lambda: events.names().count("message") == 3)
+                owner = events.events[-1][1]
+                assert owner.from_me and owner.chat == shared
+                # The bot's replies never came back as messages (from the owner or not).
+                assert [m.text for n, m in events.events if n == "message"] == [
+                    "hola",
+                    "hello",
+                    "I'll call you",
+                ]
+
+        with caplog_of("wactl.bot.engines.whatsapp_web") as records:
+            run(scenario)
+        lid = standin.lid_of(hidden)
+        assert [r for r in records if lid in r] == [
+            f"customer {lid}: WhatsApp Web knows only their LID, not their phone number; "
+            "their messages are logged under the LID"
+        ]
+
+
+def test_a_message_is_reported_once_it_is_decrypted(
+    tmp_path: Path, standin: StandIn, no_browser_left: Path
+) -> None:
+    """wa-js fires chat.new_message for a ciphertext message, and again with the same
+    message once it is decrypted (chat/events/registerNewMessageEvent.ts)."""
+    config = standin_config(tmp_path, standin)
+
+    async def scenario() -> None:
+        async with started(config) as (engine, events):
+            session = await link(engine, events, standin)
+            message_id = await asyncio.to_thread(
+                standin.customer_writes, session, CUSTOMER, "", type="ciphertext"
+            )
+            await asyncio.to_thread(standin.decrypt, session, message_id, "hola")
+            await wait_for(events, lambda: "message" in events.names())
+            inbound = events.events[-1][1]
+            assert (inbound.wa_message_id, inbound.text) == (message_id, "hola")
+            await asyncio.to_thread(standin.customer_writes, session, CUSTOMER, "y2")
+            await wait_for(events, lambda: events.names().count("message") == 2)
+            assert [m.text for n, m in events.events if n == "message"] == ["hola", "y2"]
+
+    run(scenario)
+
+
+def foreign_requests_refused(origin: str, seen: list[str]) -> Callable[[Any], Awaitable[None]]:
+    """A ``prepare_context`` that lets the page reach ``origin`` only: every request to
+    another host is recorded in ``seen`` and fails."""
+
+    async def prepare(context: Any) -> None:
+        async def handle(route: Any) -> None:
+            url = route.request.url
+            if url.startswith(origin):
+                await route.continue_()
+            else:
+                seen.append(url)
+                await route.abort()
+
+        await context.route("**/*", handle)
+
+    return prepare
+
+
+def test_the_page_talks_to_whatsapp_only_and_names_the_device(
+    tmp_path: Path, standin: StandIn, no_browser_left: Path
+) -> None:
+    """wa-js's defaults reach third parties (config/defaultConfig.ts: Google Analytics
+    unless disabled, link previews through the servers in util/linkPreview.ts, and every
+    send marks the chat read and fetches a preview). With WPPConfig set before wa-js
+    loads and the send options chosen, the page asks nothing of any other host; the
+    owner's phone lists the device under the tenant's name; read receipts come only
+    when the bot starts answering."""
+    config = standin_config(tmp_path, standin)
+    seen: list[str] = []
+
+    async def scenario() -> None:
+        prepare = foreign_requests_refused(standin.url, seen)
+        async with started(config, tenant_name="Casa Pepe", prepare_context=prepare) as (
+            engine,
+            events,
+        ):
+            session = await link(engine, events, standin)
+            assert session.device_name == "Casa Pepe (wactl)"
+            merged = session.configs[-1]
+            assert merged["deviceName"] == "Casa Pepe (wactl)"
+            assert merged["disableGoogleAnalytics"] is True
+            assert merged["linkPreviewApiServers"] == []
+            assert ("keep_alive", {"enabled": True}) in session.events
+            message_id = await asyncio.to_thread(
+                standin.customer_writes, session, CUSTOMER, "menu?"
+            )
+            await reply(engine, CUSTOMER, "Our menu: https://casa-pepe.example/menu")
+            assert session.reads == []  # the send did not mark the chat read
+            await engine.mark_read(message_id)
+            assert session.reads == ["34600111222@c.us"]
+            await engine.mark_read("not-an-id")  # best effort: nothing, no error
+            assert engine.page is not None
+            # wa-js's own default (linkPreview: true) would fetch a preview; with no
+            # servers configured it has none to ask.
+            await engine.page.evaluate(
+                "WPP.chat.sendTextMessage('34600111222@c.us', 'https://casa-pepe.example/x')"
+            )
+        assert seen == []
+
+    run(scenario)
+
+    # The check can fail: the same page without wactl's WPPConfig calls Google Analytics.
+    async def without_config() -> None:
+        from playwright.async_api import async_playwright
+
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(
+                executable_path=str(chromium.resolve_executable(Config())), headless=True
+            )
+            try:
+                context = await browser.new_context(user_agent="Mozilla/5.0 Chrome/150.0")
+                await foreign_requests_refused(standin.url, seen)(context)
+                await context.add_init_script(path=FAKE_WPP)
+                page = await context.new_page()
+                await page.goto(standin.url)
+                await until(lambda: bool(seen))
+            finally:
+                await browser.close()
+
+    run(without_config)
+    assert seen[0].startswith("https://analytics.google.com/g/collect?")
 
 
 async def failure_of(engine: WhatsAppWebEngine) -> str:
@@ -707,8 +1059,8 @@ def test_no_ready_after_the_scan_is_a_failure(tmp_path: Path, no_browser_left: P
                 await wait_for(events, lambda: bool(events.qrs()))
                 await asyncio.to_thread(standin.scan, events.qrs()[-1])
                 assert await failure_of(engine) == (
-                    "linked, but WhatsApp Web did not become ready within 2 s; "
-                    "the daemon restarts the worker with a fresh browser"
+                    "linked, but WhatsApp Web did not become ready within 2 s (it is "
+                    "syncing); the daemon restarts the worker with a fresh browser"
                 )
                 assert "ready" not in events.names()
 
@@ -1006,6 +1358,9 @@ def test_link_answer_takeover_and_logout_through_the_daemon(
     # A customer writes; the template's reply reaches WhatsApp through sendTextMessage.
     first_id = standin.customer_writes(session, CUSTOMER, "hi")
     standin.wait(lambda: standin.sent_to(session, CUSTOMER))
+    # The worker marks it sent once sendTextMessage returns, a moment after the server
+    # has it.
+    poll_for(lambda: [r["state"] for r in log_json(cli)] == ["ANSWERED", "SENT"], timeout=WAIT)
     rows = log_json(cli)
     assert [(r["direction"], r["state"], r["wa_message_id"]) for r in rows] == [
         ("IN", "ANSWERED", first_id),
@@ -1132,10 +1487,11 @@ def test_a_second_worker_on_the_same_profile_exits_6(
 
 
 def link_saved(profile: Path) -> bool:
-    """Whether the stand-in's link has reached the profile's files on disk."""
+    """Whether the stand-in's device id (the linked device the profile is) has reached
+    the profile's files on disk."""
     storage = profile / "Default" / "Local Storage" / "leveldb"
     return any(
-        b"standin.authenticated" in path.read_bytes()
+        b"standin.session" in path.read_bytes()
         for path in storage.glob("*")
         if path.suffix in (".log", ".ldb")
     )
@@ -1154,9 +1510,9 @@ def test_a_browser_left_by_a_killed_worker_is_reaped(
         for p in chromium.profile_processes(profile)
         if not any(arg.startswith("--type=") for arg in p.cmdline())
     )
-    # Chromium writes localStorage (where the stand-in keeps the link, as WhatsApp Web
-    # keeps its keys in the profile) to disk a few seconds after the page sets it; a kill
-    # before that would lose the link, with real WhatsApp Web too.
+    # Chromium writes localStorage (where the stand-in keeps the device's id, as WhatsApp
+    # Web keeps its keys in the profile) to disk a few seconds after the page sets it; a
+    # kill before that would lose the link, with real WhatsApp Web too.
     poll_for(lambda: link_saved(profile), timeout=WAIT)
     # A hung browser outlives its worker: Chromium quits by itself when Playwright's pipe
     # closes, unless it is stuck; a stopped one is.

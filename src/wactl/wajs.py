@@ -17,11 +17,12 @@ only a verified bundle is written, to a temporary file in the target directory t
 is then renamed over the final name (then the manifest, the same way). A directory
 this module created for an install that then failed is removed again.
 
-The ``WPP_*`` tuples list every name of wa-js's API the engine uses; the contract test
-(tests/test_wajs_contract.py) loads the real pinned bundle into Chromium and checks each.
-To move to a new wa-js release: change `WAJS_VERSION` and `WAJS_INTEGRITY` together
-(``npm view @wppconnect/wa-js@VERSION version dist.integrity``), run the tests (the
-real-registry test and the contract test say whether the pin and the names still hold).
+What of wa-js's API the engine uses is listed in `wactl.wajs_api`; the contract tests
+(tests/test_wajs_contract.py) load the real pinned bundle into Chromium and check it. To
+move wactl's pin to a new wa-js release: change `WAJS_VERSION` and `WAJS_INTEGRITY`
+together (``npm view @wppconnect/wa-js@VERSION version dist.integrity``), run the tests
+(the real-registry test and the contract tests say whether the pin and the API still
+hold).
 
 What it must not do: import anything outside the stdlib at module level (the CLI's
 ``engine status`` path stays light), print (core code raises `WajsInstallError`; the
@@ -113,87 +114,6 @@ class Pin:
 
 #: What `install` fetches unless a test passes another pin.
 PINNED = Pin(WAJS_PACKAGE, WAJS_VERSION, WAJS_INTEGRITY, WAJS_BUNDLE_SHA256)
-
-# --- the API the engine uses -------------------------------------------------------------
-# Function paths: the engine calls each; the contract test checks `typeof` is "function".
-
-#: ``WPP.on(event, listener)``: subscribe to one of `WPP_EVENTS`.
-WPP_ON = "WPP.on"
-#: ``await WPP.conn.getAuthCode()`` → ``{fullCode, ref, ...}`` or null: the text the QR
-#: encodes, read once at start (later codes arrive as `EVENT_AUTH_CODE_CHANGE`).
-WPP_GET_AUTH_CODE = "WPP.conn.getAuthCode"
-#: ``await WPP.conn.refreshQR()``: ask for a new auth code after `EVENT_QRCODE_IDLE`.
-WPP_REFRESH_QR = "WPP.conn.refreshQR"
-#: ``WPP.conn.isAuthenticated()`` → boolean: a phone is linked (state on (re)start).
-WPP_IS_AUTHENTICATED = "WPP.conn.isAuthenticated"
-#: ``WPP.conn.isMainReady()`` → boolean: linked, loaded and synced, ready to send.
-WPP_IS_MAIN_READY = "WPP.conn.isMainReady"
-#: ``WPP.conn.getMyUserId()`` → Wid or undefined: the linked phone's own number.
-WPP_GET_MY_USER_ID = "WPP.conn.getMyUserId"
-#: ``await WPP.conn.logout()``: unlink the phone (`wactl tenant logout`).
-WPP_LOGOUT = "WPP.conn.logout"
-#: ``await WPP.chat.sendTextMessage(chatId, text)``: send a reply.
-WPP_SEND_TEXT_MESSAGE = "WPP.chat.sendTextMessage"
-#: ``await WPP.chat.getMessages(chatId, {count})``: a chat's latest messages (`was_sent`
-#: after a crash cut a send short).
-WPP_GET_MESSAGES = "WPP.chat.getMessages"
-
-#: Every function the engine calls.
-WPP_FUNCTIONS: tuple[str, ...] = (
-    WPP_ON,
-    WPP_GET_AUTH_CODE,
-    WPP_REFRESH_QR,
-    WPP_IS_AUTHENTICATED,
-    WPP_IS_MAIN_READY,
-    WPP_GET_MY_USER_ID,
-    WPP_LOGOUT,
-    WPP_SEND_TEXT_MESSAGE,
-    WPP_GET_MESSAGES,
-)
-
-# Values: the contract test checks each is defined (not undefined) in an empty page.
-
-#: ``WPP.version``: the wa-js version string; must equal `WAJS_VERSION`.
-WPP_VERSION = "WPP.version"
-#: ``WPP.isReady``: boolean, true once wa-js has found WhatsApp Web's modules.
-WPP_IS_READY = "WPP.isReady"
-
-#: Every value the engine reads.
-WPP_VALUES: tuple[str, ...] = (WPP_VERSION, WPP_IS_READY)
-
-# Events: names passed to ``WPP.on``. They are strings, not properties, so the contract
-# test checks that the bundle emits each (``.emit("name"`` in its source).
-
-#: Payload: AuthCode or null. A new QR to show (it rotates every ~20 s while unlinked).
-EVENT_AUTH_CODE_CHANGE = "conn.auth_code_change"
-#: No payload. WhatsApp stopped rotating the QR after a while; call `WPP_REFRESH_QR`.
-EVENT_QRCODE_IDLE = "conn.qrcode_idle"
-#: No payload. The phone scanned the QR: the link exists (still syncing).
-EVENT_AUTHENTICATED = "conn.authenticated"
-#: No payload. Linked and synced: tenant CONNECTED, messages can be sent.
-EVENT_MAIN_READY = "conn.main_ready"
-#: No payload. The session was logged out (from the phone or by `WPP_LOGOUT`).
-EVENT_LOGOUT = "conn.logout"
-#: No payload. WhatsApp Web wants a (new) QR scan: DISCONNECTED, show the next QR.
-EVENT_REQUIRE_AUTH = "conn.require_auth"
-#: Payload: the message model. Inbound customer messages, and the ones the owner types
-#: on the phone (``id.fromMe``), which are the owner-takeover signal.
-EVENT_NEW_MESSAGE = "chat.new_message"
-
-#: Every event the engine subscribes to.
-WPP_EVENTS: tuple[str, ...] = (
-    EVENT_AUTH_CODE_CHANGE,
-    EVENT_QRCODE_IDLE,
-    EVENT_AUTHENTICATED,
-    EVENT_MAIN_READY,
-    EVENT_LOGOUT,
-    EVENT_REQUIRE_AUTH,
-    EVENT_NEW_MESSAGE,
-)
-
-#: Every name of wa-js the engine depends on: paths ("WPP. ...") and event names.
-WPP_API: tuple[str, ...] = WPP_FUNCTIONS + WPP_VALUES + WPP_EVENTS
-
 
 # --- errors ---------------------------------------------------------------------------------
 

@@ -172,6 +172,23 @@ FUNCTIONS: tuple[Function, ...] = (
         "(chat/functions/getMessageById.ts: throws msg_not_found, or chat_not_found)",
     ),
     Function(
+        "chat.list",
+        "chat/functions/list",
+        ("export declare function list(options?: ChatListOptions): Promise<ChatModel[]>;",),
+        "after a crash: the chats with unread messages, whose messages may have reached "
+        "the device but not the worker (chat/functions/list.ts)",
+    ),
+    Function(
+        "chat.getMessages",
+        "chat/functions/getMessages",
+        (
+            "export declare function getMessages(chatId: string | Wid, options?: "
+            "GetMessagesOptions): Promise<RawMessage[]>;",
+        ),
+        "their unread messages, reported again (the pipeline drops what it has seen); "
+        "with onlyUnread they come marked new (chat/functions/getMessages.ts)",
+    ),
+    Function(
         "chat.markIsRead",
         "chat/functions/markIsRead",
         (
@@ -284,6 +301,19 @@ MEMBERS: tuple[Member, ...] = (
         True,
         "false: no preview fetched through third-party servers (util/linkPreview.ts)",
     ),
+    # catching up after a crash (chat/functions/list.ts, getMessages.ts)
+    Member(
+        "chat/functions/list", "ChatListOptions", "onlyWithUnreadMessage", "boolean", True, "unread"
+    ),
+    Member("chat/functions/list", "ChatListOptions", "count", "number", True, "at most so many"),
+    Member(
+        "chat/functions/list", "ChatListOptions", "ignoreGroupMetadata", "boolean", True, "no fetch"
+    ),
+    Member("chat/functions/getMessages", "GetMessagesOptions", "count", "number", True, "at most"),
+    Member(
+        "chat/functions/getMessages", "GetMessagesOptions", "onlyUnread", "boolean", True, "unread"
+    ),
+    Member("whatsapp/models/ModelChatBase", "PropsChatBase", "id", "Wid", False, "the chat"),
     # what sendTextMessage returns (chat/functions/sendRawMessage.ts)
     Member("chat/types", "SendMessageReturn", "id", "string", False, "the sent message's id"),
     Member("chat/types", "SendMessageReturn", "ack", "number", False, "sent once it is >= 1"),

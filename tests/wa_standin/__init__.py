@@ -1,25 +1,37 @@
-"""A local stand-in for WhatsApp Web, driven by the test over real HTTP on loopback.
+"""A local stand-in for WhatsApp Web and WhatsApp's side of it, over real HTTP on loopback.
 
 `StandIn` serves a blank page (with a Content-Security-Policy like WhatsApp Web's: no
 inline scripts) and a control API on the same origin. The engine opens the page
-(``browser.url``, or ``https://web.whatsapp.com/`` routed here with ``context.route``) and
-injects ``fake_wpp.js`` in place of wa-js (``browser.wa_js_path``). Each page is a
-*session* (an id kept in the profile's localStorage, so a restarted browser on the same
-profile is the same linked device, and a wiped profile is a new one). The page
-long-polls ``/standin/poll`` for commands and reports what happens to ``/standin/event``:
+(``browser.url``, or ``https://web.whatsapp.com/`` routed here with ``context.route``)
+and injects ``fake_wpp.js`` in place of wa-js (``browser.wa_js_path``); that file plays
+wa-js 4.6.0 as the real library behaves, each behaviour citing the wa-js source file it
+follows. This module plays what is not in the browser:
 
-- the test plays the phone: `scan` the QR the tenant shows, `phone_logout`;
-- the test plays customers: `customer_writes`, and the business typing on its phone
-  (``from_me``);
-- the test breaks the page: `hang` (its main thread never answers again);
-- the page tells the test what "WhatsApp's servers" received: `sent`.
+- WhatsApp's servers: messages to the linked device are queued until the device
+  acknowledges them, and delivered again to a page that starts before it did (after a
+  crash); messages the device sends are accepted once per id (a second send of an id is
+  counted, not delivered twice); the server answers a search for a message by id
+  (wa-js ``callGetSearchContext``) and a number's LID (``queryExists``).
+- The business's phone: `scan` the QR the tenant shows (the device is then named as
+  wa-js's ``WPPConfig.deviceName`` says), `phone_logout`.
+- Customers: `customer_writes`. Since WhatsApp's move to LIDs most one-to-one chats are
+  ``NNN@lid`` (wa-js ``chat/functions/prepareRawMessage.ts``): a share of customers
+  (``lid_share``) write from a ``@lid`` chat, and of those a share (``hidden_share``)
+  without WhatsApp telling the device their phone number (wa-js's lidPnCache then has
+  no entry: ``contact/functions/getPnLidEntry.ts``). Which customer is which is
+  deterministic (a hash of the number), or set per number in `addressing`.
+- The test breaking things: `hang` (the page's main thread never answers again), stream
+  modes (`set_mode`: OFFLINE, CONFLICT...), `withhold_ready` (the sync never ends).
 
+Each page is a *session*: an id kept in the profile's localStorage, so a restarted
+browser on the same profile is the same linked device, and a wiped profile is a new one.
 Like WhatsApp Web, it turns a browser that says "HeadlessChrome" away: the page then
 shows no QR and wa-js never becomes ready.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import threading
@@ -35,8 +47,10 @@ from urllib.parse import parse_qs, urlsplit
 HERE = Path(__file__).resolve().parent
 #: What the engine injects in place of wa-js (browser.wa_js_path).
 FAKE_WPP = HERE / "fake_wpp.js"
-#: WhatsApp Web's policy forbids inline scripts; so does the stand-in's.
-CSP = "default-src 'self'; script-src 'self'; connect-src 'self'"
+#: The stand-in's policy forbids inline scripts, so the engine's scripts must go in as
+#: init scripts (as with WhatsApp Web, whose policy is stricter still); it does not stop
+#: requests to other hosts, so that a test sees every one the page attempts.
+CSP = "script-src 'self'"
 PAGE = b"""<!doctype html>
 <html><head><meta charset="utf-8"><title>WhatsApp (stand-in)</title></head>
 <body><p>WhatsApp Web stand-in for wactl's tests.</p>
@@ -46,41 +60,83 @@ PAGE = b"""<!doctype html>
 HEADLESS = "HeadlessChrome"
 #: How long a poll waits for a command before the page asks again.
 POLL_SECONDS = 1.0
+#: How a customer's chat is addressed.
+PN, LID, LID_HIDDEN = "pn", "lid", "lid-hidden"
 
 
 @dataclass
 class Session:
-    """One page's view of its linked device, as the page last reported it."""
+    """One linked device (a profile), as WhatsApp's side knows it."""
 
     id: str
     boots: int = 0
-    authenticated: bool = False
+    linked: bool = False
+    #: The account's number and LID (set by the scan).
+    me: str = ""
+    me_lid: str = ""
+    #: The name the device shows under Linked devices on the phone (WPPConfig.deviceName
+    #: as wa-js had it when the QR was scanned; False: the browser's own).
+    device_name: Any = None
+    #: window.WPPConfig as wa-js merged it, at each boot.
+    configs: list[dict[str, Any]] = field(default_factory=list)
     qrs: list[str] = field(default_factory=list)
-    ready: bool = False
-    sent: list[dict[str, Any]] = field(default_factory=list)
+    #: The stream mode the page last reported.
+    mode: str | None = None
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     commands: list[dict[str, Any]] = field(default_factory=list)
     #: When the page last polled (monotonic).
     seen: float = 0.0
     #: The User-Agent of each boot: the HTTP header, and the page's navigator.userAgent.
     user_agents: list[tuple[str, str]] = field(default_factory=list)
+    #: The page's URL at each boot.
+    urls: list[str] = field(default_factory=list)
+    #: Messages for the device it has not acknowledged yet (id -> record), oldest first.
+    undelivered: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Every message the server knows in this account (id -> record).
+    history: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Messages the server accepted from the device, once per id, in order.
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    #: Every send the device made, repeats included (ids).
+    send_attempts: list[str] = field(default_factory=list)
+    #: Chats the device marked read (read receipts), in order.
+    reads: list[str] = field(default_factory=list)
+    #: The device's own storage (what WhatsApp Web keeps in IndexedDB): the link,
+    #: chats with their messages and unread counts, the LID -> phone number cache.
+    device: dict[str, Any] = field(default_factory=lambda: _empty_device())
 
     @property
     def qr(self) -> str | None:
-        return self.qrs[-1] if self.qrs and not self.authenticated else None
+        return self.qrs[-1] if self.qrs and not self.linked else None
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.events]
+
+
+def _empty_device() -> dict[str, Any]:
+    return {"linked": False, "me": None, "meLid": None, "chats": {}, "lidPn": {}}
 
 
 class StandIn:
     """The HTTP server (a thread) and the test's handle on every session."""
 
     def __init__(
-        self, *, rotate_ms: int = 60_000, ready_delay_ms: int = 0, withhold_ready: bool = False
+        self,
+        *,
+        rotate_ms: int = 60_000,
+        ready_delay_ms: int = 0,
+        withhold_ready: bool = False,
+        lid_share: float = 0.0,
+        hidden_share: float = 0.0,
     ) -> None:
         self.settings = {
             "rotateMs": rotate_ms,
             "readyDelayMs": ready_delay_ms,
             "withholdReady": withhold_ready,
         }
+        self.lid_share = lid_share
+        self.hidden_share = hidden_share
+        #: Per customer number (+E164): PN, LID or LID_HIDDEN, overriding the shares.
+        self.addressing: dict[str, str] = {}
         self.sessions: dict[str, Session] = {}
         self.changed = threading.Condition()
         self.server = _Server(("127.0.0.1", 0), _handler_for(self))
@@ -103,6 +159,30 @@ class StandIn:
             self.changed.notify_all()
         self.server.shutdown()
         self.server.server_close()
+
+    # --- customers and their ids ---------------------------------------------------------
+
+    def addressing_of(self, number: str) -> str:
+        """How ``number``'s chat is addressed: `PN`, `LID` or `LID_HIDDEN`."""
+        if number in self.addressing:
+            return self.addressing[number]
+        draw = int.from_bytes(hashlib.sha256(number.encode()).digest()[:8], "big") / 2**64
+        if draw >= self.lid_share:
+            return PN
+        hidden = (draw / self.lid_share) < self.hidden_share if self.lid_share else False
+        return LID_HIDDEN if hidden else LID
+
+    @staticmethod
+    def lid_of(number: str) -> str:
+        """The customer's LID: a number unrelated to the phone number, stable per number."""
+        digest = int.from_bytes(hashlib.sha256(b"lid" + number.encode()).digest()[:8], "big")
+        return f"{100_000_000_000_000 + digest % 900_000_000_000_000}@lid"
+
+    def chat_of(self, number: str) -> str:
+        """The chat id WhatsApp uses for the customer ``number`` (+E164)."""
+        if self.addressing_of(number) == PN:
+            return f"{number.lstrip('+')}@c.us"
+        return self.lid_of(number)
 
     # --- what the test does ------------------------------------------------------------
 
@@ -134,32 +214,69 @@ class StandIn:
     def scan(self, qr: str, *, me: str = "15550000000") -> Session:
         """The business's phone scans ``qr`` (Linked devices > Link a device)."""
         session = self.session_showing(qr)
-        self.command(session, "scan", qr=qr, me=me)
+        self.command(session, "scan", qr=qr, me=f"{me}@c.us", meLid=self.lid_of("+" + me))
         return session
 
-    def customer_writes(self, session: Session, number: str, body: str, **extra: Any) -> str:
+    def set_mode(self, session: Session, mode: str) -> None:
+        """WhatsApp Web's stream changes mode (whatsapp/enums/StreamMode.ts)."""
+        self.command(session, "mode", mode=mode)
+
+    def customer_writes(
+        self, session: Session, number: str, body: str, *, wait: bool = True, **extra: Any
+    ) -> str:
         """A customer (+E164) writes ``body``; returns WhatsApp's id of the message.
 
-        ``extra`` goes to the page as is: ``fromMe`` (the business typed it on its
-        phone), ``type``, ``isNotification``, ``broadcast``, ``author``, or ``chat`` to
-        write somewhere other than the customer's own chat (a group, status@broadcast).
+        The server queues it for the device until the device acknowledges it (so a page
+        that dies first gets it again). ``extra``: ``fromMe`` (the business typed it on
+        its phone), ``type`` (``ciphertext``: not decrypted yet, see `decrypt`),
+        ``isNotification``, ``broadcast``, ``author``, ``key``, or ``chat`` to write
+        somewhere other than the customer's own chat (a group, status@broadcast).
+        ``wait``: until the device has acknowledged it.
         """
-        chat = extra.pop("chat", f"{number.lstrip('+')}@c.us")
+        chat = extra.pop("chat", None) or self.chat_of(number)
         key = extra.pop("key", "3A" + secrets.token_hex(9).upper())
-        from_me = bool(extra.get("fromMe"))
+        from_me = bool(extra.pop("fromMe", False))
         group = chat.endswith("@g.us")
-        author = extra.get("author")
+        author = extra.pop("author", None)
         message_id = f"{str(from_me).lower()}_{chat}_{key}"
         if group and author:
             message_id += f"_{author}"
-        self.command(session, "message", chat=chat, key=key, body=body, **extra)
-        self.wait(lambda: ("delivered", {"id": message_id}) in session.events)
+        record: dict[str, Any] = {
+            "id": message_id,
+            "key": key,
+            "chat": chat,
+            "fromMe": from_me,
+            "from": f"{session.me}" if from_me else chat,
+            "to": chat if from_me else session.me,
+            "author": author if group else None,
+            "body": body,
+            "type": extra.pop("type", "chat"),
+            "t": int(time.time()),
+            "ack": 1 if from_me else None,
+            "isNotification": bool(extra.pop("isNotification", False)),
+            "broadcast": bool(extra.pop("broadcast", False)),
+        }
+        assert not extra, f"unknown message fields {sorted(extra)}"
+        if chat.endswith("@lid") and self.addressing_of(number) == LID:
+            record["pn"] = f"{number.lstrip('+')}@c.us"  # WhatsApp shares the number
+        with self.changed:
+            session.history[message_id] = record
+            session.undelivered[message_id] = record
+            session.commands.append({"op": "deliver", "args": {"record": record}})
+            self.changed.notify_all()
+        if wait:
+            self.wait(lambda: message_id not in session.undelivered)
         return message_id
 
+    def decrypt(self, session: Session, message_id: str, body: str) -> None:
+        """A ``ciphertext`` message is decrypted on the device: its type becomes chat."""
+        self.command(session, "decrypt", id=message_id, body=body)
+
     def sent_to(self, session: Session, number: str) -> list[str]:
-        chat = f"{number.lstrip('+')}@c.us"
+        """The texts the device sent to the customer ``number`` (either of their chats)."""
+        chats = {f"{number.lstrip('+')}@c.us", self.lid_of(number)}
         with self.changed:
-            return [m["body"] for m in session.sent if m["chat"] == chat]
+            return [m["body"] for m in session.sent if m["chat"] in chats]
 
     # --- what the page does ------------------------------------------------------------
 
@@ -178,11 +295,23 @@ class StandIn:
                 self.changed.notify_all()
                 return {"refused": "update your browser"}
             session.boots += 1
-            session.authenticated = bool(body.get("authenticated"))
-            session.ready = False
+            session.linked = bool(session.device["linked"])
+            session.mode = None
             session.seen = time.monotonic()
+            session.urls.append(str(body.get("url", "")))
+            config = body.get("config")
+            session.configs.append(config if isinstance(config, dict) else {})
+            if session.linked:
+                # What the device never acknowledged is delivered again, oldest first.
+                redeliver = [
+                    {"op": "deliver", "args": {"record": record}}
+                    for record in session.undelivered.values()
+                ]
+                queued = [c for c in session.commands if c["op"] != "deliver"]
+                session.commands = redeliver + queued
+            device = json.loads(json.dumps(session.device))
             self.changed.notify_all()
-        return self.settings
+        return {**self.settings, "device": device}
 
     def poll(self, session_id: str) -> list[dict[str, Any]]:
         deadline = time.monotonic() + POLL_SECONDS
@@ -204,14 +333,83 @@ class StandIn:
             session.events.append((name, data))
             if name == "qr":
                 session.qrs.append(data["qr"])
-                session.authenticated = False
-            elif name == "ready":
-                session.authenticated = session.ready = True
-            elif name == "sent":
-                session.sent.append(data)
-            elif name == "logout":
-                session.authenticated = session.ready = False
+            elif name == "mode":
+                session.mode = data.get("mode")
+            elif name == "delivered":
+                session.undelivered.pop(str(data.get("id")), None)
             self.changed.notify_all()
+
+    def store(self, session_id: str, change: dict[str, Any]) -> None:
+        """Commit one change to the device's storage (an IndexedDB transaction)."""
+        with self.changed:
+            session = self._session(session_id)
+            device = session.device
+            op = change.get("op")
+            if op == "link":
+                device.update(linked=True, me=change.get("me"), meLid=change.get("meLid"))
+                session.linked = True
+                session.me = str(change.get("me") or "")
+                session.device_name = change.get("deviceName")
+            elif op == "forget":
+                session.device = _empty_device()
+                session.linked = False
+            elif op == "chat":
+                device["chats"].setdefault(
+                    str(change["chat"]), {"lastReceivedKey": None, "unreadCount": 0, "msgs": []}
+                )
+            elif op == "message":
+                record = dict(change["record"])
+                chat = device["chats"].setdefault(
+                    record["chat"], {"lastReceivedKey": None, "unreadCount": 0, "msgs": []}
+                )
+                at = next((i for i, m in enumerate(chat["msgs"]) if m["id"] == record["id"]), None)
+                if at is None:
+                    chat["msgs"].append(record)
+                    if not record.get("fromMe"):
+                        chat["lastReceivedKey"] = record["id"]
+                        chat["unreadCount"] += 1
+                else:
+                    chat["msgs"][at] = record
+            elif op == "read":
+                chat_id = str(change.get("chat"))
+                if chat_id in device["chats"]:
+                    device["chats"][chat_id]["unreadCount"] = 0
+                session.reads.append(chat_id)
+            elif op == "lidpn":
+                device["lidPn"][str(change["lid"])] = str(change["pn"])
+            else:
+                raise ValueError(f"unknown device change {op!r}")
+            self.changed.notify_all()
+
+    def accept(self, session_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The device sends a message: the server takes it once per id (ACK.SENT)."""
+        record = dict(body.get("record") or {})
+        with self.changed:
+            session = self._session(session_id)
+            if not session.linked:
+                return {"error": "not linked"}
+            message_id = str(record.get("id"))
+            session.send_attempts.append(message_id)
+            if message_id not in session.history:
+                record["ack"] = 1
+                record.pop("local", None)
+                session.history[message_id] = record
+                session.sent.append(record)
+            self.changed.notify_all()
+        return {"ack": 1}
+
+    def search(self, session_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A message by id, as the server has it (wa-js's remote search), or None."""
+        with self.changed:
+            session = self._session(session_id)
+            record = session.history.get(str(body.get("id")))
+            return {"record": dict(record) if record else None}
+
+    def contact(self, session_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A number's LID (wa-js queryExists), when the number's chat is a LID chat."""
+        number = "+" + str(body.get("id", "")).partition("@")[0]
+        lid = self.lid_of(number) if self.addressing_of(number) != PN else None
+        return {"lid": lid}
 
 
 class _Server(ThreadingHTTPServer):
@@ -259,12 +457,26 @@ def _handler_for(standin: StandIn) -> type[BaseHTTPRequestHandler]:
             path = urlsplit(self.path).path
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length) or b"{}")
+            session_id = self._session_id()
             if path == "/standin/hello":
                 agent = self.headers.get("User-Agent", "")
-                self._json(standin.hello(self._session_id(), body, agent))
+                self._json(standin.hello(session_id, body, agent))
             elif path == "/standin/event":
-                standin.event(self._session_id(), body)
+                standin.event(session_id, body)
                 self._json({})
+            elif path == "/standin/send":
+                answer = standin.accept(session_id, body)
+                if "error" in answer:
+                    self._reply(409, answer["error"].encode(), "text/plain")
+                else:
+                    self._json(answer)
+            elif path == "/standin/device":
+                standin.store(session_id, body)
+                self._json({})
+            elif path == "/standin/search":
+                self._json(standin.search(session_id, body))
+            elif path == "/standin/contact":
+                self._json(standin.contact(session_id, body))
             else:
                 self._reply(404, b"not found", "text/plain")
 

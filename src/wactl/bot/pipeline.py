@@ -23,14 +23,23 @@ token back. That is two write transactions per answered message instead of three
 What the pipeline knows of a chat (pause, whether it has history) is read once per
 chat and then kept in memory, because only this worker writes them.
 
+Sending a reply (`_send_reply`): the engine fixes the reply's WhatsApp id first
+(`Engine.reserve_id`; the sandbox uses the pipeline's client id, ``wactl-SLUG-<inbound
+row id>``, the whatsapp-web engine has wa-js generate one), the id is stored in the
+PENDING row, durably, and only then is the reply handed to the engine under that id.
+
 After a crash at any point, `recover` finishes the work: NEW inbound rows are handled
 again (nothing was sent for them), and for each PENDING reply the engine is asked
-whether it reached WhatsApp (`Engine.was_sent`, keyed by the reply's client id).
-The sandbox engine knows for sure, so there every inbound message gets exactly one
-reply. An engine that cannot know (None) gets the reply marked SENT without sending it
-again: at most one copy, at the price of possibly none in that narrow window (see
-`recover`). Errors while handling one message are logged, written to
-``worker_process.last_error``, and the pipeline goes on with the next message.
+whether the stored id reached WhatsApp (`Engine.was_sent`): yes -> marked SENT; no ->
+sent again (under a new id); cannot tell yet (a page still loading, a message still on
+the device) -> asked again a few times, and left PENDING for the next start if it stays
+unknown, never sent twice. So on every engine, every inbound message gets exactly one
+reply. Errors while handling one message (or one recovered reply) are logged, written to
+``worker_process.last_error``, and the pipeline goes on with the next one.
+
+Read receipts (``pipeline.read_receipts``): when the bot starts answering a message (it
+decided to reply, before the typing delay), `Engine.mark_read`; never for a message it
+stays silent on (a paused chat is the business's to read).
 """
 
 from __future__ import annotations
@@ -49,7 +58,7 @@ from typing import Any, Protocol, TypeVar
 from wactl.bot.counters import HourlyCounts
 from wactl.bot.engines.base import Engine, InboundMessage
 from wactl.bot.ratelimit import RateLimiter
-from wactl.bot.store import InboundRow, MessageStore
+from wactl.bot.store import InboundRow, MessageStore, PendingReply
 from wactl.config.model import PipelineConfig
 from wactl.enums import Direction, MessageState
 
@@ -61,6 +70,9 @@ RunDb = Callable[[Callable[[], T]], Awaitable[T]]
 #: How many chats the pipeline remembers the pause and history of (least recently used
 #: forgotten first; a forgotten chat is read again from the database).
 CHAT_MEMORY = 10_000
+#: Recovery asks an engine that cannot tell yet whether a reply was sent again after
+#: these delays (seconds; ~15 s in all), then leaves it for the next start.
+WAS_SENT_RETRIES = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 class ReplyLike(Protocol):
@@ -302,7 +314,7 @@ class Pipeline:
         done: asyncio.Future[Outcome],
     ) -> None:
         try:
-            outcome = await self._safely(row, lambda: self._deliver(row, out_id, decision))
+            outcome = await self._safely(row, lambda: self._answer(row, out_id, decision))
         finally:
             self._slots.release()
             self._active.discard(row.id)
@@ -410,25 +422,51 @@ class Pipeline:
             await self._db(lambda: self.store.mark(row.id, MessageState.IGNORED))
             return Outcome("ignored", in_id=row.id, reason=decision.reason)
         text, kind = decision.text, decision.kind or ""
+        await self._mark_read(row)
         if decision.handoff:
             until = now + dt.timedelta(minutes=self.config.handoff_pause_minutes)
             await self._pause(row.chat, until, "handoff")
             self._on_event("handoff", {"chat": row.chat, "text": row.text})
         if self.pacing:
             await asyncio.sleep(self._typing_delay(text))
-        client_id = f"{self._client_prefix}{row.id}"
+        client_id = self._client_id(row.id)
         out_id = await self._db(lambda: self.store.begin_reply(row.id, row, text, kind, client_id))
         return await self._deliver(row, out_id, decision)
+
+    async def _answer(self, row: InboundRow, out_id: int, decision: _Decision) -> Outcome:
+        """The fast path's reply: the bot starts answering (read receipt), then delivers."""
+        await self._mark_read(row)
+        return await self._deliver(row, out_id, decision)
+
+    async def _mark_read(self, row: InboundRow) -> None:
+        if self.config.read_receipts:
+            try:
+                await self.engine.mark_read(row.wa_message_id)
+            except Exception:
+                log.exception("marking message %s read failed", row.wa_message_id)
 
     async def _deliver(self, row: InboundRow, out_id: int, decision: _Decision) -> Outcome:
         """Hand the decided reply to WhatsApp, then mark it SENT and the message ANSWERED."""
         assert decision.text is not None
-        client_id = f"{self._client_prefix}{row.id}"
-        sent_id = await self.engine.send_text(row.chat, decision.text, client_id=client_id)
-        await self._db(lambda: self.store.finish_reply(out_id, row.id, sent_id))
-        self.counts.add(Direction.OUT)
+        await self._send_reply(out_id, row.id, row.chat, decision.text)
         self.handled += 1
         return Outcome("replied", in_id=row.id, reply=decision.text, kind=decision.kind)
+
+    async def _send_reply(self, out_id: int, in_id: int | None, chat: str, text: str) -> None:
+        """Fix the reply's WhatsApp id and store it (durable before anything leaves),
+        send it under that id, then mark it SENT (and its message ANSWERED)."""
+        client_id = (
+            self._client_id(in_id) if in_id is not None else f"{self._client_prefix}o{out_id}"
+        )
+        message_id = await self.engine.reserve_id(chat, client_id)
+        if message_id != client_id:
+            await self._db(lambda: self.store.reserve_reply(out_id, message_id))
+        sent_id = await self.engine.send_text(chat, text, message_id=message_id)
+        await self._db(lambda: self.store.finish_reply(out_id, in_id, sent_id))
+        self.counts.add(Direction.OUT)
+
+    def _client_id(self, in_id: int) -> str:
+        return f"{self._client_prefix}{in_id}"
 
     async def _chat_memory(self, row: InboundRow) -> _ChatMemory:
         memory = self._memory.get(row.chat)
@@ -492,26 +530,16 @@ class Pipeline:
         skip = decided | recorded_here | self._active
         new = [row for row in new if row.id not in skip]
         for reply in pending:
-            sent = await self.engine.was_sent(reply.client_id)
-            if sent is False:
-                log.info("resending reply %s (it never reached WhatsApp)", reply.client_id)
-                sent_id = await self.engine.send_text(
-                    reply.chat, reply.text, client_id=reply.client_id
-                )
-            else:
-                if sent is None:
-                    log.warning(
-                        "reply %s may or may not have reached WhatsApp before the crash; "
-                        "not sending it again (at most once)",
-                        reply.client_id,
-                    )
-                sent_id = reply.client_id
-            await self._db(
-                lambda reply=reply, sent_id=sent_id: self.store.finish_reply(  # type: ignore[misc]
-                    reply.out_id, reply.in_id, sent_id
-                )
-            )
-            self.counts.add(Direction.OUT)
+            try:
+                await self._recover_reply(reply)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                message = f"reply {reply.message_id} to {reply.chat}: {type(exc).__name__}: {exc}"
+                log.exception("recovering %s", message)
+                with contextlib.suppress(Exception):
+                    await self._db(lambda message=message: self.store.set_last_error(message))  # type: ignore[misc]
+                self._on_event("error", {"message": message})
         loop = asyncio.get_running_loop()
         for row in new:
             self._enqueue(_Job(row, loop.create_future()))
@@ -520,6 +548,30 @@ class Pipeline:
                 "recovered %d pending replies and %d unhandled messages", len(pending), len(new)
             )
         return len(pending), len(new)
+
+    async def _recover_reply(self, reply: PendingReply) -> None:
+        """One PENDING reply a crash left: confirm it, send it again, or leave it."""
+        sent = await self.engine.was_sent(reply.message_id)
+        for delay in WAS_SENT_RETRIES:
+            if sent is not None:
+                break
+            await asyncio.sleep(delay)
+            sent = await self.engine.was_sent(reply.message_id)
+        if sent is None:
+            log.warning(
+                "cannot tell whether reply %s reached WhatsApp; it stays pending and is "
+                "checked again at the next start (it is never sent twice)",
+                reply.message_id,
+            )
+            return
+        if sent:
+            await self._db(
+                lambda: self.store.finish_reply(reply.out_id, reply.in_id, reply.message_id)
+            )
+            self.counts.add(Direction.OUT)
+            return
+        log.info("resending reply %s (it never reached WhatsApp)", reply.message_id)
+        await self._send_reply(reply.out_id, reply.in_id, reply.chat, reply.text)
 
     async def drain(self, timeout: float) -> None:
         """Wait (up to ``timeout``) for the queued messages to be handled."""

@@ -67,7 +67,9 @@ class PendingReply:
     in_id: int | None
     chat: str
     text: str
-    client_id: str
+    #: The id stored with the reply: the client id, or the WhatsApp id the engine
+    #: reserved for it before sending (`Engine.reserve_id`).
+    message_id: str
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,11 @@ class MessageStore:
             update(LOG)
             .where(LOG.c.id == bindparam("row_id"))
             .values(state=MessageState.SENT.value, wa_message_id=bindparam("sent_id"))
+        )
+        self._set_id = (
+            update(LOG)
+            .where(LOG.c.id == bindparam("row_id"))
+            .values(wa_message_id=bindparam("message_id"))
         )
         self._paused_until = select(CHATS.c.paused_until).where(
             CHATS.c.tenant_id == bindparam("tenant"), CHATS.c.chat == bindparam("chat_name")
@@ -316,6 +323,10 @@ class MessageStore:
             "created_at": utcnow(),
         }
         return int(self._run(lambda c: c.execute(self._insert, values).scalar_one()))
+
+    def reserve_reply(self, out_id: int, message_id: str) -> None:
+        """Store the WhatsApp id a reply will be sent under, before it is sent."""
+        self._run(lambda c: c.execute(self._set_id, {"row_id": out_id, "message_id": message_id}))
 
     def finish_reply(self, out_id: int, in_id: int | None, wa_message_id: str) -> None:
         def write(connection: Connection) -> None:

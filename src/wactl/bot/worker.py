@@ -182,6 +182,8 @@ class TenantSnapshot:
     engine: str
     session_state: SessionState
     phone_number: str | None = None
+    #: The business's name (it names the linked device on the owner's phone).
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -233,6 +235,7 @@ def load_tenant(db: Engine, slug: str) -> TenantSnapshot:
             engine=tenant.engine.value,
             session_state=state,
             phone_number=tenant.phone_number,
+            name=tenant.name,
         )
 
 
@@ -254,7 +257,9 @@ class Worker:
         self.state = tenant.session_state
         #: The QR code showing now, or None.
         self.qr: str | None = None
-        self.engine = create_engine(tenant.engine, tenant.slug, config, self)
+        self.engine = create_engine(
+            tenant.engine, tenant.slug, config, self, tenant_name=tenant.name
+        )
         if isinstance(self.engine, SandboxEngine) and tenant.phone_number:
             self.engine.own_number = tenant.phone_number
         self.control = ControlServer(

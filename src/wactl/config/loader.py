@@ -175,11 +175,22 @@ def validate_values(config: Config, *, where: str) -> None:
             "characters, without leading or trailing spaces",
             hint="leave it empty for desktop Chrome's User-Agent",
         )
+    _validate_device_name(config.browser.device_name, where)
     url = config.database.url
     if url and not url.startswith(("sqlite:", "sqlite+", "postgresql:", "postgresql+")):
         raise ConfigError(
             f"{where}: database.url must be a sqlite:/// or postgresql+psycopg:// URL, "
             f"not '{redact_url(url)}'"
+        )
+
+
+def _validate_device_name(template: str, where: str) -> None:
+    leftover = template.replace("{name}", "").replace("{slug}", "")
+    if len(template) > 200 or not template.isprintable() or "{" in leftover or "}" in leftover:
+        raise ConfigError(
+            f"{where}: browser.device_name must be one line of printable text of at most 200 "
+            "characters, with no braces but the placeholders {name} and {slug}",
+            hint='e.g. "{name} (wactl)"; empty for WhatsApp Web\'s own name',
         )
 
 

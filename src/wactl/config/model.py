@@ -232,6 +232,15 @@ class BrowserConfig:
             "against a stand-in."
         ),
     )
+    device_name: str = field(
+        default="{name} (wactl)",
+        metadata=_doc(
+            "The name the linked device shows on the business's phone (WhatsApp > "
+            "Linked devices), so the owner recognises the bot: {name} is the tenant's "
+            "name, {slug} its slug; cut to 64 characters. Empty: WhatsApp Web's own "
+            "(the browser and system)."
+        ),
+    )
     answer_groups: bool = field(
         default=False,
         metadata=_doc(
@@ -320,6 +329,14 @@ class PipelineConfig:
         default=30.0,
         metadata=_doc(
             "After the business answers a chat by hand, the bot stays quiet in that chat this long."
+        ),
+    )
+    read_receipts: bool = field(
+        default=True,
+        metadata=_doc(
+            "Mark a customer's message read (blue ticks) when the bot starts answering it "
+            "(whatsapp-web). Never for a message the bot stays silent on: a chat paused for "
+            "a person stays unread for them. Off: the bot's replies leave the chat unread."
         ),
     )
     retention_days: int = field(

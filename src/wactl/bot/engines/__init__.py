@@ -8,6 +8,8 @@ are no placeholder engines that pretend to work.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from wactl.bot.engines.base import (
     Engine,
     EngineError,
@@ -19,6 +21,9 @@ from wactl.config.model import Config
 from wactl.enums import EngineName
 from wactl.errors import ConfigError
 
+if TYPE_CHECKING:
+    from wactl.wajs import Pin
+
 __all__ = [
     "Engine",
     "EngineError",
@@ -29,8 +34,18 @@ __all__ = [
 ]
 
 
-def create_engine(name: str, tenant_slug: str, config: Config, events: EngineEvents) -> Engine:
-    """The engine called ``name`` for ``tenant_slug``, reporting to ``events``."""
+def create_engine(
+    name: str,
+    tenant_slug: str,
+    config: Config,
+    events: EngineEvents,
+    *,
+    tenant_name: str = "",
+    wa_js: Pin | None = None,
+) -> Engine:
+    """The engine called ``name`` for ``tenant_slug``, reporting to ``events``;
+    ``tenant_name`` names a linked device, ``wa_js`` is the tenant's wa-js version
+    (whatsapp-web only; default: the one pinned in wactl)."""
     if name == EngineName.SANDBOX:
         from wactl.bot.engines.sandbox import SandboxEngine
 
@@ -39,6 +54,6 @@ def create_engine(name: str, tenant_slug: str, config: Config, events: EngineEve
         # Imports nothing of Playwright until the engine starts.
         from wactl.bot.engines.whatsapp_web import WhatsAppWebEngine
 
-        return WhatsAppWebEngine(tenant_slug, config, events)
+        return WhatsAppWebEngine(tenant_slug, config, events, tenant_name=tenant_name, wa_js=wa_js)
     known = ", ".join(member.value for member in EngineName)
     raise ConfigError(f"unknown engine '{name}'", hint=f"engines: {known}")

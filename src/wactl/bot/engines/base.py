@@ -100,18 +100,34 @@ class Engine(abc.ABC):
     async def stop(self) -> None:
         """Disconnect and release everything; the saved session stays for the next start."""
 
-    @abc.abstractmethod
-    async def send_text(self, to: str, text: str, *, client_id: str) -> str:
-        """Send ``text`` to the chat ``to``; returns WhatsApp's id of the sent message.
+    async def reserve_id(self, to: str, client_id: str) -> str:
+        """The WhatsApp id the reply ``client_id`` to ``to`` will carry, fixed before it
+        is sent. The pipeline stores it with the reply, durably, before `send_text`, so
+        that `was_sent` can be asked about it after a crash at any point.
 
-        ``client_id`` is the pipeline's own id of this reply, unique per tenant; an
-        engine that can remember it lets `was_sent` answer after a crash.
+        ``client_id`` is the pipeline's own id of the reply, unique per tenant; engines
+        that cannot choose WhatsApp's id in advance return it (the default) and remember
+        it themselves.
         """
+        return client_id
 
-    async def was_sent(self, client_id: str) -> bool | None:
-        """Whether the reply ``client_id`` reached WhatsApp: True, False, or None when
-        this engine cannot know (then the pipeline does not send it again)."""
-        return None
+    @abc.abstractmethod
+    async def send_text(self, to: str, text: str, *, message_id: str) -> str:
+        """Send ``text`` to the chat ``to`` under ``message_id`` (from `reserve_id`);
+        returns WhatsApp's id of the sent message. Sending a ``message_id`` again that
+        reached WhatsApp already must not deliver it twice."""
+
+    @abc.abstractmethod
+    async def was_sent(self, message_id: str) -> bool | None:
+        """Whether the reply stored under ``message_id`` (from `reserve_id`) reached
+        WhatsApp: True; False (it did not, and will not by itself: the pipeline sends it
+        again, under a new id from `reserve_id`); or None when that cannot be told now
+        (the pipeline asks again later and sends nothing meanwhile)."""
+
+    async def mark_read(self, message_id: str) -> None:  # noqa: B027 - optional
+        """Show the customer that their message ``message_id`` was read (the bot starts
+        answering it). Best effort: never raises. The default does nothing (the sandbox
+        has no read receipts)."""
 
     @abc.abstractmethod
     async def logout(self) -> None:

@@ -125,23 +125,23 @@ class SandboxEngine(Engine):
             await self._report("logged_out", self.events.on_logged_out())
         self._start_rotating()
 
-    async def send_text(self, to: str, text: str, *, client_id: str) -> str:
+    async def send_text(self, to: str, text: str, *, message_id: str) -> str:
         if not self._linked:
             raise EngineError(f"cannot send to {to}: the sandbox is not linked")
         delivered = self._delivered_ids()
-        if client_id in delivered:
-            return client_id  # WhatsApp has it already; a resend must not double it
+        if message_id in delivered:
+            return message_id  # WhatsApp has it already; a resend must not double it
         if self._outbox is None:
             self.outbox_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._outbox = self.outbox_path.open("a", encoding="utf-8")
-        line = {"id": client_id, "to": to, "text": text, "at": dt.datetime.now(dt.UTC).isoformat()}
+        line = {"id": message_id, "to": to, "text": text, "at": dt.datetime.now(dt.UTC).isoformat()}
         self._outbox.write(json.dumps(line, ensure_ascii=False) + "\n")
         self._outbox.flush()  # in the kernel now: survives kill -9 of this process
-        delivered.add(client_id)
-        return client_id
+        delivered.add(message_id)
+        return message_id
 
-    async def was_sent(self, client_id: str) -> bool:
-        return client_id in self._delivered_ids()
+    async def was_sent(self, message_id: str) -> bool:
+        return message_id in self._delivered_ids()
 
     def _delivered_ids(self) -> set[str]:
         if self._delivered is None:

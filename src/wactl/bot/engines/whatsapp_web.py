@@ -2,36 +2,70 @@
 
 Playwright (async) drives a headless Chromium on one persistent profile per tenant
 (`wactl.bot.engines.chromium`: binary, flags, lock, leftovers). Into every document of
-the page go two scripts, in this order: the wa-js bundle (``window.WPP``, pinned and
-integrity-checked by `wactl engine install`, or a stand-in named by
+the page go three scripts, in this order: ``window.WPPConfig`` (`wpp_config_script`:
+wa-js reads it once, when it loads), the wa-js bundle (``window.WPP``, the tenant's
+integrity-checked version from `wactl.wajs`, or a stand-in named by
 ``browser.wa_js_path``) and wactl's bridge (``whatsapp_web.js``), which hooks the wa-js
-events in `WPP_EVENTS` and reports them through the ``__wactlEmit`` binding.
+events listed in `wactl.wajs_api` and reports them through the ``__wactlEmit`` binding.
 The browser says it is desktop Chrome (``browser.user_agent``, default
 `chromium.user_agent`): WhatsApp Web answers "HeadlessChrome" with an "update your
 browser" page instead of a QR.
 
-What the page reports, and what the worker hears:
+wa-js's defaults that reach third parties are off (`wactl.wajs_api.WPP_CONFIG`): no
+Google Analytics, no link-preview servers; every send says which options it wants
+(`wactl.wajs_api.SEND_OPTIONS`: no link preview, no read mark). The linked device is
+named after the tenant (``browser.device_name``), so the owner recognises it under
+Linked devices on the phone.
 
-- ``conn.auth_code_change`` with a code -> `EngineEvents.on_qr` (the code rotates);
-  ``conn.qrcode_idle`` (WhatsApp Web stopped rotating it) -> ``conn.refreshQR``.
-- ``conn.authenticated`` -> nothing yet; ``conn.main_ready`` must follow within
-  ``browser.ready_timeout_seconds``, and then -> `on_ready`.
-- ``conn.logout`` (unlinked from the phone) -> `on_logged_out`; a new QR follows.
-  ``conn.require_auth`` while linked -> `on_disconnected`; a new QR follows.
-- ``chat.new_message`` -> `on_message` for text in one-to-one chats (groups only with
-  ``browser.answer_groups``). Skipped: what this bot sent, status updates, broadcasts,
-  channels, notifications and other system messages, media. A message the business
-  typed on its phone arrives with ``from_me``: the owner-takeover signal.
+The link (wa-js 4.6.0, src/ paths): linked and ready means authenticated *and* the
+stream in mode MAIN (``conn.isAuthenticated``, ``conn.getStreamData``,
+``conn.stream_mode_changed``). Not ``conn.main_ready``: it fires on the QR screen too,
+once per page, and ``conn.isMainReady`` never turns false again
+(conn/events/registerMainReadyEvent.ts). So:
+
+- not authenticated -> each ``conn.auth_code_change`` code is a QR (`on_qr`);
+  ``conn.qrcode_idle`` (WhatsApp Web stopped rotating it) -> ``conn.refreshQR``;
+- authenticated, mode SYNCING (after a scan, or at a restart of a linked profile) ->
+  nothing yet; MAIN must follow within ``browser.ready_timeout_seconds``;
+- authenticated and MAIN -> `on_ready`; leaving MAIN while authenticated (OFFLINE,
+  CONFLICT, SYNCING again) -> `on_disconnected`, and MAIN must come back within
+  ``browser.ready_timeout_seconds``;
+- ``conn.logout`` (unlinked from the phone; WhatsApp Web then reloads the page) ->
+  `on_logged_out`; ``conn.require_auth`` while linked -> `on_disconnected`; a new QR
+  follows either way;
+- the modes in which the account cannot work (banned, blocked, a version WhatsApp no
+  longer accepts: `wactl.wajs_api.MODES_BLOCKED`) end the worker with the reason.
+
+Messages: ``chat.new_message`` -> `on_message` for text in one-to-one chats (groups only
+with ``browser.answer_groups``). Skipped: the bot's own replies (recognised by their
+message id, never by chat id), status updates, broadcasts, channels, notifications and
+other system messages, media, and a ``ciphertext`` message until it is decrypted (wa-js
+fires the event again then). A message the business typed on its phone arrives with
+``from_me``: the owner-takeover signal. Since WhatsApp's move to LIDs most one-to-one
+chats are ``NNN@lid``; a customer is one identity, their phone number (+E164), whenever
+WhatsApp Web knows it (``contact.getPnLidEntry``), and the LID chat id only when it does
+not (the log says so, once per customer and worker). Messages that arrive while WhatsApp
+Web syncs are held until it is ready. Once ready, the engine also reports the unread
+messages of every chat (``chat.list``, ``chat.getMessages``): WhatsApp Web stores a
+message and acknowledges it to the server before the worker has recorded it, so a crash
+in between would otherwise lose it (the pipeline drops the ones it has).
+
+Replies: `reserve_id` asks the page for the reply's id (``chat.find`` resolves the
+number to the chat WhatsApp Web keeps for it, ``chat.generateMessageID`` makes the id
+for that chat); the pipeline stores it durably before `send_text` passes it to
+``chat.sendTextMessage`` as ``messageId``. After a crash, `was_sent` looks the stored id
+up (``chat.getMessageById``): found and at the server (ack SENT or more) -> True; not
+found, or failed -> False (the pipeline sends again, under a new id); still on the
+device (ack CLOCK) or the page cannot tell -> None (asked again later). So this engine
+gives the sandbox's guarantee: every inbound message exactly one reply. Read receipts are
+separate (`mark_read`, when the bot starts answering, if ``pipeline.read_receipts``).
 
 What makes the worker exit with an error, so that the daemon starts a fresh one with
 backoff (`watch`): the page crashed, the page or the browser closed, wa-js did not load
-or the linked session did not become ready within ``browser.ready_timeout_seconds``, or
-the page did not answer a probe (`__wactl.state()`, which reads ``WPP.conn``) within
-``browser.probe_timeout_seconds``; probes run every ``browser.probe_interval_seconds``.
-
-Replies (`send_text`) go through ``WPP.chat.sendTextMessage``. `was_sent` answers from a
-journal of sends (`SentJournal`) and, for a send cut short by a crash, from the chat's
-recent messages (``WPP.chat.getMessages``): see `SentJournal` for the guarantee.
+or the linked session did not become ready within ``browser.ready_timeout_seconds``, a
+blocked account, or the page did not answer a probe (`__wactl.state()`, which reads
+``WPP.conn``) within ``browser.probe_timeout_seconds``; probes run every
+``browser.probe_interval_seconds``.
 
 This module must not touch the database or the daemon; the worker records what it
 reports.
@@ -42,18 +76,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
 import re
 import time
+import unicodedata
 import weakref
 from collections.abc import Awaitable, Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from wactl import wajs_api
 from wactl.bot.engines import chromium
 from wactl.bot.engines.base import Engine, EngineError, EngineEvents, InboundMessage
 from wactl.config.model import Config
@@ -63,32 +98,9 @@ from wactl.errors import ConfigError
 if TYPE_CHECKING:
     from playwright.async_api import BrowserContext, Page, Playwright
 
-log = logging.getLogger(__name__)
+    from wactl.wajs import Pin
 
-#: The wa-js events the bridge listens to (the issue's contract test checks that the
-#: pinned bundle has them all).
-WPP_EVENTS = (
-    "conn.auth_code_change",
-    "conn.qrcode_idle",
-    "conn.authenticated",
-    "conn.main_ready",
-    "conn.logout",
-    "conn.require_auth",
-    "chat.new_message",
-)
-#: The wa-js functions the bridge calls.
-WPP_FUNCTIONS = (
-    "conn.getAuthCode",
-    "conn.getMyUserId",
-    "conn.isAuthenticated",
-    "conn.isMainReady",
-    "conn.logout",
-    "conn.refreshQR",
-    "chat.getMessages",
-    "chat.sendTextMessage",
-)
-#: The other top-level wa-js names it reads.
-WPP_PROPERTIES = ("on", "isReady", "version")
+log = logging.getLogger(__name__)
 
 #: wactl's bridge script (see the module docstring).
 BRIDGE_SCRIPT = Path(__file__).with_name("whatsapp_web.js")
@@ -103,32 +115,58 @@ SEND_TIMEOUT_SECONDS = 60.0
 LOGOUT_TIMEOUT_SECONDS = 5.0
 #: How long the browser may take to close before its processes are killed.
 CLOSE_TIMEOUT_SECONDS = 4.0
-#: How many of a chat's latest messages `was_sent` looks through.
-RECENT_MESSAGES = 50
+#: How many of the bot's own message ids are remembered to tell them from the owner's.
+OWN_IDS = 5000
+#: The longest device name passed to WhatsApp (the phone's list shows one short line).
+DEVICE_NAME_MAX = 64
+#: Catching up once ready: at most this many chats with unread messages, and this many
+#: of each one's unread messages.
+CATCH_UP_CHATS = 200
+CATCH_UP_MESSAGES = 50
+#: Messages held while WhatsApp Web syncs (reported once it is ready).
+EARLY_MESSAGES = 10_000
 
 
-# --- messages: from the page's plain data to InboundMessage ------------------------------------
+# --- ids: chats, customers, messages -------------------------------------------------------
 
 _PHONE_WID = re.compile(r"^(\d{5,20})@(?:c\.us|s\.whatsapp\.net)$")
+#: A message id as wa-js writes MsgKey: "<fromMe>_<chat>_<id>[_<participant>]".
+_MESSAGE_KEY = re.compile(r"^(true|false)_([0-9-]+@[a-z.]+)_([0-9A-Za-z]+)(?:_.+)?$")
 
 
 def chat_number(wid: str) -> str:
     """A one-to-one chat id as wactl shows it: "34600123456@c.us" -> "+34600123456";
-    other ids (groups "...@g.us", hidden numbers "...@lid") unchanged."""
+    other ids (groups "...@g.us", customers known only by their LID "...@lid") unchanged."""
     match = _PHONE_WID.match(wid)
     return f"+{match[1]}" if match else wid
 
 
+def customer_id(chat: str, phone: Any) -> str:
+    """The one identity wactl keeps for a chat: the phone number (+E164) when WhatsApp
+    Web knows it (the chat is a number, or a LID it maps to one), else the chat id."""
+    if isinstance(phone, str) and _PHONE_WID.match(phone):
+        return chat_number(phone)
+    return chat_number(chat)
+
+
 def chat_wid(chat: str) -> str:
-    """The WhatsApp id to send to for a chat as wactl stores it (`chat_number`'s inverse)."""
+    """The WhatsApp id to send to for a chat as wactl stores it (`customer_id`'s inverse;
+    WhatsApp Web resolves a number to the customer's @lid chat when it has one)."""
     if re.fullmatch(r"\+\d{5,20}", chat):
         return f"{chat[1:]}@c.us"
-    if "@" in chat:
+    if re.fullmatch(r"[0-9-]+@(?:c\.us|lid|g\.us)", chat):
         return chat
     raise EngineError(
         f"cannot send to {chat!r}: not a WhatsApp number (+E164) or chat id",
         hint="numbers are written +<country code><number>",
     )
+
+
+def message_chat(message_id: str) -> str | None:
+    """The chat a message id belongs to ("true_123@lid_3EB0..." -> "123@lid"), or None
+    when it is not a WhatsApp message id."""
+    match = _MESSAGE_KEY.match(message_id)
+    return match[2] if match else None
 
 
 @dataclass(frozen=True)
@@ -153,6 +191,11 @@ def read_message(
         return Skipped("no message id")
     if not isinstance(chat, str) or not chat:
         return Skipped("no chat id")
+    from_me = bool(data.get("fromMe"))
+    # The bot's own reply, by its id: its chat.new_message names the chat WhatsApp Web
+    # resolved the number to (a @lid one), not the number it was sent to.
+    if from_me and (data.get("byBot") or message_id in own_ids):
+        return Skipped("sent by this bot")
     if chat == "status@broadcast" or data.get("isStatus"):
         return Skipped("status update")
     if data.get("broadcast") or chat.endswith("@broadcast"):
@@ -162,6 +205,8 @@ def read_message(
     if data.get("isNotification"):
         return Skipped("notification")
     kind = data.get("type")
+    if kind == "ciphertext":
+        return Skipped("not decrypted yet (wa-js reports it again once it is)")
     if kind != "chat":
         return Skipped(f"not a text message ({kind})")
     body = data.get("body")
@@ -169,21 +214,21 @@ def read_message(
         return Skipped("empty text")
     if data.get("isNewMsg") is False:
         return Skipped("history, not a new message")
-    from_me = bool(data.get("fromMe"))
-    if from_me and (data.get("byBot") or message_id in own_ids):
-        return Skipped("sent by this bot")
     group = bool(data.get("isGroupMsg")) or chat.endswith("@g.us")
     if group and not answer_groups:
         return Skipped("group message (browser.answer_groups is off)")
     if len(chat) > 64 or len(message_id) > 128:
         return Skipped("id longer than the message log holds")
-    customer = chat_number(chat)
+    customer = customer_id(chat, data.get("chatPn"))
     own_number = own_number or "me"  # not known yet: WhatsApp Web has not said
     if from_me:
         sender, recipient = own_number, customer
     else:
-        author = data.get("author") if group else data.get("from")
-        sender = chat_number(author) if isinstance(author, str) and author else customer
+        author = data.get("author") if group else None
+        if isinstance(author, str) and author:
+            sender = customer_id(author, data.get("authorPn"))
+        else:
+            sender = customer
         recipient = own_number
     stamp = data.get("t")
     if isinstance(stamp, int | float) and not isinstance(stamp, bool) and stamp > 0:
@@ -201,137 +246,31 @@ def read_message(
     )
 
 
-# --- the journal of sends ------------------------------------------------------------------
+# --- what goes into the page before wa-js ---------------------------------------------------
 
 
-@dataclass
-class JournalEntry:
-    client_id: str
-    chat: str
-    text_sha256: str
-    #: When the send started (Unix time).
-    started: float
-    #: WhatsApp's id of the sent message, once sendTextMessage returned it.
-    wa_id: str | None = None
+def device_name(template: str, *, name: str, slug: str) -> str:
+    """The name the linked device shows on the owner's phone: ``browser.device_name``
+    with {name} (the tenant's business name) and {slug} filled in, as one line of
+    printable text of at most `DEVICE_NAME_MAX` characters; "" for wa-js's default."""
+    text = template.replace("{name}", name).replace("{slug}", slug)
+    printable = "".join(
+        " " if unicodedata.category(ch)[0] in "CZ" else ch
+        for ch in unicodedata.normalize("NFC", text)
+    )
+    line = " ".join(printable.split())
+    return line[:DEVICE_NAME_MAX].rstrip()
 
 
-class SentJournal:
-    """Which replies were handed to WhatsApp Web: JSON lines in ``<slug>.sent.jsonl``
-    beside the profile (not inside it, so that a logout's wipe does not forget them).
-
-    A line is written and flushed (to the kernel: it survives ``kill -9`` of the worker)
-    *before* each send, and another with WhatsApp's message id after it. So, for a reply
-    the pipeline left pending after a crash, `WhatsAppWebEngine.was_sent` knows:
-
-    - no line: the send never started -> False (send it);
-    - a line with WhatsApp's id: it was sent -> True;
-    - a line without one (the crash hit during the send): the chat's latest messages
-      decide: a message from this account with the same text, no older than the line
-      -> True, none -> False. When the chat cannot be read (not linked yet, another
-      account now) -> None: the pipeline does not send it again (at most once).
-
-    What this cannot tell apart: the business typing exactly the bot's text in that chat
-    on its phone while the crashed send was under way (then the reply counts as sent).
-    Lines older than `RETENTION_SECONDS` are dropped when the journal is loaded.
-    """
-
-    RETENTION_SECONDS = 30 * 24 * 3600
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.entries: dict[str, JournalEntry] = {}
-        self.wa_ids: set[str] = set()
-        self._handle: IO[str] | None = None
-
-    def load(self) -> None:
-        entries: dict[str, JournalEntry] = {}
-        lines = 0
-        try:
-            with self.path.open(encoding="utf-8") as handle:
-                for line in handle:
-                    lines += 1
-                    self._apply(entries, line)
-        except FileNotFoundError:
-            pass
-        cutoff = time.time() - self.RETENTION_SECONDS
-        self.entries = {k: e for k, e in entries.items() if e.started >= cutoff}
-        self.wa_ids = {e.wa_id for e in self.entries.values() if e.wa_id}
-        if lines > 2 * len(self.entries) + 100:
-            self._rewrite()
-
-    @staticmethod
-    def _apply(entries: dict[str, JournalEntry], line: str) -> None:
-        try:
-            record = json.loads(line)
-            client_id = record["id"]
-            if "wa" in record:
-                if client_id in entries:
-                    entries[client_id].wa_id = str(record["wa"])
-                return
-            entries[client_id] = JournalEntry(
-                client_id, str(record["chat"]), str(record["sha"]), float(record["at"])
-            )
-        except (ValueError, KeyError, TypeError):
-            log.warning("skipping an unreadable line of the send journal")
-
-    def _rewrite(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        with tmp.open("w", encoding="utf-8") as handle:
-            for entry in self.entries.values():
-                handle.write(self._begin_line(entry))
-                if entry.wa_id:
-                    handle.write(self._done_line(entry.client_id, entry.wa_id))
-        tmp.chmod(0o600)
-        tmp.replace(self.path)
-
-    @staticmethod
-    def _begin_line(entry: JournalEntry) -> str:
-        record = {
-            "id": entry.client_id,
-            "chat": entry.chat,
-            "sha": entry.text_sha256,
-            "at": entry.started,
-        }
-        return json.dumps(record) + "\n"
-
-    @staticmethod
-    def _done_line(client_id: str, wa_id: str) -> str:
-        return json.dumps({"id": client_id, "wa": wa_id}) + "\n"
-
-    def _write(self, line: str) -> None:
-        if self._handle is None:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            self._handle = os.fdopen(fd, "a", encoding="utf-8")
-        self._handle.write(line)
-        self._handle.flush()
-
-    def begin(self, client_id: str, chat: str, text: str) -> JournalEntry:
-        entry = JournalEntry(client_id, chat, text_digest(text), time.time())
-        self._write(self._begin_line(entry))
-        self.entries[client_id] = entry
-        return entry
-
-    def done(self, client_id: str, wa_id: str) -> None:
-        self._write(self._done_line(client_id, wa_id))
-        self.wa_ids.add(wa_id)
-        entry = self.entries.get(client_id)
-        if entry is not None:
-            entry.wa_id = wa_id
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+def wpp_config_script(device: str) -> str:
+    """``window.WPPConfig`` as wa-js must find it when it loads (config/index.ts)."""
+    config = {**wajs_api.WPP_CONFIG, "deviceName": device or False}
+    return f"window.WPPConfig = {json.dumps(config)};\n"
 
 
-def text_digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _bundle_script(config: Config) -> Path:
+def _bundle_script(config: Config, pin: Pin | None = None) -> Path:
     """The wa-js bundle to inject: ``browser.wa_js_path`` when set (a stand-in for
-    tests), else the pinned bundle `wactl engine install` keeps in the data directory."""
+    tests), else the tenant's version, installed and verified in the data directory."""
     configured = config.browser.wa_js_path
     if configured:
         path = Path(configured).expanduser()
@@ -341,10 +280,10 @@ def _bundle_script(config: Config) -> Path:
                 hint="empty it to use the pinned bundle (`wactl engine install`)",
             )
         return path
-    from wactl.wajs import ensure_installed
+    from wactl import wajs
 
-    # Installs the pinned bundle on first use (a download of ~270 kB), verified.
-    return ensure_installed(config).path
+    # Installs the bundle on first use (a download of ~270 kB), verified.
+    return wajs.ensure_installed(config, pin or wajs.PINNED).path
 
 
 # --- the engine --------------------------------------------------------------------------
@@ -359,20 +298,27 @@ class WhatsAppWebEngine(Engine):
         config: Config,
         events: EngineEvents,
         *,
+        tenant_name: str = "",
+        wa_js: Pin | None = None,
         flags: Sequence[str] = chromium.CHROMIUM_FLAGS,
         prepare_context: Callable[[BrowserContext], Awaitable[None]] | None = None,
     ) -> None:
-        """``flags`` replaces `chromium.CHROMIUM_FLAGS` (bench/browser.py measures each);
+        """``tenant_name`` names the linked device (``browser.device_name``); ``wa_js``
+        is the wa-js version to inject (default: the one pinned in wactl); ``flags``
+        replaces `chromium.CHROMIUM_FLAGS` (bench/browser.py measures each);
         ``prepare_context`` runs on each new browser context before the page opens (tests
         use it to serve a stand-in for https://web.whatsapp.com/ with ``context.route``)."""
         super().__init__(tenant_slug, events)
         self.config = config
         self.settings = config.browser
+        self.wa_js = wa_js
+        self.device_name = device_name(
+            config.browser.device_name, name=tenant_name or tenant_slug, slug=tenant_slug
+        )
         self.flags = tuple(flags)
         self.prepare_context = prepare_context
         self.profile = chromium.profile_dir(config, tenant_slug)
         self.lock = chromium.ProfileLock(self.profile)
-        self.journal = SentJournal(self.profile.with_name(f"{tenant_slug}.sent.jsonl"))
         self.executable: Path | None = None
         #: The User-Agent the browser sends (`chromium.user_agent`): not HeadlessChrome.
         self.user_agent = ""
@@ -390,12 +336,22 @@ class WhatsAppWebEngine(Engine):
         self._events_queue: asyncio.Queue[tuple[int, str, Any]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._lifecycle = asyncio.Lock()
-        # The link as the page reported it.
+        # What the page says of the link (None: not heard since it loaded).
+        self._authenticated: bool | None = None
+        self._mode: str | None = None
+        # What this engine reported: ready (linked), or linked and waiting for MAIN since.
         self._linked = False
-        self._authenticated_at: float | None = None
+        self._waiting_since: float | None = None
         self._last_qr: str | None = None
         self._wpp_ready = False
         self._loading_since = time.monotonic()
+        #: The ids of the replies this engine prepared or sent (their chat.new_message
+        #: events are not the owner typing).
+        self._own_ids: dict[str, None] = {}
+        #: Customers logged as known only by their LID (once per worker).
+        self._lid_only: set[str] = set()
+        #: Messages that arrived before the link was ready, in order.
+        self._early: list[Any] = []
 
     @property
     def is_linked(self) -> bool:
@@ -408,12 +364,11 @@ class WhatsAppWebEngine(Engine):
     # --- life cycle -----------------------------------------------------------------
 
     async def start(self) -> None:
-        bundle = await asyncio.to_thread(_bundle_script, self.config)  # may download once
+        bundle = await asyncio.to_thread(_bundle_script, self.config, self.wa_js)
         self._failure = asyncio.get_running_loop().create_future()
         self.lock.acquire()
         try:
             chromium.reap_leftovers(self.profile)
-            self.journal.load()
             if self.settings.executable_path:  # checked before the driver costs anything
                 self.executable = chromium.resolve_executable(self.config)
             self._playwright = await _start_playwright()
@@ -423,7 +378,13 @@ class WhatsAppWebEngine(Engine):
             self.user_agent = await asyncio.to_thread(
                 chromium.user_agent, self.config, self.executable
             )
-            log.info("browser %s, profile %s, wa-js %s", self.executable, self.profile, bundle)
+            log.info(
+                "browser %s, profile %s, wa-js %s, device name %r",
+                self.executable,
+                self.profile,
+                bundle,
+                self.device_name,
+            )
             self._tasks = [
                 asyncio.create_task(self._dispatch(), name="whatsapp-web-events"),
                 asyncio.create_task(self._watchdog(), name="whatsapp-web-watchdog"),
@@ -450,7 +411,6 @@ class WhatsAppWebEngine(Engine):
             playwright, self._playwright = self._playwright, None
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(playwright.stop(), CLOSE_TIMEOUT_SECONDS)
-        self.journal.close()
         self.lock.release()
 
     async def logout(self) -> None:
@@ -458,7 +418,7 @@ class WhatsAppWebEngine(Engine):
         report `on_logged_out`; a fresh page (showing a new QR) opens in the background,
         so that the caller is answered within the daemon's request timeout."""
         async with self._lifecycle:
-            was_linked = self._linked or self._authenticated_at is not None
+            was_linked = self._linked or bool(self._authenticated)
             # From here the page's own "logout" event is ours; it must not be reported.
             self._reset_link()
             page = self._page
@@ -480,7 +440,7 @@ class WhatsAppWebEngine(Engine):
     async def _reopen(self) -> None:
         async with self._lifecycle:
             try:
-                await self._launch(_bundle_script(self.config))
+                await self._launch(_bundle_script(self.config, self.wa_js))
             except Exception as exc:
                 # No browser now: the worker must start again, as after a crash.
                 self._fail(f"cannot open WhatsApp Web again after the logout: {_short(exc)}")
@@ -493,8 +453,7 @@ class WhatsAppWebEngine(Engine):
 
         self._generation += 1
         generation = self._generation
-        self._wpp_ready = False
-        self._loading_since = time.monotonic()
+        self._page_reloaded()
         self.profile.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.profile.mkdir(mode=0o700, exist_ok=True)
         try:
@@ -522,6 +481,8 @@ class WhatsAppWebEngine(Engine):
             await context.expose_binding(
                 BINDING, lambda _source, name, data: self._received(generation, name, data)
             )
+            # In this order in every document: wa-js reads WPPConfig when it loads.
+            await context.add_init_script(script=wpp_config_script(self.device_name))
             await context.add_init_script(path=bundle)
             await context.add_init_script(path=BRIDGE_SCRIPT)
             if self.prepare_context is not None:
@@ -590,44 +551,109 @@ class WhatsAppWebEngine(Engine):
                 log.exception("handling the page event %s failed", name)
 
     async def handle_page_event(self, name: str, data: Any) -> None:
-        """One event of the bridge (or of the watchdog, which repeats what it finds)."""
+        """One event of the bridge, or ``state`` (what the watchdog's probe found)."""
         if name == "auth_code":
             await self._auth_code(data)
         elif name == "authenticated":
-            if not self._linked and self._authenticated_at is None:
-                log.info("the phone scanned the QR; waiting for WhatsApp Web to be ready")
-                self._authenticated_at = time.monotonic()
-        elif name == "main_ready":
-            if not self._linked:
-                await self._refresh_identity()
-                self._linked = True
-                self._authenticated_at = None
-                self._last_qr = None
-                await self._report("ready", self.events.on_ready())
+            self._authenticated = True
+            await self._decide_link()
+        elif name in ("stream_mode", "state"):
+            # The bridge's stream_mode carries the authenticated state; so does a probe.
+            if isinstance(data, Mapping):
+                authenticated, mode = data.get("authenticated"), data.get("mode")
+                if isinstance(authenticated, bool):
+                    self._authenticated = authenticated
+                self._mode = mode if isinstance(mode, str) else None
+                await self._decide_link()
         elif name == "logout":
-            if self._linked or self._authenticated_at is not None:
+            self._authenticated = False
+            if self._linked or self._waiting_since is not None:
                 self._reset_link()
                 await self._report("logged_out", self.events.on_logged_out())
         elif name == "require_auth":
+            self._authenticated = False
             if self._linked:
                 self._reset_link()
                 reason = "WhatsApp Web asks to link the phone again"
                 await self._report("disconnected", self.events.on_disconnected(reason))
         elif name == "message":
-            await self._message(data)
+            if self._linked:
+                await self._message(data)
+            elif len(self._early) < EARLY_MESSAGES:
+                # Delivered while WhatsApp Web syncs: replies cannot go out yet.
+                self._early.append(data)
+            else:
+                log.warning("dropping a message that arrived before WhatsApp Web was ready")
         elif name == "error":
             log.warning("the page reports: %s", data)
         else:
             log.debug("ignoring the page event %r", name)
 
+    async def _decide_link(self) -> None:
+        """Linked and ready, or not, from what the page last said: authenticated and the
+        stream in MAIN, nothing less (see the module docstring)."""
+        mode = self._mode
+        if mode in wajs_api.MODES_BLOCKED:
+            self._fail(f"{wajs_api.MODES_BLOCKED[mode]} (WhatsApp Web's stream mode {mode})")
+            return
+        if self._authenticated and mode == wajs_api.MODE_READY:
+            self._waiting_since = None
+            if not self._linked:
+                await self._refresh_identity()
+                self._linked = True
+                self._last_qr = None
+                await self._report("ready", self.events.on_ready())
+                await self._catch_up()
+            return
+        if self._authenticated is False and (self._linked or self._waiting_since is not None):
+            # Unlinked without a logout event reaching us (it fired while the page was
+            # between documents).
+            self._reset_link()
+            await self._report("logged_out", self.events.on_logged_out())
+            return
+        if not self._authenticated:
+            return  # not linked (QRs say so), or not known yet
+        if self._linked:
+            self._linked = False
+            self._waiting_since = time.monotonic()
+            reason = f"WhatsApp Web is {_describe_mode(mode)}"
+            await self._report("disconnected", self.events.on_disconnected(reason))
+        elif self._waiting_since is None:
+            self._waiting_since = time.monotonic()
+            self._last_qr = None
+            log.info("the phone is linked; waiting for WhatsApp Web to sync (%s)", mode)
+
+    async def _catch_up(self) -> None:
+        """Once ready: report what may have reached the device but not this worker (the
+        unread messages; a crash between WhatsApp Web storing a message and the worker
+        recording it leaves one unread), then what arrived while WhatsApp Web synced.
+        The pipeline records each message once: the ones it has are duplicates."""
+        early, self._early = self._early, []
+        page = self._page
+        unread: Any = []
+        if page is not None:
+            try:
+                unread = await asyncio.wait_for(
+                    page.evaluate(
+                        "([chats, count]) => window.__wactl.unread(chats, count)",
+                        [CATCH_UP_CHATS, CATCH_UP_MESSAGES],
+                    ),
+                    self.settings.probe_timeout_seconds,
+                )
+            except Exception as exc:
+                log.warning("cannot read the unread messages: %s", _short(exc))
+        for data in [*(unread if isinstance(unread, list) else []), *early]:
+            await self._message(data)
+
     async def _auth_code(self, code: Any) -> None:
         if not isinstance(code, str) or not code:
             return  # no code: linked, or WhatsApp Web is between codes
-        if self._linked:
+        # wa-js has a code only while unauthenticated (conn/functions/getAuthCode.ts).
+        self._authenticated = False
+        if self._linked or self._waiting_since is not None:
             # A QR while linked: the link is gone without a logout event reaching us.
             self._reset_link()
             await self._report("logged_out", self.events.on_logged_out())
-        self._authenticated_at = None
         if code != self._last_qr:
             self._last_qr = code
             await self._report("qr", self.events.on_qr(code))
@@ -637,12 +663,19 @@ class WhatsAppWebEngine(Engine):
             data,
             own_number=self.own_number,
             answer_groups=self.settings.answer_groups,
-            own_ids=self.journal.wa_ids,
+            own_ids=self._own_ids,
         )
         if isinstance(result, Skipped):
             message_id = data.get("id") if isinstance(data, Mapping) else None
             log.debug("message %s skipped: %s", message_id, result.reason)
             return
+        if result.chat.endswith("@lid") and result.chat not in self._lid_only:
+            self._lid_only.add(result.chat)
+            log.warning(
+                "customer %s: WhatsApp Web knows only their LID, not their phone number; "
+                "their messages are logged under the LID",
+                result.chat,
+            )
         await self._report("message", self.events.on_message(result))
 
     async def _refresh_identity(self) -> None:
@@ -664,8 +697,16 @@ class WhatsAppWebEngine(Engine):
 
     def _reset_link(self) -> None:
         self._linked = False
-        self._authenticated_at = None
+        self._waiting_since = None
         self._last_qr = None
+        self._early = []
+
+    def _page_reloaded(self) -> None:
+        """A new document: wa-js loads again and says everything anew."""
+        self._wpp_ready = False
+        self._loading_since = time.monotonic()
+        self._authenticated = None
+        self._mode = None
 
     @staticmethod
     async def _report(event: str, callback: Awaitable[None]) -> None:
@@ -711,14 +752,13 @@ class WhatsAppWebEngine(Engine):
                 await self._reconcile(page, state)
 
     async def _reconcile(self, page: Page, state: Any) -> None:
-        """Act on a probe's answer: deadlines, and events the page may not have sent."""
+        """Act on a probe's answer: deadlines, and what the page may not have sent."""
         now = time.monotonic()
         timeout = self.settings.ready_timeout_seconds
         if not isinstance(state, dict) or not state.get("ready"):
             if self._wpp_ready:
                 log.info("WhatsApp Web is reloading")
-                self._wpp_ready = False
-                self._loading_since = now
+                self._page_reloaded()
             elif now - self._loading_since > timeout:
                 detail = "the page has no wactl bridge" if state is None else "wa-js not ready"
                 self._fail(f"WhatsApp Web did not load within {timeout:g} s ({detail})")
@@ -731,38 +771,74 @@ class WhatsAppWebEngine(Engine):
         if isinstance(me, str) and me:
             self.own_number = chat_number(me)
         generation = self._generation
-        if state.get("authenticated"):
-            if state.get("mainReady"):
-                self._events_queue.put_nowait((generation, "main_ready", None))
-            elif self._authenticated_at is None and not self._linked:
-                self._events_queue.put_nowait((generation, "authenticated", None))
-            elif self._authenticated_at is not None and now - self._authenticated_at > timeout:
-                self._fail(f"linked, but WhatsApp Web did not become ready within {timeout:g} s")
-        else:
-            if self._linked:
-                self._events_queue.put_nowait((generation, "logout", None))
-            if self._last_qr is None:
-                with contextlib.suppress(Exception):
-                    code = await asyncio.wait_for(
-                        page.evaluate("() => window.__wactl.authCode()"),
-                        self.settings.probe_timeout_seconds,
-                    )
-                    self._events_queue.put_nowait((generation, "auth_code", code))
+        # Through the queue, in order with the page's own events.
+        self._events_queue.put_nowait((generation, "state", state))
+        waiting = self._waiting_since
+        if waiting is not None and now - waiting > timeout:
+            mode = state.get("mode")
+            self._fail(
+                f"linked, but WhatsApp Web did not become ready within {timeout:g} s "
+                f"(it is {_describe_mode(mode if isinstance(mode, str) else None)})"
+            )
+        if not state.get("authenticated") and self._last_qr is None:
+            with contextlib.suppress(Exception):
+                code = await asyncio.wait_for(
+                    page.evaluate("() => window.__wactl.authCode()"),
+                    self.settings.probe_timeout_seconds,
+                )
+                self._events_queue.put_nowait((generation, "auth_code", code))
 
-    # --- sending -----------------------------------------------------------------------
+    # --- replies -------------------------------------------------------------------------
 
-    async def send_text(self, to: str, text: str, *, client_id: str) -> str:
+    def _linked_page(self, to: str) -> Page:
         page = self._page
         if not self._linked or page is None:
             raise EngineError(f"cannot send to {to}: WhatsApp Web is not linked and ready")
+        return page
+
+    def _remember_own(self, message_id: str) -> None:
+        self._own_ids[message_id] = None
+        while len(self._own_ids) > OWN_IDS:
+            del self._own_ids[next(iter(self._own_ids))]
+
+    async def reserve_id(self, to: str, client_id: str) -> str:
+        """The reply's WhatsApp id, made by wa-js for the chat WhatsApp Web keeps for
+        ``to`` (``chat.find`` resolves a number to its @lid chat, then
+        ``chat.generateMessageID``)."""
+        page = self._linked_page(to)
         wid = chat_wid(to)
-        entry = self.journal.entries.get(client_id)
-        if entry is not None and entry.wa_id:
-            return entry.wa_id  # WhatsApp has it already; a resend must not double it
-        self.journal.begin(client_id, to, text)
         try:
-            wa_id = await asyncio.wait_for(
-                page.evaluate("([chat, text]) => window.__wactl.send(chat, text)", [wid, text]),
+            message_id = await asyncio.wait_for(
+                page.evaluate("(chat) => window.__wactl.prepare(chat)", wid),
+                self.settings.probe_timeout_seconds,
+            )
+        except TimeoutError:
+            raise EngineError(
+                f"WhatsApp Web did not prepare the message to {to} within "
+                f"{self.settings.probe_timeout_seconds:g} s"
+            ) from None
+        except Exception as exc:
+            raise EngineError(
+                f"WhatsApp Web cannot prepare a message to {to}: {_short(exc)}"
+            ) from exc
+        if not isinstance(message_id, str) or not _MESSAGE_KEY.match(message_id):
+            raise EngineError(f"WhatsApp Web gave no usable message id for {to}: {message_id!r}")
+        self._remember_own(message_id)
+        return message_id
+
+    async def send_text(self, to: str, text: str, *, message_id: str) -> str:
+        page = self._linked_page(to)
+        if message_chat(message_id) is None:
+            raise EngineError(
+                f"cannot send to {to}: {message_id!r} is not a message id from `reserve_id`"
+            )
+        self._remember_own(message_id)
+        try:
+            result = await asyncio.wait_for(
+                page.evaluate(
+                    "([id, text, options]) => window.__wactl.send(id, text, options)",
+                    [message_id, text, wajs_api.SEND_OPTIONS],
+                ),
                 SEND_TIMEOUT_SECONDS,
             )
         except TimeoutError:
@@ -772,45 +848,62 @@ class WhatsAppWebEngine(Engine):
             ) from None
         except Exception as exc:
             raise EngineError(f"WhatsApp Web refused the message to {to}: {_short(exc)}") from exc
-        if not isinstance(wa_id, str) or not wa_id:
+        sent_id = result.get("id") if isinstance(result, Mapping) else None
+        if not isinstance(sent_id, str) or not sent_id:
             raise EngineError(f"WhatsApp Web returned no message id for the message to {to}")
-        self.journal.done(client_id, wa_id)
-        return wa_id
+        if sent_id != message_id:
+            log.warning("WhatsApp Web sent %s as %s", message_id, sent_id)
+            self._remember_own(sent_id)
+        return sent_id
 
-    async def was_sent(self, client_id: str) -> bool | None:
-        entry = self.journal.entries.get(client_id)
-        if entry is None:
-            return False
-        if entry.wa_id:
-            return True
+    async def was_sent(self, message_id: str) -> bool | None:
+        if message_chat(message_id) is None:
+            return False  # no id was reserved for it: the send never started
         page = self._page
         if page is None or not self._linked:
             return None
         try:
-            recent = await asyncio.wait_for(
-                page.evaluate(
-                    "([chat, count]) => window.__wactl.recent(chat, count)",
-                    [chat_wid(entry.chat), RECENT_MESSAGES],
-                ),
+            found = await asyncio.wait_for(
+                page.evaluate("(id) => window.__wactl.lookup(id)", message_id),
                 self.settings.probe_timeout_seconds,
             )
         except Exception as exc:
-            log.warning("cannot read chat %s to check reply %s: %s", entry.chat, client_id, exc)
+            log.warning("cannot look up reply %s: %s", message_id, _short(exc))
             return None
-        for message in recent if isinstance(recent, list) else []:
-            if not isinstance(message, dict) or not message.get("fromMe"):
-                continue
-            body, stamp = message.get("body"), message.get("t")
-            if not isinstance(body, str) or text_digest(body) != entry.text_sha256:
-                continue
-            # WhatsApp's clock is the phone's second; allow for skew against ours.
-            if isinstance(stamp, int | float) and stamp < entry.started - 120:
-                continue
-            wa_id = message.get("id")
-            if isinstance(wa_id, str) and wa_id:
-                self.journal.done(client_id, wa_id)
+        if not isinstance(found, Mapping) or not found.get("found"):
+            return False
+        ack = found.get("ack")
+        if not isinstance(ack, int) or isinstance(ack, bool):
+            return None
+        if ack >= wajs_api.ACK_SENT:
             return True
-        return False
+        if ack < wajs_api.ACK_CLOCK:
+            return False  # it failed: WhatsApp will not deliver it
+        return None  # on the device, not at the server yet: WhatsApp Web sends it
+
+    async def mark_read(self, message_id: str) -> None:
+        chat = message_chat(message_id)
+        page = self._page
+        if chat is None or page is None or not self._linked:
+            return
+        try:
+            await asyncio.wait_for(
+                page.evaluate("(chat) => window.__wactl.markRead(chat)", chat),
+                self.settings.probe_timeout_seconds,
+            )
+        except Exception as exc:
+            log.info("could not mark chat %s read: %s", chat, _short(exc))
+
+
+def _describe_mode(mode: str | None) -> str:
+    """What a stream mode means, for a log line or a disconnect reason."""
+    return {
+        None: "loading",
+        "QR": "showing a QR",
+        "SYNCING": "syncing",
+        "OFFLINE": "offline (no connection to WhatsApp)",
+        "CONFLICT": "open in another window",
+    }.get(mode, f"in stream mode {mode}")
 
 
 #: Per event loop, held while the environment carries the driver's NODE_OPTIONS (engines
