@@ -640,7 +640,9 @@ def tenant_id_of(db: SAEngine, slug: str = SLUG) -> uuid.UUID:
 
 
 @contextlib.asynccontextmanager
-async def local_worker(db: SAEngine, replies: _Replies | None = None) -> AsyncIterator[LocalWorker]:
+async def local_worker(
+    db: SAEngine, replies: _Replies | None = None, engine_class: type[SandboxEngine] = SandboxEngine
+) -> AsyncIterator[LocalWorker]:
     """Start (or, after a simulated crash, start again) the tenant's engine and pipeline."""
     config = load_config()
     config = dataclasses.replace(
@@ -650,7 +652,7 @@ async def local_worker(db: SAEngine, replies: _Replies | None = None) -> AsyncIt
         ),
     )
     side = _EngineSide()
-    engine = SandboxEngine(SLUG, config, side)
+    engine = engine_class(SLUG, config, side)
     executor = ThreadPoolExecutor(1, thread_name_prefix="test-db")
     loop = asyncio.get_running_loop()
 
@@ -840,6 +842,99 @@ def test_recovery_finishes_a_crash_at_each_step_with_exactly_one_reply(
     replies = message_log.replies()
     assert sorted((r.reply_to, r.state) for r in replies) == [(r.id, "SENT") for r in inbound]
     assert message_log.last_error() is None
+
+
+class _ReservingSandbox(SandboxEngine):
+    """The sandbox with WhatsApp's id chosen before each send, as the whatsapp-web engine
+    has wa-js generate it: the pipeline must store it before the send."""
+
+    async def reserve_id(self, to: str, client_id: str) -> str:
+        return f"wa-{client_id}-{uuid.uuid4().hex[:8]}"
+
+
+class _UnsureSandbox(SandboxEngine):
+    """The sandbox whose `was_sent` cannot tell (None) the first ``unsure`` times, as a
+    page still loading, or a message still on the device, cannot."""
+
+    unsure = 2
+    asked = 0
+
+    async def was_sent(self, message_id: str) -> bool:
+        type(self).asked += 1
+        if type(self).asked <= self.unsure:
+            return None  # type: ignore[return-value]
+        return await super().was_sent(message_id)
+
+
+def test_an_id_chosen_before_the_send_is_stored_first_and_recovered_by(
+    cli: CLI, db_url: str, message_log: MessageLogReader
+) -> None:
+    """The reply's id is in the database before the engine has the reply; after a crash
+    between the two, was_sent(that id) says no, and the reply goes out once, under a new
+    id."""
+    create_tenants(cli, SLUG)
+
+    async def scenario() -> None:
+        db = message_log.engine
+        async with local_worker(db, engine_class=_ReservingSandbox) as worker:
+            outcome = await worker.send("hours", chat=chat_number(1), message_id="in-1")
+            assert outcome.status == "replied"
+            (reply,) = message_log.replies()
+            assert reply.wa_id.startswith(f"wa-wactl-{SLUG}-") and worker.outbox() == [reply.wa_id]
+            # The next one crashes after its id was stored, before the send.
+            message = _inbound(worker, chat_number(2), "hours", "in-2")
+            in_id = worker.store.record_inbound(message)
+            assert in_id is not None
+            out_id = worker.store.begin_reply(
+                in_id, InboundRow.of(in_id, message), "text", "hours", f"wactl-{SLUG}-{in_id}"
+            )
+            worker.store.reserve_reply(out_id, "wa-stored-never-sent")
+        async with local_worker(db, engine_class=_ReservingSandbox) as restarted:
+            await restarted.pipeline.recover()
+            outbox = restarted.outbox()
+            assert "wa-stored-never-sent" not in outbox and len(outbox) == 2
+
+    run_async(scenario)
+    replies = message_log.replies()
+    assert [r.state for r in replies] == ["SENT", "SENT"]
+    assert replies[1].wa_id.startswith(f"wa-wactl-{SLUG}-") and replies[1].wa_id != (
+        "wa-stored-never-sent"
+    )
+    assert [r.state for r in message_log.inbound()] == ["ANSWERED", "ANSWERED"]
+
+
+def test_recovery_asks_again_while_the_engine_cannot_tell(
+    cli: CLI, db_url: str, message_log: MessageLogReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """None from was_sent: asked again (never sent meanwhile); still None after the last
+    try: the reply stays PENDING for the next start, not sent, not dropped."""
+    create_tenants(cli, SLUG)
+    monkeypatch.setattr("wactl.bot.pipeline.WAS_SENT_RETRIES", (0.01, 0.01, 0.01))
+
+    async def scenario() -> None:
+        db = message_log.engine
+        async with local_worker(db) as crashed:
+            await _crash_at(crashed, "sent", chat_number(1), "sent-1")
+            await _crash_at(crashed, "decided", chat_number(2), "decided-1")
+        _UnsureSandbox.unsure, _UnsureSandbox.asked = 2, 0
+        async with local_worker(db, engine_class=_UnsureSandbox) as restarted:
+            await restarted.pipeline.recover()
+            assert _UnsureSandbox.asked == 4  # twice unsure, then an answer for each
+            assert len(restarted.outbox()) == 2  # the sent one was not sent again
+        async with local_worker(db) as crashed_again:
+            await _crash_at(crashed_again, "decided", chat_number(3), "decided-2")
+        _UnsureSandbox.unsure, _UnsureSandbox.asked = 100, 0
+        async with local_worker(db, engine_class=_UnsureSandbox) as unsure:
+            await unsure.pipeline.recover()
+            assert _UnsureSandbox.asked == 4  # the first answer and three more tries
+        assert [r.state for r in message_log.replies()] == ["SENT", "SENT", "PENDING"]
+        async with local_worker(db) as later:
+            await later.pipeline.recover()
+            assert len(later.outbox()) == 3
+
+    run_async(scenario)
+    assert [r.state for r in message_log.replies()] == ["SENT"] * 3
+    assert [r.state for r in message_log.inbound()] == ["ANSWERED"] * 3
 
 
 def test_a_message_arriving_while_recovery_reads_the_backlog_is_answered_once(

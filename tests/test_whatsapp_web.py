@@ -1247,12 +1247,22 @@ def browser_env(standin: StandIn) -> dict[str, str]:
 
 
 @pytest.fixture
+def daemon_env() -> dict[str, str]:
+    """More environment for `web_daemon` (a test module may override it)."""
+    return {}
+
+
+@pytest.fixture
 def web_daemon(
-    db_url: str, monkeypatch: pytest.MonkeyPatch, standin: StandIn, isolated_env: Path
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    standin: StandIn,
+    isolated_env: Path,
+    daemon_env: dict[str, str],
 ) -> Iterator[Daemon]:
     data = isolated_env / ".local/share/wactl"
     try:
-        with daemon_for_cli(monkeypatch, browser_env(standin)) as daemon:
+        with daemon_for_cli(monkeypatch, {**browser_env(standin), **daemon_env}) as daemon:
             yield daemon
     finally:
         left = [
@@ -1384,6 +1394,9 @@ def test_link_answer_takeover_and_logout_through_the_daemon(
     poll_for(lambda: log_json(cli)[-1]["state"] == "IGNORED", timeout=WAIT)
     assert len(standin.sent_to(session, CUSTOMER)) == 1  # no second bot reply
     assert [r["kind"] for r in log_json(cli)] == [None, "greeting", "owner", None]
+    # The bot marked the first message read as it started answering (not at the send);
+    # the one it stays silent on is left unread for the person who took over.
+    assert session.reads == ["34600111222@c.us"]
     # Logout: WhatsApp hears it, the profile is wiped, a new device shows a new QR.
     profile = isolated_env / ".local/share/wactl/profiles/shop"
     (profile / "wactl-test-marker").write_text("x")
@@ -1397,6 +1410,53 @@ def test_link_answer_takeover_and_logout_through_the_daemon(
         tenant = db.scalar(select(Tenant).where(Tenant.slug == "shop"))
         assert tenant is not None and tenant.status.value == "QR_PENDING"
     assert cli("tenant", "stop", "shop").code == 0
+
+
+@pytest.mark.parametrize("daemon_env", [{"WACTL_PIPELINE_READ_RECEIPTS": "false"}])
+def test_a_lid_customer_through_the_daemon(
+    cli: CLI, web_daemon: Daemon, standin: StandIn, db_url: str
+) -> None:
+    """A customer writing from a @lid chat: logged under their number, answered in the
+    LID chat, and the bot's own reply (fired back as chat.new_message for the LID chat
+    before sendTextMessage returns) pauses nothing: the next message is answered too.
+    With pipeline.read_receipts off, nothing is marked read."""
+    standin.addressing[CUSTOMER] = LID
+    create_and_start(cli)
+    session = link_tenant(web_daemon, standin)
+    standin.customer_writes(session, CUSTOMER, "hi")
+    standin.customer_writes(session, CUSTOMER, "hours")
+    poll_for(lambda: [r["state"] for r in log_json(cli)] == ["ANSWERED", "SENT"] * 2, timeout=WAIT)
+    rows = log_json(cli)
+    assert {r["chat"] for r in rows} == {CUSTOMER}
+    assert [r["kind"] for r in rows] == [None, "greeting", None, "hours"]
+    assert all(
+        r["wa_message_id"].startswith(f"true_{standin.lid_of(CUSTOMER)}_") for r in rows[1::2]
+    )
+    assert standin.sent_to(session, CUSTOMER) == [rows[1]["text"], rows[3]["text"]]
+    with db_session(db_url) as db:
+        assert db.scalar(select(ChatState).where(ChatState.chat == CUSTOMER)) is None
+    assert session.reads == []
+    # A customer whose number WhatsApp does not share is their LID, and the log says so.
+    hidden = "+34600999888"
+    standin.addressing[hidden] = LID_HIDDEN
+    lid = standin.lid_of(hidden)
+    standin.customer_writes(session, hidden, "hola")
+    poll_for(lambda: len(log_json(cli)) == 6 and log_json(cli)[-1]["state"] == "SENT", timeout=WAIT)
+    result = cli("tenant", "logs", "shop")
+    assert result.code == 0 and f"{lid} <- hola" in result.out
+    assert "chats shown as NNN@lid: WhatsApp did not share the customer's phone number" in (
+        result.err
+    )
+    only = cli("tenant", "logs", "shop", "--chat", lid, "--json")
+    assert {r["chat"] for r in json.loads(only.out)} == {lid}
+    mine = cli("tenant", "logs", "shop", "--chat", CUSTOMER)
+    assert mine.code == 0 and "@lid" not in mine.out + mine.err
+    bad = cli("tenant", "logs", "shop", "--chat", "123@x")
+    assert (bad.code, bad.err) == (
+        2,
+        "error: --chat: '123@x' is neither a phone number in international form nor a LID; "
+        "write + and the country code, e.g. +15551234567, or the NNN@lid the log shows\n",
+    )
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])  # supervision; the database plays no part

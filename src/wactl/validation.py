@@ -97,6 +97,25 @@ def normalize_chat_number(number: str, field: str = "from") -> str:
     return compact
 
 
+#: A customer WhatsApp identifies only by a LID (a number that is not their phone number).
+_LID_SHAPE = re.compile(r"^\d{5,20}@lid$", re.ASCII)
+
+
+def normalize_chat(chat: str, field: str = "chat") -> str:
+    """A chat as the conversation log keys it: a number in E.164 shape, or, for a
+    customer whose phone number WhatsApp does not share, their LID ("NNN@lid")."""
+    if _LID_SHAPE.fullmatch(chat.strip()):
+        return chat.strip()
+    try:
+        return normalize_chat_number(chat, field)
+    except ValidationError:
+        raise ValidationError(
+            field,
+            f"'{chat}' is neither a phone number in international form nor a LID",
+            hint="write + and the country code, e.g. +15551234567, or the NNN@lid the log shows",
+        ) from None
+
+
 def validate_timezone(name: str, field: str = "timezone") -> str:
     try:
         ZoneInfo(name)

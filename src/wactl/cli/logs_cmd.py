@@ -40,7 +40,13 @@ def tenant_logs(
         typer.Option("--since", metavar="WHEN", help="Only newer: 30m, 12h, 7d or a date."),
     ] = None,
     chat: Annotated[
-        str | None, typer.Option("--chat", metavar="NUMBER", help="Only this customer's chat.")
+        str | None,
+        typer.Option(
+            "--chat",
+            metavar="NUMBER",
+            help="Only this customer's chat: their number, or the NNN@lid the log shows for a "
+            "customer whose number WhatsApp does not share.",
+        ),
     ] = None,
     limit: Annotated[
         int, typer.Option("--limit", "-n", min=1, help="At most this many (the newest).")
@@ -57,7 +63,7 @@ def tenant_logs(
     from wactl.cli.output import emit_json, parse_since
     from wactl.db import tenants
     from wactl.db.messages import recent_messages
-    from wactl.validation import normalize_chat_number
+    from wactl.validation import normalize_chat
 
     app = app_context(ctx)
     if worker:
@@ -67,7 +73,7 @@ def tenant_logs(
         tail_file(worker_log_path(app.config.log_dir, slug), lines=limit, follow=follow)
         return
     since_at = parse_since(since) if since else None
-    chat_number = normalize_chat_number(chat, "--chat") if chat else None
+    chat_number = normalize_chat(chat, "--chat") if chat else None
     with app.session() as session:
         tenant_id = tenants.get_tenant(session, slug).id
 
@@ -101,6 +107,12 @@ def tenant_logs(
         app.err_console.print(f"no messages for '{slug}' match")
         return
     show(rows)
+    if any(row["chat"].endswith("@lid") for row in rows):
+        app.err_console.print(
+            "chats shown as NNN@lid: WhatsApp did not share the customer's phone number, "
+            "only a LID (a number of its own); `--chat NNN@lid` shows one of them",
+            markup=False,
+        )
     last = rows[-1]["id"] if rows else 0
     while follow:
         time.sleep(1.0)  # the database at most once a second
