@@ -374,7 +374,11 @@ def workers_part(args: argparse.Namespace) -> dict[str, Any]:
     slugs = [f"b{i:02d}" for i in range(1, args.tenants + 1)]
     one = slugs[0]
     result: dict[str, Any] = {}
-    with running_standin() as standin, installation(standin, slugs) as install:
+    # Customers as WhatsApp addresses them now: most in @lid chats, some without a number.
+    with (
+        running_standin(lid_share=0.6, hidden_share=0.25) as standin,
+        installation(standin, slugs) as install,
+    ):
         times = []
         for run in range(args.runs):
             say(f"one tenant: start {run + 1}/{args.runs}")

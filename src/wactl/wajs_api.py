@@ -390,9 +390,8 @@ SEND_OPTIONS: dict[str, object] = {
     "linkPreview": False,
 }
 
-#: Stream modes (whatsapp/enums/StreamMode.ts) by what they mean for the link.
+#: The stream mode (whatsapp/enums/StreamMode.ts) of a linked, synced WhatsApp Web.
 MODE_READY = "MAIN"
-MODE_QR = "QR"
 #: Modes in which the account cannot work at all: the worker fails with the reason.
 MODES_BLOCKED: dict[str, str] = {
     "TOS_BLOCK": "WhatsApp banned this number (terms of service)",
@@ -400,8 +399,8 @@ MODES_BLOCKED: dict[str, str] = {
     "PROXYBLOCK": "WhatsApp blocks the network this host reaches it from",
     "DEPRECATED_VERSION": "WhatsApp Web says this version of it is too old",
 }
-#: ACK values (whatsapp/enums/ACK.ts).
-ACK_FAILED = -1
+#: ACK values (whatsapp/enums/ACK.ts): below CLOCK the send failed; SENT and above the
+#: server has the message.
 ACK_CLOCK = 0
 ACK_SENT = 1
 
