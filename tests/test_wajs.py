@@ -83,19 +83,29 @@ def test_https_install_stores_the_bundle_and_a_manifest(
     assert found.path.read_bytes() == BUNDLE
     assert found.verified and found.problem is None
     assert (found.source, found.registry, found.integrity) == ("https", registry.url, pin.integrity)
-    # Exactly the bundle and the manifest: no temporary files, nothing else from the tarball.
-    assert sorted(p.name for p in directory.iterdir()) == ["manifest.json", "wppconnect-wa.js"]
+    # Exactly the bundle, the verified tarball and the manifest: no temporary files,
+    # nothing extracted from the tarball but the bundle.
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "manifest.json",
+        "package.tgz",
+        "wppconnect-wa.js",
+    ]
     assert found.path.stat().st_mode & 0o777 == 0o644
+    assert found.tarball == directory / "package.tgz"
+    assert found.tarball.read_bytes() == data
+    assert wajs.read_tarball(found, pin) == data
     manifest = _manifest(config, pin)
     assert list(manifest) == [
         "package",
         "version",
         "integrity",
         "sha256",
+        "tarball",
         "source",
         "registry",
         "installed_at",
     ]
+    assert manifest["tarball"] == "package.tgz"
     import hashlib
 
     assert manifest["sha256"] == hashlib.sha256(BUNDLE).hexdigest() == found.sha256
