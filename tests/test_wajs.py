@@ -24,6 +24,7 @@ import pytest
 from tests.conftest import CLI, skip_or_fail_offline
 from tests.wajs_support import (
     BUNDLE,
+    CHECKS,
     TEST_VERSION,
     LoopbackRegistry,
     Member,
@@ -550,15 +551,17 @@ def test_cli_install_and_status(cli: CLI, pinned_registry: LoopbackRegistry, sou
     assert installed.code == 0, installed.err
     how = "npm pack" if source == "npm" else "https download"
     assert installed.err == f"fetching @wppconnect/wa-js@4.6.0 from {pinned_registry.url} ({how})\n"
+    checked = f"@wppconnect/wa-js 4.6.0: all {CHECKS} checks match\n"
     assert installed.out == (
         f"installed @wppconnect/wa-js@4.6.0 ({wajs.WAJS_INTEGRITY}) from {source} at {path}\n"
+        + checked
     )
 
     again = cli("engine", "install")
     assert again.code == 0 and again.err == ""
     assert again.out == (
         f"@wppconnect/wa-js@4.6.0 is already installed and verified at {path}; "
-        "--force fetches it again\n"
+        "--force fetches it again\n" + checked
     )
 
     status = cli("engine", "status", "--json")
@@ -577,7 +580,10 @@ def test_cli_install_and_status(cli: CLI, pinned_registry: LoopbackRegistry, sou
 def test_cli_install_json_and_force(cli: CLI, pinned_registry: LoopbackRegistry) -> None:
     first = cli("engine", "install", "--source", "https", "--json")
     assert first.code == 0, first.err
-    assert list(json.loads(first.out)) == _keys(manpage.WAJS_KEYS)
+    shown = json.loads(first.out)
+    assert list(shown) == [*_keys(manpage.WAJS_KEYS), "check"]
+    assert list(shown["check"]) == _keys(manpage.WAJS_CHECK_KEYS)[:5]
+    assert shown["check"]["ok"] is True and shown["check"]["checked"] == CHECKS
     forced = cli("engine", "install", "--source", "https", "--force", "--json")
     assert forced.code == 0, forced.err
     assert json.loads(forced.out)["verified"] is True

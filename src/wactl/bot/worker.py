@@ -57,6 +57,7 @@ from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.orm import Session
 
 import wactl
+from wactl import wajs
 from wactl.bot.control import ControlServer, RequestError
 from wactl.bot.engines import EngineError, InboundMessage, create_engine
 from wactl.bot.engines.sandbox import SandboxEngine
@@ -182,6 +183,9 @@ class TenantSnapshot:
     engine: str
     session_state: SessionState
     phone_number: str | None = None
+    #: The wa-js the whatsapp-web engine injects (`wajs_releases.effective`: the
+    #: tenant's override, else the fleet default, else the version pinned in wactl).
+    wa_js: wajs.Pin = wajs.PINNED
 
 
 @dataclass(frozen=True)
@@ -220,6 +224,8 @@ def load_reply_settings(session: Session, tenant_id: uuid.UUID) -> ReplySettings
 
 
 def load_tenant(db: Engine, slug: str) -> TenantSnapshot:
+    from wactl.db.wajs_releases import tenant_effective
+
     with session_scope(db) as session:
         tenant = session.scalar(select(Tenant).where(Tenant.slug == slug))
         if tenant is None:
@@ -233,6 +239,7 @@ def load_tenant(db: Engine, slug: str) -> TenantSnapshot:
             engine=tenant.engine.value,
             session_state=state,
             phone_number=tenant.phone_number,
+            wa_js=tenant_effective(session, tenant.id).pin,
         )
 
 
@@ -254,7 +261,7 @@ class Worker:
         self.state = tenant.session_state
         #: The QR code showing now, or None.
         self.qr: str | None = None
-        self.engine = create_engine(tenant.engine, tenant.slug, config, self)
+        self.engine = create_engine(tenant.engine, tenant.slug, config, self, wa_js=tenant.wa_js)
         if isinstance(self.engine, SandboxEngine) and tenant.phone_number:
             self.engine.own_number = tenant.phone_number
         self.control = ControlServer(

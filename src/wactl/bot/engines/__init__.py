@@ -8,6 +8,8 @@ are no placeholder engines that pretend to work.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from wactl.bot.engines.base import (
     Engine,
     EngineError,
@@ -19,6 +21,9 @@ from wactl.config.model import Config
 from wactl.enums import EngineName
 from wactl.errors import ConfigError
 
+if TYPE_CHECKING:
+    from wactl.wajs import Pin
+
 __all__ = [
     "Engine",
     "EngineError",
@@ -29,8 +34,16 @@ __all__ = [
 ]
 
 
-def create_engine(name: str, tenant_slug: str, config: Config, events: EngineEvents) -> Engine:
-    """The engine called ``name`` for ``tenant_slug``, reporting to ``events``."""
+def create_engine(
+    name: str,
+    tenant_slug: str,
+    config: Config,
+    events: EngineEvents,
+    *,
+    wa_js: Pin | None = None,
+) -> Engine:
+    """The engine called ``name`` for ``tenant_slug``, reporting to ``events``; the
+    whatsapp-web engine injects ``wa_js`` (default: the version pinned in wactl)."""
     if name == EngineName.SANDBOX:
         from wactl.bot.engines.sandbox import SandboxEngine
 
@@ -39,6 +52,6 @@ def create_engine(name: str, tenant_slug: str, config: Config, events: EngineEve
         # Imports nothing of Playwright until the engine starts.
         from wactl.bot.engines.whatsapp_web import WhatsAppWebEngine
 
-        return WhatsAppWebEngine(tenant_slug, config, events)
+        return WhatsAppWebEngine(tenant_slug, config, events, wa_js=wa_js)
     known = ", ".join(member.value for member in EngineName)
     raise ConfigError(f"unknown engine '{name}'", hint=f"engines: {known}")

@@ -54,11 +54,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
+from wactl import wajs
 from wactl.bot.engines import chromium
 from wactl.bot.engines.base import Engine, EngineError, EngineEvents, InboundMessage
 from wactl.config.model import Config
 from wactl.enums import EngineName
 from wactl.errors import ConfigError
+from wactl.wajs import Pin
 
 if TYPE_CHECKING:
     from playwright.async_api import BrowserContext, Page, Playwright
@@ -329,7 +331,7 @@ def text_digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _bundle_script(config: Config) -> Path:
+def _bundle_script(config: Config, pin: Pin) -> Path:
     """The wa-js bundle to inject: ``browser.wa_js_path`` when set (a stand-in for
     tests), else the pinned bundle `wactl engine install` keeps in the data directory."""
     configured = config.browser.wa_js_path
@@ -344,7 +346,7 @@ def _bundle_script(config: Config) -> Path:
     from wactl.wajs import ensure_installed
 
     # Installs the pinned bundle on first use (a download of ~270 kB), verified.
-    return ensure_installed(config).path
+    return ensure_installed(config, pin).path
 
 
 # --- the engine --------------------------------------------------------------------------
@@ -361,6 +363,7 @@ class WhatsAppWebEngine(Engine):
         *,
         flags: Sequence[str] = chromium.CHROMIUM_FLAGS,
         prepare_context: Callable[[BrowserContext], Awaitable[None]] | None = None,
+        wa_js: Pin | None = None,
     ) -> None:
         """``flags`` replaces `chromium.CHROMIUM_FLAGS` (bench/browser.py measures each);
         ``prepare_context`` runs on each new browser context before the page opens (tests
@@ -370,6 +373,7 @@ class WhatsAppWebEngine(Engine):
         self.settings = config.browser
         self.flags = tuple(flags)
         self.prepare_context = prepare_context
+        self.wa_js = wa_js or wajs.PINNED
         self.profile = chromium.profile_dir(config, tenant_slug)
         self.lock = chromium.ProfileLock(self.profile)
         self.journal = SentJournal(self.profile.with_name(f"{tenant_slug}.sent.jsonl"))
@@ -408,7 +412,7 @@ class WhatsAppWebEngine(Engine):
     # --- life cycle -----------------------------------------------------------------
 
     async def start(self) -> None:
-        bundle = await asyncio.to_thread(_bundle_script, self.config)  # may download once
+        bundle = await asyncio.to_thread(_bundle_script, self.config, self.wa_js)  # may download
         self._failure = asyncio.get_running_loop().create_future()
         self.lock.acquire()
         try:
@@ -480,7 +484,7 @@ class WhatsAppWebEngine(Engine):
     async def _reopen(self) -> None:
         async with self._lifecycle:
             try:
-                await self._launch(_bundle_script(self.config))
+                await self._launch(_bundle_script(self.config, self.wa_js))
             except Exception as exc:
                 # No browser now: the worker must start again, as after a crash.
                 self._fail(f"cannot open WhatsApp Web again after the logout: {_short(exc)}")
