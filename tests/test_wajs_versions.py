@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import CLI
-from tests.support import db_session
+from tests.support import db_session, poll_for
 from tests.wajs_support import (
     CHECKS,
     LoopbackRegistry,
@@ -692,3 +692,87 @@ def test_doctor_lists_the_versions_in_use(
             "fix": None,
         },
     ]
+
+
+# --- the dashboard ------------------------------------------------------------------------------
+
+
+def test_the_detail_pane_marks_a_canary() -> None:
+    from wactl.tui.data import TenantDetail
+    from wactl.tui.screens import _wa_js_text
+
+    fleet = TenantDetail("shop", wa_js=GOOD, wa_js_fleet="4.6.0")
+    assert _wa_js_text(GOOD, fleet).plain == f"{GOOD} (canary)"
+    assert _wa_js_text("4.6.0", TenantDetail("shop", wa_js="4.6.0", wa_js_fleet="4.6.0")).plain == (
+        "4.6.0"
+    )
+    # Rolled back while it ran: what it runs now, and what its next start runs.
+    moved = TenantDetail("shop", wa_js="4.6.0", wa_js_fleet="4.6.0")
+    assert _wa_js_text(GOOD, moved).plain == f"{GOOD} (canary)  4.6.0 from its next start"
+
+
+# --- real workers -------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(300)
+def test_workers_report_their_version_and_a_rollback_restarts_the_moved_ones(
+    cli: CLI,
+    db_url: str,
+    registry: LoopbackRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A whatsapp-web worker on the stand-in and a sandbox worker under a real daemon:
+    `ps --json` shows what each injects; a rollback restarts only the worker it moves."""
+    from tests.chromium_support import chromium_executable
+    from tests.daemon_support import daemon_for_cli
+    from tests.wa_standin import FAKE_WPP, running_standin
+
+    chromium_executable()
+    assert install(cli, registry, GOOD).code == 0
+    create(cli, "web")
+    create(cli, "play", engine="sandbox")
+    with running_standin() as standin:
+        env = {
+            "WACTL_BROWSER_URL": standin.url,
+            "WACTL_BROWSER_WA_JS_PATH": str(FAKE_WPP),
+            "WACTL_DAEMON_HEARTBEAT_TIMEOUT_SECONDS": "15",
+        }
+        with daemon_for_cli(monkeypatch, env) as daemon:
+            assert cli("tenant", "start", "web", "play").code == 0
+
+            def ps() -> dict[str, dict[str, Any]]:
+                return daemon.ps()
+
+            poll_for(lambda: ps()["web"]["wa_js_version"] == "4.6.0", timeout=60)
+            assert ps()["play"]["wa_js_version"] is None
+            listed = json.loads(cli("ps", "--json").out)
+            assert {row["slug"]: row["wa_js_version"] for row in listed} == {
+                "web": "4.6.0",
+                "play": None,
+            }
+
+            assert cli("tenant", "edit", "web", "--wa-js", GOOD).code == 0
+            assert cli("tenant", "restart", "web").code == 0
+            poll_for(lambda: ps()["web"]["wa_js_version"] == GOOD, timeout=60)
+            pids = {slug: row["pid"] for slug, row in ps().items()}
+
+            # The canary's version becomes the fleet's: nobody moves, nobody restarts.
+            rolled = cli("engine", "rollout", GOOD)
+            assert rolled.code == 0, rolled.err
+            assert rolled.err.splitlines()[-1] == "no whatsapp-web tenant changes version"
+            assert {slug: row["pid"] for slug, row in ps().items()} == pids
+
+            back = cli("engine", "rollback", "--json")
+            assert back.code == 0, back.err
+            assert json.loads(back.out)["restarted"] == ["web"]
+            poll_for(
+                lambda: (
+                    ps()["web"]["wa_js_version"] == "4.6.0"
+                    and ps()["web"]["pid"] not in (None, pids["web"])
+                ),
+                timeout=60,
+            )
+            assert ps()["play"]["pid"] == pids["play"]
+            assert cli("tenant", "stop", "web", "play").code == 0
+    restarts = [e for e in events(db_url, "worker.restart") if e.tenant_slug == "web"]
+    assert len(restarts) == 2  # the operator's, then the rollback's

@@ -69,7 +69,7 @@ from wactl.config import load_config
 from wactl.config.model import Config
 from wactl.db.engine import display_url, engine_for, session_scope
 from wactl.db.models import Tenant, TenantConfig, WhatsappSession, WorkerProcess
-from wactl.enums import Language, SessionState, TemplateType, TenantStatus
+from wactl.enums import EngineName, Language, SessionState, TemplateType, TenantStatus
 from wactl.errors import (
     ConfigError,
     ExitCode,
@@ -381,6 +381,9 @@ class Worker:
             "slug": self.tenant.slug,
             "pid": self.pid,
             "engine": self.engine.name,
+            "wa_js_version": self.tenant.wa_js.version
+            if self.engine.name == EngineName.WHATSAPP_WEB
+            else None,
             "state": self.state.value,
             "qr": self.qr,
             **self.message_counts(),
