@@ -235,6 +235,29 @@ def test_a_changed_declaration_is_reported_and_the_version_stays_installed(
     ]
 
 
+def test_what_a_package_declares_is_printed_as_data(
+    cli: CLI, db_url: str, registry: LoopbackRegistry, pinned_tarball: bytes
+) -> None:
+    """A declaration with terminal escapes and Rich markup in it: shown, not obeyed."""
+    version = "4.9.0-wactl.1"
+    registry.publish(
+        version,
+        as_version(
+            pinned_tarball,
+            version,
+            {SEND_TEXT: replace("options?: TextMessageOptions", "o: '\x1b]0;x\x07[bold]b[/bold]'")},
+        ),
+    )
+    assert install(cli, registry, version).code == ExitCode.FAILURE
+    checked = cli("engine", "check", "--version", version)
+    assert checked.code == ExitCode.FAILURE
+    assert "found `export declare function sendTextMessage(chatId: any, content: any, o: " in (
+        checked.out
+    )
+    assert "'\\x1b]0;x\\x07[bold]b[/bold]')" in checked.out
+    assert "\x1b" not in checked.out and "\x07" not in checked.out
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
