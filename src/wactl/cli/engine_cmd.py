@@ -56,14 +56,14 @@ NoRestart = Annotated[
 ]
 
 
-def bundle_json(pin: Pin, found: InstalledBundle | None, directory: str) -> dict[str, Any]:
+def bundle_json(pin: Pin, found: InstalledBundle | None, path: str) -> dict[str, Any]:
     """The `engine install --json` / `engine status --json` object (keys in wactl(1))."""
     return {
         "package": pin.package,
         "version": pin.version,
         "pinned": pin.is_pinned,
         "pinned_integrity": pin.integrity,
-        "path": directory,
+        "path": path,
         "installed": found is not None,
         "verified": found is not None and found.verified,
         "problem": found.problem if found is not None else None,

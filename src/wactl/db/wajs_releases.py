@@ -74,7 +74,7 @@ class Effective:
         if self.source == "tenant":
             if self.is_canary:
                 return f"{self.version} (canary; the fleet runs {self.fleet_version})"
-            return f"{self.version} (this tenant's own, as the fleet's)"
+            return f"{self.version} (set for this tenant; the fleet runs it too)"
         if self.source == "fleet":
             return f"{self.version} (fleet default)"
         return f"{self.version} (pinned in wactl)"
