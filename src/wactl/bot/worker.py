@@ -69,6 +69,7 @@ from wactl.config import load_config
 from wactl.config.model import Config
 from wactl.db.engine import display_url, engine_for, session_scope
 from wactl.db.models import Tenant, TenantConfig, WhatsappSession, WorkerProcess
+from wactl.db.wajs_releases import tenant_effective
 from wactl.enums import EngineName, Language, SessionState, TemplateType, TenantStatus
 from wactl.errors import (
     ConfigError,
@@ -224,8 +225,6 @@ def load_reply_settings(session: Session, tenant_id: uuid.UUID) -> ReplySettings
 
 
 def load_tenant(db: Engine, slug: str) -> TenantSnapshot:
-    from wactl.db.wajs_releases import tenant_effective
-
     with session_scope(db) as session:
         tenant = session.scalar(select(Tenant).where(Tenant.slug == slug))
         if tenant is None:

@@ -29,7 +29,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from wactl import wajs
-from wactl.db import audit
 from wactl.db.base import utcnow
 from wactl.db.models import Tenant, WajsFleetDefault, WajsRelease, WajsTenantOverride
 from wactl.enums import EngineName
@@ -146,6 +145,8 @@ def record_release(
                 f"(`npm view {pin.spec} dist.integrity`)",
             )
         return release
+    from wactl.db import audit  # not at the top: workers resolve versions, never audit
+
     release = WajsRelease(
         version=pin.version, integrity=pin.integrity, bundle_sha256=bundle_sha256, actor=actor
     )
@@ -331,6 +332,8 @@ def _change_fleet(
     new_default = effective(None, fleet_default(session))
     change = FleetChange(old_default, new_default, cleared, moves, changed)
     if change.changed:
+        from wactl.db import audit
+
         audit.record(session, actor=actor, event_type=event_type, payload=change.as_json())
         by_slug = {t.slug: t for t in tenants}
         for move in moves:
