@@ -20,30 +20,11 @@ from sqlalchemy import select
 from tests.conftest import CLI
 from tests.daemon_support import Daemon, daemon_for_cli, events_in_thread
 from tests.support import db_session, poll_for
+from wactl.daemon.api import WORKER_SCHEMA
 from wactl.db.models import PortalEventLog, Tenant, WorkerProcess
 
-PS_KEYS = {
-    "slug",
-    "state",
-    "desired",
-    "engine",
-    "pid",
-    "uptime_seconds",
-    "restarts",
-    "cpu_percent",
-    "memory_rss_bytes",
-    "memory_uss_bytes",
-    "processes",
-    "heartbeat_age_seconds",
-    "messages_in_1h",
-    "messages_out_1h",
-    "messages_in_total",
-    "messages_out_total",
-    "session_state",
-    "has_qr",
-    "last_error",
-    "reason",
-}
+#: What `wactl ps --json` prints for each worker: the API's documented worker shape.
+PS_KEYS = set(WORKER_SCHEMA["properties"])
 
 
 def _create(cli: CLI, *slugs: str) -> None:

@@ -21,6 +21,9 @@ TABLES = {
     "setup_request",
     "portal_event_log",
     "chat_state",  # per-chat pauses of the bot (conversation pipeline)
+    "wajs_release",  # wa-js versions: installed, per-tenant canaries, the fleet default
+    "wajs_tenant_override",
+    "wajs_fleet_default",
 }
 
 

@@ -44,6 +44,7 @@ print(json.dumps({"code": code, "heavy": heavy}))
         ["db", "--help"],
         ["engine", "--help"],
         ["engine", "install", "--help"],
+        ["engine", "check", "--help"],
         ["portal", "serve", "--help"],
     ],
 )
@@ -55,10 +56,12 @@ def test_fast_paths_import_nothing_heavy(args: list[str]) -> None:
     assert result == {"code": 0, "heavy": []}
 
 
-def test_engine_status_imports_nothing_heavy() -> None:
-    """`wactl engine status` really runs (nothing installed: exit 5) without Playwright."""
+@pytest.mark.parametrize("command", ["status", "check"])
+def test_engine_status_imports_nothing_heavy(command: str) -> None:
+    """`wactl engine status` and `engine check` of the pinned version really run (nothing
+    installed: exit 5) without Playwright or a database."""
     completed = subprocess.run(
-        [sys.executable, "-c", PROBE, "engine", "status", "--json"],
+        [sys.executable, "-c", PROBE, "engine", command, "--json"],
         capture_output=True,
         text=True,
         check=True,

@@ -91,7 +91,7 @@ def test_create_list_show(cli: CLI, db_url: str) -> None:
     assert "casa-pepe" in table and "+34600123456" in table and "whatsapp-web" in table
 
     shown = json.loads(cli("tenant", "show", "casa-pepe", "--json").out)
-    assert set(shown) == LIST_KEYS | {"hours", "holidays", "session", "worker"}
+    assert set(shown) == LIST_KEYS | {"hours", "holidays", "wa_js", "session", "worker"}
     assert shown["session"] == {"state": "UNLINKED", "has_qr": False, "last_seen_at": None}
     assert shown["worker"]["status"] == "STOPPED" and shown["worker"]["desired"] == "STOPPED"
     text = cli("tenant", "show", "casa-pepe").out

@@ -24,6 +24,7 @@ import pytest
 from tests.conftest import CLI, skip_or_fail_offline
 from tests.wajs_support import (
     BUNDLE,
+    CHECKS,
     TEST_VERSION,
     LoopbackRegistry,
     Member,
@@ -83,19 +84,29 @@ def test_https_install_stores_the_bundle_and_a_manifest(
     assert found.path.read_bytes() == BUNDLE
     assert found.verified and found.problem is None
     assert (found.source, found.registry, found.integrity) == ("https", registry.url, pin.integrity)
-    # Exactly the bundle and the manifest: no temporary files, nothing else from the tarball.
-    assert sorted(p.name for p in directory.iterdir()) == ["manifest.json", "wppconnect-wa.js"]
+    # Exactly the bundle, the verified tarball and the manifest: no temporary files,
+    # nothing extracted from the tarball but the bundle.
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "manifest.json",
+        "package.tgz",
+        "wppconnect-wa.js",
+    ]
     assert found.path.stat().st_mode & 0o777 == 0o644
+    assert found.tarball == directory / "package.tgz"
+    assert found.tarball.read_bytes() == data
+    assert wajs.read_tarball(found, pin) == data
     manifest = _manifest(config, pin)
     assert list(manifest) == [
         "package",
         "version",
         "integrity",
         "sha256",
+        "tarball",
         "source",
         "registry",
         "installed_at",
     ]
+    assert manifest["tarball"] == "package.tgz"
     import hashlib
 
     assert manifest["sha256"] == hashlib.sha256(BUNDLE).hexdigest() == found.sha256
@@ -551,15 +562,17 @@ def test_cli_install_and_status(cli: CLI, pinned_registry: LoopbackRegistry, sou
     assert installed.code == 0, installed.err
     how = "npm pack" if source == "npm" else "https download"
     assert installed.err == f"fetching @wppconnect/wa-js@4.6.0 from {pinned_registry.url} ({how})\n"
+    checked = f"@wppconnect/wa-js 4.6.0: all {CHECKS} checks match\n"
     assert installed.out == (
         f"installed @wppconnect/wa-js@4.6.0 ({wajs.WAJS_INTEGRITY}) from {source} at {path}\n"
+        + checked
     )
 
     again = cli("engine", "install")
     assert again.code == 0 and again.err == ""
     assert again.out == (
         f"@wppconnect/wa-js@4.6.0 is already installed and verified at {path}; "
-        "--force fetches it again\n"
+        "--force fetches it again\n" + checked
     )
 
     status = cli("engine", "status", "--json")
@@ -578,7 +591,10 @@ def test_cli_install_and_status(cli: CLI, pinned_registry: LoopbackRegistry, sou
 def test_cli_install_json_and_force(cli: CLI, pinned_registry: LoopbackRegistry) -> None:
     first = cli("engine", "install", "--source", "https", "--json")
     assert first.code == 0, first.err
-    assert list(json.loads(first.out)) == _keys(manpage.WAJS_KEYS)
+    shown = json.loads(first.out)
+    assert list(shown) == [*_keys(manpage.WAJS_KEYS), "check"]
+    assert list(shown["check"]) == _keys(manpage.WAJS_CHECK_KEYS)[:5]
+    assert shown["check"]["ok"] is True and shown["check"]["checked"] == CHECKS
     forced = cli("engine", "install", "--source", "https", "--force", "--json")
     assert forced.code == 0, forced.err
     assert json.loads(forced.out)["verified"] is True

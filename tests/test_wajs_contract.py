@@ -12,7 +12,6 @@ emits, so they are checked in its source.
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +21,7 @@ import pytest
 from tests import chromium_support
 from tests.chromium_support import chromium_executable
 from tests.wajs_support import LoopbackRegistry, loopback_registry
-from wactl import wajs, wajs_api
+from wactl import wajs, wajs_api, wajs_check
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page, Route
@@ -152,12 +151,8 @@ def test_wactls_config_reaches_wa_js(browser: Browser, bundle: Path, page: Page)
     assert default["linkPreviewApiServers"] is None and default["deviceName"] is False
 
 
-def _emitted_events(source: str) -> set[str]:
-    return set(re.findall(r'\.emit\("([a-z_]+\.[a-z_]+)"', source))
-
-
 def test_every_event_the_engine_subscribes_to_is_emitted(bundle: Path) -> None:
-    emitted = _emitted_events(bundle.read_text(encoding="utf-8"))
+    emitted = wajs_check.emitted_events(bundle.read_text(encoding="utf-8"))
     assert "conn.online" in emitted  # the scan works on this bundle
     assert set(wajs_api.EVENT_NAMES) - emitted == set()
     assert "conn.no_such_event" not in emitted

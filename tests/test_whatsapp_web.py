@@ -433,8 +433,8 @@ def test_the_pinned_wa_js_is_installed_on_first_use(
     with loopback_registry() as registry:
         registry.publish(wajs.WAJS_VERSION, pinned_tarball)
         monkeypatch.setenv("npm_config_registry", registry.url)
-        path = _bundle_script(config)
-        again = _bundle_script(config)  # verified on disk: nothing fetched
+        path = _bundle_script(config, wajs.PINNED)
+        again = _bundle_script(config, wajs.PINNED)  # verified on disk: nothing fetched
         assert len(registry.tarball_requests()) == 1
     assert path == again == wajs.bundle_path(config)
     found = wajs.installed(config)

@@ -275,6 +275,7 @@ def test_an_unlinked_worker_shows_rotating_qr_codes_and_heartbeats(
         "slug": SLUG,
         "pid": process.pid,
         "engine": "sandbox",
+        "wa_js_version": None,
         "state": hello["state"],
         "qr": hello["qr"],
         "messages_in_1h": 0,

@@ -13,17 +13,27 @@ import io
 import json
 import tarfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote
 
-from wactl import wajs
+from wactl import wajs, wajs_api
 
 #: A version no real registry has, so a test can never fetch the real package by mistake.
 TEST_VERSION = "0.0.0-wactl-test"
+
+#: How many checks `wactl engine check` runs: one per function, event and member of the
+#: contract (wactl.wajs_api), one per event the bundle must emit, and its version.
+CHECKS = (
+    len(wajs_api.FUNCTIONS)
+    + len(wajs_api.EVENTS)
+    + len(wajs_api.MEMBERS)
+    + len(wajs_api.EVENT_NAMES)
+    + 1
+)
 
 #: What a bundle built by the tests holds: enough JavaScript to be recognisable.
 BUNDLE = b"/*! wactl test bundle */ window.WPP = {version: '0.0.0-wactl-test'};\n"
@@ -170,3 +180,50 @@ def tree(root: Path) -> dict[str, bytes | None]:
         str(path.relative_to(root)): (None if path.is_dir() else path.read_bytes())
         for path in sorted(root.rglob("*"))
     }
+
+
+def rebuild_tarball(data: bytes, edits: Mapping[str, Callable[[bytes], bytes] | None]) -> bytes:
+    """``data`` (a package tarball) with the members named in ``edits`` (relative to
+    ``package/``) rewritten by their function, or removed (None); the rest as it was."""
+    members: list[Member] = []
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+        for info in archive.getmembers():
+            if not info.isfile():
+                continue
+            name = info.name.removeprefix("package/")
+            handle = archive.extractfile(info)
+            assert handle is not None
+            content = handle.read()
+            if name in edits:
+                edit = edits[name]
+                if edit is None:
+                    continue
+                content = edit(content)
+            members.append(Member(info.name, content))
+    return make_tarball(members)
+
+
+def replace(old: str, new: str) -> Callable[[bytes], bytes]:
+    """An edit for `rebuild_tarball`: ``old`` (which must be there) becomes ``new``."""
+
+    def edit(content: bytes) -> bytes:
+        assert old.encode() in content, f"{old!r} is not in the member"
+        return content.replace(old.encode(), new.encode())
+
+    return edit
+
+
+def as_version(
+    data: bytes,
+    version: str,
+    edits: Mapping[str, Callable[[bytes], bytes] | None] | None = None,
+) -> bytes:
+    """The pinned tarball ``data`` made into release ``version``: its bundle reports that
+    version (``WPP.version``) and so does package.json; ``edits`` as `rebuild_tarball`."""
+    pinned = wajs.WAJS_VERSION
+    changes: dict[str, Callable[[bytes], bytes] | None] = {
+        "dist/wppconnect-wa.js": replace(f'.version="{pinned}"', f'.version="{version}"'),
+        "package.json": replace(f'"version": "{pinned}"', f'"version": "{version}"'),
+        **(edits or {}),
+    }
+    return rebuild_tarball(data, changes)

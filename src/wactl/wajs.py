@@ -1,21 +1,26 @@
-"""wa-js: the pinned `@wppconnect/wa-js` bundle the whatsapp-web engine injects into WhatsApp Web.
+"""wa-js: the `@wppconnect/wa-js` bundle the whatsapp-web engine injects into WhatsApp Web.
 
 Why this module exists: the engine drives WhatsApp Web only through wa-js's public API
 (the ``WPP`` object). wa-js is third-party JavaScript that runs with the full power of
-the linked phone's session, so wactl runs exactly one version of it, named here with
-its npm ``dist.integrity`` (a sha512 SRI hash) side by side. `install` fetches that
-version from an npm registry (``npm pack`` when npm is on PATH, else the registry's
-tarball over HTTPS with urllib), checks the tarball against the pinned integrity
-*before* reading anything out of it, extracts the one bundle file, and stores it under
-``<data dir>/wa-js/<version>/`` with a small JSON manifest. It is never committed to
-the repository. `installed` re-verifies what is on disk; `ensure_installed` is what the
-engine calls before it starts Chromium ("also run on first use").
+the linked phone's session, so every version wactl runs is named with its npm
+``dist.integrity`` (a sha512 SRI hash) side by side, in a `Pin`: `PINNED`, the one
+this wactl was released with, or one an operator installed with
+``wactl engine install --version V --integrity sha512-...`` (recorded in the database,
+`wactl.db.wajs_releases`). `install` fetches a pinned version from an npm registry
+(``npm pack`` when npm is on PATH, else the registry's tarball over HTTPS with urllib),
+checks the tarball against its integrity *before* reading anything out of it, extracts
+the one bundle file, and stores it under ``<data dir>/wa-js/<version>/`` with the
+verified tarball itself (``package.tgz``, where `wactl engine check` reads the type
+declarations, offline) and a small JSON manifest. It is never committed to the
+repository. `installed` re-verifies the bundle on disk, `read_tarball` the tarball;
+`ensure_installed` is what the engine calls before it starts Chromium ("also run on
+first use").
 
 Failure leaves nothing half-installed: the download, the integrity check and the
 extraction all happen in memory and in a temporary directory outside the data dir;
-only a verified bundle is written, to a temporary file in the target directory that
-is then renamed over the final name (then the manifest, the same way). A directory
-this module created for an install that then failed is removed again.
+only verified bytes are written, each to a temporary file in the target directory that
+is then renamed over the final name (the bundle, the tarball, then the manifest). A
+directory this module created for an install that then failed is removed again.
 
 What of wa-js's API the engine uses is listed in `wactl.wajs_api`; the contract tests
 (tests/test_wajs_contract.py) load the real pinned bundle into Chromium and check it. To
@@ -27,7 +32,7 @@ hold).
 What it must not do: import anything outside the stdlib at module level (the CLI's
 ``engine status`` path stays light), print (core code raises `WajsInstallError`; the
 CLI edge prints), or trust the registry: whatever the registry or npm says, only bytes
-that match the pinned integrity are ever written.
+that match the pin's integrity are ever written.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -53,7 +59,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Literal
 
-from wactl.errors import WactlError
+from wactl.errors import UsageError, WactlError
 
 if TYPE_CHECKING:
     from wactl.config import Config
@@ -77,8 +83,9 @@ WAJS_BUNDLE_SHA256 = "5bfb88027f14a4d8c9e319374e8bb4083201906881cf8c74f75789b32e
 DEFAULT_REGISTRY = "https://registry.npmjs.org"
 #: The one member of the tarball wactl reads (npm tarballs put everything under package/).
 BUNDLE_MEMBER = "package/dist/wppconnect-wa.js"
-#: Its file name on disk, and the manifest's.
+#: Its file name on disk, the verified tarball's and the manifest's.
 BUNDLE_NAME = "wppconnect-wa.js"
+TARBALL_NAME = "package.tgz"
 MANIFEST_NAME = "manifest.json"
 #: The directory under the data dir that holds one subdirectory per installed version.
 WAJS_DIR = "wa-js"
@@ -111,9 +118,64 @@ class Pin:
         """``wa-js-4.6.0.tgz``: the file name npm registries serve the tarball under."""
         return f"{self.package.rpartition('/')[2]}-{self.version}.tgz"
 
+    @property
+    def is_pinned(self) -> bool:
+        """The version this wactl was released with (`PINNED`)."""
+        return self.package == WAJS_PACKAGE and self.version == WAJS_VERSION
+
+    def install_command(self, *, force: bool = False) -> str:
+        """The command that installs this version, for hints."""
+        words = ["wactl engine install"]
+        if not self.is_pinned:
+            words.append(f"--version {self.version} --integrity {self.integrity}")
+        if force:
+            words.append("--force")
+        return " ".join(words)
+
 
 #: What `install` fetches unless a test passes another pin.
 PINNED = Pin(WAJS_PACKAGE, WAJS_VERSION, WAJS_INTEGRITY, WAJS_BUNDLE_SHA256)
+
+#: An npm version (semver, with pre-release and build parts): also a directory name, so
+#: nothing else is ever accepted.
+VERSION_PATTERN = re.compile(r"\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?")
+#: SRI algorithms npm records, with their digest sizes in bytes.
+SRI_DIGEST_BYTES = {"sha512": 64, "sha384": 48, "sha256": 32}
+
+
+def check_version(text: str, *, option: str = "--version") -> str:
+    """``text`` when it is an npm version such as 4.7.0 or 4.7.0-beta.1; else UsageError."""
+    if len(text) > 64 or not VERSION_PATTERN.fullmatch(text):
+        raise UsageError(
+            f"{option} '{text}' is not a wa-js version",
+            hint="give an npm version, such as 4.6.0 (`npm view @wppconnect/wa-js versions`)",
+        )
+    return text
+
+
+def check_integrity(text: str, *, option: str = "--integrity") -> str:
+    """``text`` when it is an SRI string as npm's ``dist.integrity`` (sha512-BASE64)."""
+    algorithm, sep, digest_b64 = text.partition("-")
+    hint = (
+        "give npm's dist.integrity of that version: "
+        "`npm view @wppconnect/wa-js@VERSION dist.integrity`"
+    )
+    size = SRI_DIGEST_BYTES.get(algorithm)
+    if not sep or size is None:
+        raise UsageError(f"{option} '{text}' is not an SRI hash (sha512-...)", hint=hint)
+    try:
+        digest = base64.b64decode(digest_b64, validate=True)
+    except binascii.Error:
+        raise UsageError(
+            f"{option} '{text}' is not valid base64 after '{algorithm}-'", hint=hint
+        ) from None
+    if len(digest) != size:
+        raise UsageError(
+            f"{option} '{text}' holds {len(digest)} bytes, not the {size} of {algorithm}",
+            hint=hint,
+        )
+    return text
+
 
 # --- errors ---------------------------------------------------------------------------------
 
@@ -153,6 +215,9 @@ class InstalledBundle:
     installed_at: str | None
     verified: bool
     problem: str | None = None
+    #: The verified tarball kept beside the bundle; None when the manifest names none
+    #: (an install by a wactl that did not keep it).
+    tarball: Path | None = None
 
 
 def version_dir(config: Config, pin: Pin = PINNED) -> Path:
@@ -197,6 +262,8 @@ def installed(config: Config, pin: Pin = PINNED) -> InstalledBundle | None:
         value = manifest.get(key)
         return value if isinstance(value, str) else None
 
+    tarball = text("tarball")
+
     found = InstalledBundle(
         package=pin.package,
         version=pin.version,
@@ -207,6 +274,8 @@ def installed(config: Config, pin: Pin = PINNED) -> InstalledBundle | None:
         registry=text("registry"),
         installed_at=text("installed_at"),
         verified=False,
+        # Only its own file name: a manifest must not point anywhere else.
+        tarball=directory / TARBALL_NAME if tarball == TARBALL_NAME else None,
     )
     problem = _check(found, manifest, pin)
     if problem is not None:
@@ -256,6 +325,43 @@ def _unverified(pin: Pin, path: Path, problem: str) -> InstalledBundle:
         verified=False,
         problem=problem,
     )
+
+
+def read_tarball(found: InstalledBundle, pin: Pin = PINNED) -> bytes:
+    """The package tarball kept beside ``found``'s bundle, re-verified now against
+    ``pin``'s integrity before anything is read from it.
+
+    Raises `WajsInstallError` when there is none (an install by an older wactl, or a
+    deleted file) or it no longer matches; both are repaired by installing again.
+    """
+    repair = f"run `{pin.install_command(force=True)}`"
+    if found.tarball is None:
+        raise WajsInstallError(
+            f"{pin.spec} in {found.path.parent} has no package tarball (an older wactl "
+            "installed it without one)",
+            hint=repair,
+        )
+    try:
+        with found.tarball.open("rb") as handle:
+            data = handle.read(MAX_TARBALL_BYTES + 1)
+    except FileNotFoundError:
+        raise WajsInstallError(
+            f"the package tarball {found.tarball} is missing", hint=repair
+        ) from None
+    except OSError as exc:
+        raise WajsInstallError(
+            f"the package tarball {found.tarball} is unreadable ({exc.strerror or exc})",
+            hint=repair,
+        ) from None
+    algorithm = pin.integrity.partition("-")[0]
+    actual = integrity_of(data, algorithm) if algorithm in SRI_DIGEST_BYTES else ""
+    if len(data) > MAX_TARBALL_BYTES or not hmac.compare_digest(actual, pin.integrity):
+        raise WajsInstallError(
+            f"the package tarball {found.tarball} was changed after install "
+            f"(integrity {actual[:19]}..., recorded {pin.integrity[:19]}...)",
+            hint=repair,
+        )
+    return data
 
 
 # --- where to fetch from ------------------------------------------------------------------
@@ -547,7 +653,7 @@ def install(
     force: bool = False,
     pin: Pin = PINNED,
 ) -> InstalledBundle:
-    """Fetch, verify and store the pinned bundle; return what is installed.
+    """Fetch, verify and store the bundle of ``pin``; return what is installed.
 
     ``registry`` overrides `registry_url`. ``use_npm``: None uses npm when it is on
     PATH, True requires it, False always downloads over HTTP(S). Without ``force``, a
@@ -592,7 +698,7 @@ def install(
                 f"not the pinned {pin.bundle_sha256[:12]}...; nothing was installed",
                 hint="the pins in wactl/wajs.py disagree with each other: report it",
             )
-        _store(config, pin, bundle, source=source, registry=redact(source_registry))
+        _store(config, pin, bundle, data, source=source, registry=redact(source_registry))
     result = installed(config, pin)
     if result is None or not result.verified:
         problem = result.problem if result is not None else "it is missing"
@@ -636,8 +742,11 @@ def _install_lock(config: Config) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _store(config: Config, pin: Pin, bundle: bytes, *, source: Source, registry: str) -> None:
-    """Write the bundle, then the manifest, each atomically; undo created dirs on failure."""
+def _store(
+    config: Config, pin: Pin, bundle: bytes, tarball: bytes, *, source: Source, registry: str
+) -> None:
+    """Write the bundle, the tarball, then the manifest, each atomically; undo created
+    dirs on failure."""
     directory = version_dir(config, pin)
     missing: list[Path] = []
     for path in (directory, *directory.parents):
@@ -662,20 +771,23 @@ def _store(config: Config, pin: Pin, bundle: bytes, *, source: Source, registry:
         "version": pin.version,
         "integrity": pin.integrity,
         "sha256": hashlib.sha256(bundle).hexdigest(),
+        "tarball": TARBALL_NAME,
         "source": source,
         "registry": registry,
         "installed_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     try:
         _write_atomically(directory / BUNDLE_NAME, bundle)
+        _write_atomically(directory / TARBALL_NAME, tarball)
         _write_atomically(
             directory / MANIFEST_NAME, (json.dumps(manifest, indent=2) + "\n").encode("utf-8")
         )
     except OSError as exc:
-        # The bytes are verified, so a bundle replaced in an existing directory is the
-        # same file as before; in a directory this install created, remove it again.
+        # The bytes are verified, so files replaced in an existing directory are the
+        # same as before; in a directory this install created, remove them again.
         if directory in created:
-            (directory / BUNDLE_NAME).unlink(missing_ok=True)
+            for name in (BUNDLE_NAME, TARBALL_NAME):
+                (directory / name).unlink(missing_ok=True)
         _remove_dirs(created)
         raise WajsInstallError(
             f"cannot write {pin.spec} to {directory}: {exc.strerror or exc}; "

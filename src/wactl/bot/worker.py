@@ -57,6 +57,7 @@ from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.orm import Session
 
 import wactl
+from wactl import wajs
 from wactl.bot.control import ControlServer, RequestError
 from wactl.bot.engines import EngineError, InboundMessage, create_engine
 from wactl.bot.engines.sandbox import SandboxEngine
@@ -68,7 +69,8 @@ from wactl.config import load_config
 from wactl.config.model import Config
 from wactl.db.engine import display_url, engine_for, session_scope
 from wactl.db.models import Tenant, TenantConfig, WhatsappSession, WorkerProcess
-from wactl.enums import Language, SessionState, TemplateType, TenantStatus
+from wactl.db.wajs_releases import tenant_effective
+from wactl.enums import EngineName, Language, SessionState, TemplateType, TenantStatus
 from wactl.errors import (
     ConfigError,
     ExitCode,
@@ -184,6 +186,9 @@ class TenantSnapshot:
     phone_number: str | None = None
     #: The business's name (it names the linked device on the owner's phone).
     name: str = ""
+    #: The wa-js the whatsapp-web engine injects (`wajs_releases.effective`: the
+    #: tenant's override, else the fleet default, else the version pinned in wactl).
+    wa_js: wajs.Pin = wajs.PINNED
 
 
 @dataclass(frozen=True)
@@ -236,6 +241,7 @@ def load_tenant(db: Engine, slug: str) -> TenantSnapshot:
             session_state=state,
             phone_number=tenant.phone_number,
             name=tenant.name,
+            wa_js=tenant_effective(session, tenant.id).pin,
         )
 
 
@@ -258,7 +264,12 @@ class Worker:
         #: The QR code showing now, or None.
         self.qr: str | None = None
         self.engine = create_engine(
-            tenant.engine, tenant.slug, config, self, tenant_name=tenant.name
+            tenant.engine,
+            tenant.slug,
+            config,
+            self,
+            tenant_name=tenant.name,
+            wa_js=tenant.wa_js,
         )
         if isinstance(self.engine, SandboxEngine) and tenant.phone_number:
             self.engine.own_number = tenant.phone_number
@@ -379,6 +390,9 @@ class Worker:
             "slug": self.tenant.slug,
             "pid": self.pid,
             "engine": self.engine.name,
+            "wa_js_version": self.tenant.wa_js.version
+            if self.engine.name == EngineName.WHATSAPP_WEB
+            else None,
             "state": self.state.value,
             "qr": self.qr,
             **self.message_counts(),

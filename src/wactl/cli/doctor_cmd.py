@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from wactl.cli.context import AppContext
+    from wactl.wajs import Pin
 
 #: The fix shown when a check fails with an error that names none.
 DEFAULT_FIXES = {
@@ -57,7 +58,7 @@ class _Doctor:
         #: Tenants on the whatsapp-web engine; None when the database could not say.
         self.browser_tenants: int | None = None
 
-    def run(self, name: str, check: Callable[[], Check | None]) -> None:
+    def run(self, name: str, check: Callable[[], Check | list[Check] | None]) -> None:
         from wactl.errors import WactlError
 
         unexpected = "unexpected: please report it, with this line"
@@ -67,10 +68,11 @@ class _Doctor:
             result = Check(name, "fail", exc.message, exc.hint or DEFAULT_FIXES.get(name))
         except Exception as exc:  # a check must never stop the others
             result = Check(name, "fail", f"{type(exc).__name__}: {exc}", unexpected)
-        if result is not None and result.status != "ok" and result.fix is None:
-            result = Check(result.name, result.status, result.detail, unexpected)
-        if result is not None:
-            self.checks.append(result)
+        results = result if isinstance(result, list) else [result] if result else []
+        for each in results:
+            if each.status != "ok" and each.fix is None:
+                each = Check(each.name, each.status, each.detail, unexpected)
+            self.checks.append(each)
 
     # --- the checks ---------------------------------------------------------------
 
@@ -184,28 +186,70 @@ class _Doctor:
             )
         return _ok("browser", detail)
 
-    def wajs(self) -> Check:
+    def _wajs_in_use(self) -> dict[str, tuple[Pin, list[str]]]:
+        """Each wa-js version in use (the fleet's, and each whatsapp-web tenant's), with
+        its pin and what uses it; only the pinned one when the database cannot say."""
         from wactl import wajs
 
-        found = wajs.installed(self.app.config)
-        if found is None:
-            return Check(
-                "wa-js",
-                "warn",
-                f"{wajs.WAJS_PACKAGE} {wajs.WAJS_VERSION} is not installed",
-                "`wactl engine install` (the whatsapp-web engine also does on first use)",
+        if self.engine is None or self.browser_tenants is None:
+            return {wajs.PINNED.version: (wajs.PINNED, ["pinned in wactl"])}
+        from sqlalchemy import select
+
+        from wactl.db import wajs_releases
+        from wactl.db.engine import session_scope
+        from wactl.db.models import Tenant
+        from wactl.enums import EngineName
+
+        with session_scope(self.engine) as session:
+            fleet = wajs_releases.effective(None, wajs_releases.fleet_default(session))
+            tenants = list(
+                session.scalars(select(Tenant).where(Tenant.engine == EngineName.WHATSAPP_WEB))
             )
-        if not found.verified:
-            return Check(
-                "wa-js",
-                self._needed(),
-                f"{wajs.WAJS_PACKAGE} {wajs.WAJS_VERSION} fails verification: {found.problem}",
-                "`wactl engine install --force`",
-            )
-        return _ok(
-            "wa-js",
-            f"{wajs.WAJS_PACKAGE} {wajs.WAJS_VERSION}, integrity verified ({found.path})",
-        )
+            resolved = wajs_releases.all_effective(session, tenants)
+        counts: dict[str, int] = {}
+        pins = {fleet.version: fleet.pin}
+        for each in resolved.values():
+            counts[each.version] = counts.get(each.version, 0) + 1
+            pins[each.version] = each.pin
+        in_use: dict[str, tuple[Pin, list[str]]] = {}
+        for version, pin in pins.items():
+            uses = ["fleet default"] if version == fleet.version else []
+            if pin.is_pinned:
+                uses.append("pinned in wactl")
+            if counts.get(version):
+                uses.append(f"{counts[version]} whatsapp-web tenant(s)")
+            in_use[version] = (pin, uses)
+        return in_use
+
+    def wajs(self) -> list[Check]:
+        from wactl import wajs
+
+        checks: list[Check] = []
+        for version, (pin, uses) in self._wajs_in_use().items():
+            what = f"{pin.package} {version} ({', '.join(uses)})"
+            found = wajs.installed(self.app.config, pin)
+            if found is None:
+                checks.append(
+                    Check(
+                        "wa-js",
+                        "warn",
+                        f"{what} is not installed on this host",
+                        f"`{pin.install_command()}` (the whatsapp-web engine also does on "
+                        "first use)",
+                    )
+                )
+            elif not found.verified:
+                checks.append(
+                    Check(
+                        "wa-js",
+                        self._needed(),
+                        f"{what} fails verification: {found.problem}",
+                        f"`{pin.install_command(force=True)}`",
+                    )
+                )
+            else:
+                checks.append(_ok("wa-js", f"{what}, integrity verified ({found.path})"))
+        return checks
 
     def data_dir(self) -> Check:
         directory = self.app.config.data_dir
@@ -264,8 +308,10 @@ def doctor(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     """Check the configuration, database, daemon, browser and wa-js, and say what to fix.
 
     Changes nothing. Each line is ok, warn or FAIL with what was found; a line that is
-    not ok says how to fix it. The browser and wa-js are FAIL only when a tenant uses
-    the whatsapp-web engine (or the database cannot say); the full Chromium where the
+    not ok says how to fix it. wa-js has one line per version in use (the fleet's, and
+    each whatsapp-web tenant's), saying who uses it and whether it is installed and
+    verified on this host. The browser and wa-js are FAIL only when a tenant uses the
+    whatsapp-web engine (or the database cannot say); the full Chromium where the
     lighter chromium-headless-shell could run is a warning. Exit status 1 when any
     check failed.
     """

@@ -71,14 +71,17 @@ EXIT_STATUS: dict[ExitCode, str] = {
     ExitCode.OK: "Success.",
     ExitCode.FAILURE: (
         "A failure the message describes: wa-js could not be fetched, did not match its "
-        "pinned integrity or fails verification on disk (`wactl engine install | status`); "
+        "integrity or fails verification on disk (`wactl engine install | status | "
+        "check`); a wa-js version differs from what wactl uses (`wactl engine check`, and "
+        "`engine install`, `engine rollout` and `tenant edit --wa-js` without --force); "
         "or an unexpected failure: rerun with WACTL_DEBUG=1 to see the traceback, and "
         "report it."
     ),
     ExitCode.USAGE: (
         "Bad command line, or a bad input value (slug, phone number, time zone, hours, "
-        "file contents). Also returned after printing the help of a command group "
-        "given without a subcommand."
+        "file contents, a wa-js version or integrity; a wa-js version that is neither "
+        "the pinned one nor installed and verified on this host). Also returned after "
+        "printing the help of a command group given without a subcommand."
     ),
     ExitCode.CONFIG: (
         "The configuration cannot be used: the file is not TOML, holds an unknown key "
@@ -91,11 +94,12 @@ EXIT_STATUS: dict[ExitCode, str] = {
     ),
     ExitCode.NOT_FOUND: (
         "The named tenant, setup request or revision does not exist; or, from `wactl "
-        "engine status`, wa-js is not installed."
+        "engine status | check`, that wa-js version is not installed."
     ),
     ExitCode.CONFLICT: (
-        "The change conflicts with what exists: a taken slug or phone number, or a setup "
-        "request that was already decided."
+        "The change conflicts with what exists: a taken slug or phone number, a setup "
+        "request that was already decided, or a wa-js version the database records with "
+        "another integrity."
     ),
     ExitCode.DAEMON: "The daemon cannot be reached or answered with an error.",
     ExitCode.ABORTED: "The operator declined a confirmation prompt; nothing was changed.",
@@ -150,9 +154,10 @@ FILES: tuple[FileDoc, ...] = (
         "wa-js",
         "$XDG_DATA_HOME/wactl/wa-js",
         "~/.local/share/wactl/wa-js",
-        "The wa-js library `wactl engine install` fetched: VERSION/wppconnect-wa.js and "
-        "VERSION/manifest.json (version, integrity, sha256, source, time), in the data "
-        "directory.",
+        "The wa-js library `wactl engine install` fetched, one directory per version: "
+        "VERSION/wppconnect-wa.js (the bundle), VERSION/package.tgz (the verified npm "
+        "tarball, read by `wactl engine check`) and VERSION/manifest.json (version, "
+        "integrity, sha256, tarball, source, time), in the data directory.",
     ),
     FileDoc(
         "runtime",
@@ -224,6 +229,13 @@ _HOLIDAYS = 'list of "YYYY-MM-DD" dates on which the business is closed.'
 TENANT_DETAIL_KEYS: tuple[tuple[str, str], ...] = (
     ("hours", _HOURS),
     ("holidays", _HOLIDAYS),
+    ("wa_js", "object: the wa-js version the tenant runs (whatsapp-web engine only)."),
+    ("wa_js.version", "string: the version its worker injects from its next start."),
+    (
+        "wa_js.source",
+        "string: `tenant` (its own, set by `tenant edit --wa-js`: a canary), `fleet` (the "
+        "fleet default, set by `engine rollout`) or `pinned` (the version pinned in wactl).",
+    ),
     ("session", "object: the WhatsApp link, or null."),
     ("session.state", f"string: {_one_of(SessionState)}."),
     ("session.has_qr", "boolean: a QR code is waiting to be scanned."),
@@ -267,7 +279,8 @@ EVENT_KEYS: tuple[tuple[str, str], ...] = (
         "event_type",
         "string, such as `tenant.created`, `tenant.edited`, `tenant.config_applied`, "
         "`tenant.deleted`, `request.submitted`, `request.approved`, `request.rejected`, "
-        "`db.upgraded`, `db.downgraded`.",
+        "`db.upgraded`, `db.downgraded`, `wa_js.installed`, `wa_js.rolled_out`, "
+        "`wa_js.rolled_back`, `wa_js.moved` (a tenant whose wa-js changed with them).",
     ),
     ("payload", "object: details, depending on the event type."),
 )
@@ -292,21 +305,70 @@ DB_HISTORY_KEYS: tuple[tuple[str, str], ...] = (
 #: `wactl.cli.engine_cmd.bundle_json`: `wactl engine install | status --json`.
 WAJS_KEYS: tuple[tuple[str, str], ...] = (
     ("package", "string: `@wppconnect/wa-js`."),
-    ("version", "string: the version this wactl pins."),
-    ("pinned_integrity", "string: the SRI hash (sha512) pinned beside that version."),
+    ("version", "string: the version (default: the one this wactl pins)."),
+    ("pinned", "boolean: it is the version pinned in this wactl."),
+    (
+        "pinned_integrity",
+        "string: the SRI hash (sha512) its tarball must have: pinned in wactl beside the "
+        "version, or given with --integrity and recorded in the database.",
+    ),
     ("path", "string: where the bundle is, or would be, on disk."),
-    ("installed", "boolean: files for the pinned version are there."),
+    ("installed", "boolean: files for that version are there."),
     (
         "verified",
-        "boolean: the manifest names the pinned version and integrity, and the bundle's "
-        "sha256 is the one recorded at install.",
+        "boolean: the manifest names that version and integrity, and the bundle's "
+        "sha256 is the one recorded at install (and, for the pinned version, in wactl).",
     ),
     ("problem", "string: why it does not verify, or null."),
     ("integrity", "string: the integrity the manifest records, or null."),
     ("sha256", "string: the bundle's sha256 (hex) recorded at install, or null."),
+    (
+        "tarball",
+        "string: the verified npm tarball kept beside the bundle, or null (an install "
+        "by an older wactl).",
+    ),
     ("source", "string: `npm` or `https`, how it was fetched; or null."),
     ("registry", "string: the registry it came from (password replaced by ***), or null."),
     ("installed_at", f"{_TIMESTAMP}; or null."),
+)
+
+#: `wactl.wajs_check.CheckReport.as_json`: `wactl engine check --json`.
+WAJS_CHECK_KEYS: tuple[tuple[str, str], ...] = (
+    ("package", "string: `@wppconnect/wa-js`."),
+    ("version", "string: the version checked."),
+    ("ok", "boolean: every check matches."),
+    ("checked", "integer: how many checks ran."),
+    ("differences", "list of objects, one per check that does not match:"),
+    (
+        "differences[].kind",
+        "string: `function`, `event`, `member` (an option, field or enum value), `emit` "
+        "(an event the bundle must emit) or `version` (what the bundle reports).",
+    ),
+    (
+        "differences[].name",
+        "string: what, such as `chat.sendTextMessage` or `SendMessageOptions.delay`.",
+    ),
+    ("differences[].file", "string: the file of the package, such as `dist/chat/types.d.ts`."),
+    ("differences[].problem", "string: `differs`, `missing` or `file missing`."),
+    ("differences[].expected", "string: the declaration wactl uses (comments removed)."),
+    ("differences[].found", "string: what the package declares instead, or null."),
+)
+
+#: `wactl.db.wajs_releases.FleetChange.as_json` plus `restarted`: `wactl engine rollout |
+#: rollback --json`.
+WAJS_FLEET_KEYS: tuple[tuple[str, str], ...] = (
+    (
+        "fleet_default",
+        'object: {"old": ..., "new": ...}, each {"version": STRING, "source": "fleet" '
+        'or "pinned"}: what tenants without their own version ran before and run now.',
+    ),
+    ("cleared", 'list of {"tenant": SLUG, "version": STRING}: tenants\' own versions cleared.'),
+    (
+        "moves",
+        'list of {"tenant": SLUG, "from": STRING, "to": STRING}: whatsapp-web tenants whose '
+        "version changed.",
+    ),
+    ("restarted", "list of slugs: the running workers the daemon was asked to restart."),
 )
 
 
@@ -315,7 +377,8 @@ WAJS_KEYS: tuple[tuple[str, str], ...] = (
 DOCTOR_KEYS: tuple[tuple[str, str], ...] = (
     (
         "name",
-        "string: config, database, schema, daemon, browser, wa-js, data dir or runtime dir.",
+        "string: config, database, schema, daemon, browser, wa-js (one per version in use), "
+        "data dir or runtime dir.",
     ),
     ("status", "string: `ok`, `warn` (works, but worth knowing) or `fail` (will not work)."),
     ("detail", "string: what was found."),
@@ -355,7 +418,8 @@ def json_shapes() -> tuple[JsonShape, ...]:
         JsonShape(
             "Tenant changes",
             "`wactl tenant edit --json` prints an object whose keys are the settings that "
-            'changed, each with `{"old": ..., "new": ...}`; `{}` when nothing changed.',
+            'changed, each with `{"old": ..., "new": ...}`; `{}` when nothing changed. For '
+            "`wa_js`, null means the fleet's version.",
             (),
         ),
         JsonShape(
@@ -370,8 +434,15 @@ def json_shapes() -> tuple[JsonShape, ...]:
         ),
         JsonShape(
             "wa-js",
-            "`wactl engine install --json` and `wactl engine status --json` print one.",
+            "`wactl engine install --json` and `wactl engine status --json` print one; "
+            "`engine install` adds `check`, a wa-js check object (below) or null.",
             WAJS_KEYS,
+        ),
+        JsonShape("wa-js check", "`wactl engine check --json` prints one.", WAJS_CHECK_KEYS),
+        JsonShape(
+            "wa-js fleet change",
+            "`wactl engine rollout --json` and `wactl engine rollback --json` print one.",
+            WAJS_FLEET_KEYS,
         ),
         JsonShape(
             "Doctor check",
@@ -449,6 +520,18 @@ EXAMPLES: tuple[tuple[str, tuple[str, ...]], ...] = (
         "Fetch the wa-js library before the first whatsapp-web tenant starts (it is "
         "also fetched on first use), then check it.",
         ("wactl engine install", "wactl engine status"),
+    ),
+    (
+        "Move to a newer wa-js without waiting for a wactl release: install it, see what "
+        "changed, try it on one tenant, then move every tenant (or go back).",
+        (
+            "wactl engine install --version 4.7.0 \\",
+            '    --integrity "$(npm view @wppconnect/wa-js@4.7.0 dist.integrity)"',
+            "wactl engine check --version 4.7.0",
+            "wactl tenant edit casa-pepe --wa-js 4.7.0 && wactl tenant restart casa-pepe",
+            "wactl engine rollout 4.7.0",
+            "wactl engine rollback",
+        ),
     ),
     (
         "Run one command against another configuration.",

@@ -15,6 +15,16 @@ _DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Text from outside wactl (a package's declarations, ...) safe for a terminal:
+    control characters, which could move the cursor or rewrite the screen, are shown
+    as ``\\xNN``. Print it with ``markup=False`` too, so Rich reads no markup in it."""
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+
+
 def emit_json(data: Any) -> None:
     """Plain, stable JSON on stdout: two-space indent, keys in their defined order."""
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from wactl.cli.context import AppContext
     from wactl.db.models import Tenant
+    from wactl.db.wajs_releases import Effective
 
 app = typer.Typer(help="Create, list, change and delete tenants.", no_args_is_help=True)
 config_app = typer.Typer(help="Tenant configuration as a TOML file.", no_args_is_help=True)
@@ -123,12 +124,13 @@ def list_(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     app_ctx.console.print(table)
 
 
-def detail_fields(tenant: Tenant) -> list[tuple[str, str]]:
+def detail_fields(tenant: Tenant, wa_js: Effective) -> list[tuple[str, str]]:
     """`tenant show` for people: (label, value) pairs, also the TUI's summary."""
     from wactl.cli.output import local_time, or_dash
     from wactl.db.tenants import tenant_detail_json
+    from wactl.enums import EngineName
 
-    data = tenant_detail_json(tenant)
+    data = tenant_detail_json(tenant, wa_js)
     fields = [
         ("slug", data["slug"]),
         ("name", data["name"]),
@@ -140,6 +142,10 @@ def detail_fields(tenant: Tenant) -> list[tuple[str, str]]:
         ("language", or_dash(data["language"])),
         ("timezone", or_dash(data["timezone"])),
     ]
+    if tenant.engine == EngineName.WHATSAPP_WEB:
+        fields.append(("wa-js", wa_js.describe()))
+    elif wa_js.source == "tenant":
+        fields.append(("wa-js", f"{wa_js.describe()}; unused by the {tenant.engine.value} engine"))
     hours = data["hours"]
     for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun"):
         fields.append((f"hours {day}", ", ".join(hours.get(day, [])) or "closed"))
@@ -156,13 +162,13 @@ def detail_fields(tenant: Tenant) -> list[tuple[str, str]]:
     return fields
 
 
-def _print_detail(console: Console, tenant: Tenant) -> None:
+def _print_detail(console: Console, tenant: Tenant, wa_js: Effective) -> None:
     from rich.table import Table
 
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
-    for label, value in detail_fields(tenant):
+    for label, value in detail_fields(tenant, wa_js):
         table.add_row(label, value)
     console.print(table)
 
@@ -171,15 +177,16 @@ def _print_detail(console: Console, tenant: Tenant) -> None:
 def show(ctx: typer.Context, slug: Slug, json_output: JsonFlag = False) -> None:
     """Show one tenant: settings, hours, WhatsApp link and worker."""
     from wactl.cli.output import emit_json
-    from wactl.db import tenants
+    from wactl.db import tenants, wajs_releases
 
     app_ctx = app_context(ctx)
     with app_ctx.session() as session:
         tenant = tenants.get_tenant(session, slug)
+        wa_js = wajs_releases.tenant_effective(session, tenant.id)
         if json_output:
-            emit_json(tenants.tenant_detail_json(tenant))
+            emit_json(tenants.tenant_detail_json(tenant, wa_js))
         else:
-            _print_detail(app_ctx.console, tenant)
+            _print_detail(app_ctx.console, tenant, wa_js)
 
 
 @app.command("edit")
@@ -195,21 +202,48 @@ def edit(
     ] = None,
     timezone: TimezoneOpt = None,
     engine: EngineOpt = None,
+    wa_js: Annotated[
+        str | None,
+        typer.Option(
+            "--wa-js",
+            metavar="VERSION",
+            help="Run this wa-js version instead of the fleet's (a canary); "
+            '"default" follows the fleet again. It must be the pinned version, or one '
+            "installed and verified on this host (`wactl engine install --version`) that "
+            "passes `wactl engine check`. Used by whatsapp-web tenants; a tenant on "
+            "another engine keeps it for when it moves. Takes effect at the worker's "
+            "next start.",
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="With --wa-js: use the version even if `engine check` fails."),
+    ] = False,
     json_output: JsonFlag = False,
 ) -> None:
-    """Change a tenant's settings; only the options given change."""
+    """Change a tenant's settings; only the options given change.
+
+    Exit status 2 for a bad value, including a --wa-js version that is neither the
+    pinned one nor installed and verified on this host; 1 when that version fails
+    `wactl engine check` (see --force).
+    """
     from wactl.cli.output import emit_json
-    from wactl.db import audit, tenants
+    from wactl.db import audit, tenants, wajs_releases
     from wactl.errors import UsageError
 
-    if all(v is None for v in (name, template, language, phone, timezone, engine)):
+    if all(v is None for v in (name, template, language, phone, timezone, engine, wa_js)):
         raise UsageError(
             "nothing to change",
             hint="give at least one of --name, --template, --language, --phone, "
-            "--timezone, --engine",
+            "--timezone, --engine, --wa-js",
         )
     app_ctx = app_context(ctx)
     with app_ctx.session() as session:
+        if wa_js is not None and wa_js != wajs_releases.DEFAULT:
+            from wactl import wajs
+
+            wajs.check_version(wa_js, option="--wa-js")
+            wajs_releases.vet(app_ctx.config, session, wa_js, force=force)
         changed = tenants.edit_tenant(
             session,
             slug,
@@ -221,16 +255,34 @@ def edit(
                 phone_number=phone,
                 timezone=timezone,
                 engine=engine,
+                wa_js=wa_js,
             ),
             actor=audit.operator_actor(),
         )
+        tenant = tenants.get_tenant(session, slug)
+        engine_now = tenant.engine
     if json_output:
         emit_json(changed)
     elif changed:
         for key, diff in changed.items():
-            app_ctx.err_console.print(f"{slug}: {key}: {diff['old']} -> {diff['new']}")
+            old, new = diff["old"], diff["new"]
+            if key == "wa_js":
+                old, new = old or wajs_releases.DEFAULT, new or wajs_releases.DEFAULT
+            app_ctx.err_console.print(f"{slug}: {key}: {old} -> {new}", markup=False)
     else:
         app_ctx.err_console.print(f"{slug}: already like that; nothing changed")
+    if "wa_js" in changed and not json_output:
+        from wactl.enums import EngineName
+
+        if engine_now == EngineName.WHATSAPP_WEB:
+            app_ctx.err_console.print(
+                f"{slug}: the worker runs it from its next start (`wactl tenant restart {slug}`)"
+            )
+        else:
+            app_ctx.err_console.print(
+                f"{slug}: the {engine_now.value} engine runs no wa-js; the version applies "
+                "once the tenant uses whatsapp-web"
+            )
 
 
 @app.command("delete")

@@ -127,6 +127,10 @@ WORKER_SCHEMA: dict[str, Any] = {
         },
         "desired": {"type": "string", "enum": ["RUNNING", "STOPPED"]},
         "engine": {"type": "string"},
+        "wa_js_version": {
+            "type": ["string", "null"],
+            "description": "The wa-js version a running whatsapp-web worker injects.",
+        },
         "pid": NULLABLE_INT,
         "uptime_seconds": NULLABLE_NUMBER,
         "restarts": {"type": "integer"},

@@ -89,6 +89,8 @@ class Worker:
     last_heartbeat: float | None = None
     session_state: str | None = None
     qr: str | None = None
+    #: The wa-js version the worker said (its hello) it injects; None for other engines.
+    wa_js_version: str | None = None
     link: WorkerLink | None = None
     kill_reason: str | None = None
     restart_after_stop: bool = False
@@ -137,6 +139,7 @@ class Worker:
             "state": self.machine.state.value,
             "desired": self.desired.value,
             "engine": self.engine,
+            "wa_js_version": self.wa_js_version if alive else None,
             "pid": self.pid if alive else None,
             "uptime_seconds": round(now - self.started_mono, 1)
             if alive and self.started_mono is not None
@@ -644,6 +647,8 @@ class Supervisor:
         if kind == "hello":
             worker.session_state = message.get("state")
             worker.qr = message.get("qr")
+            version = message.get("wa_js_version")
+            worker.wa_js_version = version if isinstance(version, str) else None
             if worker.machine.state is State.STARTING:
                 worker.machine.up()
                 self._persist(worker)

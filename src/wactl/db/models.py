@@ -1,4 +1,4 @@
-"""The eight tables of DESIGN.md section 2, as typed SQLAlchemy 2 models.
+"""The tables of DESIGN.md section 2, as typed SQLAlchemy 2 models, and the few added since.
 
 Every tenant-owned row carries ``tenant_id`` with ``ON DELETE CASCADE``: deleting a
 tenant deletes its config, session, worker, users, messages and setup requests in the
@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    CheckConstraint,
     Float,
     ForeignKey,
     Index,
@@ -279,3 +280,54 @@ class PortalEventLog(Base):
     event_type: Mapped[str] = mapped_column(String(64))
     payload_json: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# --- wa-js versions (wactl engine install --version, tenant edit --wa-js, engine rollout) ---
+# Separate tables, not columns of `tenant`: a column there would make SQLite's batch
+# migrations rebuild `tenant` (drop and copy), and dropping it cascades to every row
+# that references a tenant.
+
+
+class WajsRelease(Base):
+    """A wa-js version an operator installed (`wactl engine install --version V`), or the
+    pinned one once a tenant was told to run it by name: what any host needs to fetch
+    and verify it by itself (`wactl.wajs.ensure_installed` with the release's pin)."""
+
+    __tablename__ = "wajs_release"
+
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: npm's dist.integrity of the version's tarball (SRI, e.g. sha512-BASE64).
+    integrity: Mapped[str] = mapped_column(String(200))
+    #: sha256 (hex) of the bundle in that tarball, recorded at the first install.
+    bundle_sha256: Mapped[str] = mapped_column(String(64))
+    installed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: Who installed it first ("os:<login>").
+    actor: Mapped[str] = mapped_column(String(200))
+
+
+class WajsTenantOverride(Base):
+    """A tenant that runs another wa-js than the fleet: a canary (`tenant edit --wa-js`)."""
+
+    __tablename__ = "wajs_tenant_override"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenant.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[str] = mapped_column(ForeignKey("wajs_release.version"), index=True)
+    set_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(200))
+
+
+class WajsFleetDefault(Base):
+    """The wa-js every tenant runs unless it has an override (`wactl engine rollout`).
+
+    At most one row (id 1); no row means the version pinned in the code (`engine
+    rollback` deletes it)."""
+
+    __tablename__ = "wajs_fleet_default"
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[str] = mapped_column(ForeignKey("wajs_release.version"), index=True)
+    set_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(200))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import tomllib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -21,6 +21,9 @@ from wactl.db import audit
 from wactl.db.models import Tenant, TenantConfig, WhatsappSession, WorkerProcess
 from wactl.enums import EngineName, Language, TemplateType, TenantStatus
 from wactl.errors import ConflictError, NotFoundError, ValidationError
+
+if TYPE_CHECKING:
+    from wactl.db.wajs_releases import Effective
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,9 @@ class TenantChanges:
     timezone: str | None = None
     engine: EngineName | None = None
     business_name: str | None = None
+    #: The wa-js version this tenant runs instead of the fleet's (a canary), or
+    #: "default" to follow the fleet again; vetted by `wajs_releases.vet` beforehand.
+    wa_js: str | None = None
 
 
 def get_tenant(session: Session, slug: str) -> Tenant:
@@ -173,6 +179,12 @@ def edit_tenant(
 ) -> dict[str, Any]:
     tenant = get_tenant(session, slug)
     changed = apply_changes(session, tenant, changes)
+    if changes.wa_js is not None:
+        from wactl.db import wajs_releases
+
+        old, new = wajs_releases.set_override(session, tenant, changes.wa_js, actor=actor)
+        if old != new:
+            changed["wa_js"] = {"old": old, "new": new}
     if changed:
         session.flush()
         audit.record(
@@ -216,12 +228,13 @@ def tenant_json(tenant: Tenant) -> dict[str, Any]:
     }
 
 
-def tenant_detail_json(tenant: Tenant) -> dict[str, Any]:
-    """`tenant show --json`: the tenant plus hours, session and worker."""
+def tenant_detail_json(tenant: Tenant, wa_js: Effective) -> dict[str, Any]:
+    """`tenant show --json`: the tenant plus hours, wa-js, session and worker."""
     data = tenant_json(tenant)
     hours = tenant.config.hours_json if tenant.config else {}
     data["hours"] = hours.get("weekly", {})
     data["holidays"] = hours.get("holidays", [])
+    data["wa_js"] = {"version": wa_js.version, "source": wa_js.source}
     session_row = tenant.session
     data["session"] = (
         {

@@ -39,6 +39,10 @@ class TenantDetail:
     log_lines: list[str] = field(default_factory=list)
     log_note: str = ""
     problem: str | None = None
+    #: The wa-js version the tenant runs from its next start, and the fleet's (the
+    #: pane marks a worker running another version than the fleet as a canary).
+    wa_js: str | None = None
+    wa_js_fleet: str | None = None
 
 
 class Store:
@@ -77,7 +81,7 @@ class Store:
     def detail(self, slug: str) -> TenantDetail:
         from wactl.cli.logs_cmd import message_line
         from wactl.cli.tenant_cmd import detail_fields
-        from wactl.db import tenants
+        from wactl.db import tenants, wajs_releases
         from wactl.db.messages import recent_messages
 
         log_lines, log_note = self.worker_log(slug)
@@ -85,7 +89,10 @@ class Store:
             try:
                 with self._session() as session:
                     tenant = tenants.get_tenant(session, slug)
-                    summary = [f for f in detail_fields(tenant) if f[0] not in _HIDDEN_FIELDS]
+                    wa_js = wajs_releases.tenant_effective(session, tenant.id)
+                    summary = [
+                        f for f in detail_fields(tenant, wa_js) if f[0] not in _HIDDEN_FIELDS
+                    ]
                     messages = recent_messages(session, tenant.id, slug, limit=CONVERSATION_LINES)
             except WactlError as exc:
                 return TenantDetail(
@@ -100,6 +107,8 @@ class Store:
             conversation=[message_line(m) for m in messages],
             log_lines=log_lines,
             log_note=log_note,
+            wa_js=wa_js.version,
+            wa_js_fleet=wa_js.fleet_version,
         )
 
     def worker_log(self, slug: str) -> tuple[list[str], str]:

@@ -45,7 +45,7 @@ STATE_STYLES = {
     "STOPPED": "dim",
 }
 #: The live fields the summary shows (the rest of it comes from the database).
-SUMMARY_FIELDS = ("state", "pid", "reason", "session_state", "last_error")
+SUMMARY_FIELDS = ("state", "pid", "reason", "session_state", "last_error", "wa_js_version")
 SESSION_STYLES = {"CONNECTED": "green", "QR_PENDING": "yellow", "DISCONNECTED": "red"}
 
 #: Fixed column widths: numbers never make the table jump while it updates.
@@ -457,6 +457,9 @@ def _summary(view: dict[str, Any], stored: TenantDetail | None) -> Table:
         grid.add_row("whatsapp", Text(str(session), style=SESSION_STYLES.get(str(session), "")))
     if view.get("last_error"):
         grid.add_row("last error", Text(str(view["last_error"]), style="red"))
+    running = view.get("wa_js_version") if view.get("pid") else None
+    if running:
+        grid.add_row("wa-js", _wa_js_text(str(running), stored))
     if stored is None:
         grid.add_row("", Text("loading the configuration…", style="dim"))
     elif stored.problem:
@@ -465,8 +468,23 @@ def _summary(view: dict[str, Any], stored: TenantDetail | None) -> Table:
         for label, value in stored.summary:
             if label in ("slug", "last error", "worker", "whatsapp", "restarts"):
                 continue  # the live fields above say it, and fresher
+            if label == "wa-js" and running:
+                continue  # what the worker runs, above
             grid.add_row(label, value)
     return grid
+
+
+def _wa_js_text(running: str, stored: TenantDetail | None) -> Text:
+    """The wa-js a worker runs: "(canary)" when the fleet runs another, and the version
+    its next start will run when that changed since it started."""
+    text = Text(running)
+    if stored is None or stored.problem:
+        return text
+    if stored.wa_js_fleet is not None and running != stored.wa_js_fleet:
+        text.append(" (canary)", style="bold yellow")
+    if stored.wa_js is not None and stored.wa_js != running:
+        text.append(f"  {stored.wa_js} from its next start", style="dim")
+    return text
 
 
 class ConfirmScreen(ModalScreen[bool]):

@@ -88,17 +88,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from wactl import wajs_api
+from wactl import wajs, wajs_api
 from wactl.bot.engines import chromium
 from wactl.bot.engines.base import Engine, EngineError, EngineEvents, InboundMessage
 from wactl.config.model import Config
 from wactl.enums import EngineName
 from wactl.errors import ConfigError
+from wactl.wajs import Pin
 
 if TYPE_CHECKING:
     from playwright.async_api import BrowserContext, Page, Playwright
-
-    from wactl.wajs import Pin
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +267,7 @@ def wpp_config_script(device: str) -> str:
     return f"window.WPPConfig = {json.dumps(config)};\n"
 
 
-def _bundle_script(config: Config, pin: Pin | None = None) -> Path:
+def _bundle_script(config: Config, pin: Pin) -> Path:
     """The wa-js bundle to inject: ``browser.wa_js_path`` when set (a stand-in for
     tests), else the tenant's version, installed and verified in the data directory."""
     configured = config.browser.wa_js_path
@@ -280,10 +279,8 @@ def _bundle_script(config: Config, pin: Pin | None = None) -> Path:
                 hint="empty it to use the pinned bundle (`wactl engine install`)",
             )
         return path
-    from wactl import wajs
-
     # Installs the bundle on first use (a download of ~270 kB), verified.
-    return wajs.ensure_installed(config, pin or wajs.PINNED).path
+    return wajs.ensure_installed(config, pin).path
 
 
 # --- the engine --------------------------------------------------------------------------
@@ -311,7 +308,8 @@ class WhatsAppWebEngine(Engine):
         super().__init__(tenant_slug, events)
         self.config = config
         self.settings = config.browser
-        self.wa_js = wa_js
+        #: The wa-js the page gets (the tenant's version; the pinned one by default).
+        self.wa_js = wa_js or wajs.PINNED
         self.device_name = device_name(
             config.browser.device_name, name=tenant_name or tenant_slug, slug=tenant_slug
         )
@@ -364,7 +362,7 @@ class WhatsAppWebEngine(Engine):
     # --- life cycle -----------------------------------------------------------------
 
     async def start(self) -> None:
-        bundle = await asyncio.to_thread(_bundle_script, self.config, self.wa_js)
+        bundle = await asyncio.to_thread(_bundle_script, self.config, self.wa_js)  # may download
         self._failure = asyncio.get_running_loop().create_future()
         self.lock.acquire()
         try:
