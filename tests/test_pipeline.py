@@ -1185,8 +1185,9 @@ def test_sandbox_and_log_commands(
         result = cli("tenant", "logs", SLUG, "--chat", "bob")
         assert (result.code, result.err) == (
             2,
-            "error: --chat: 'bob' is not a phone number in international form; "
-            "write + and the country code, e.g. +15551234567\n",
+            "error: --chat: 'bob' is neither a phone number in international form nor a "
+            "LID; write + and the country code, e.g. +15551234567, or the NNN@lid the log "
+            "shows\n",
         )
         assert cli("tenant", "logs", "nosuch").code == 5
 
