@@ -311,18 +311,22 @@ class StandIn:
                 session.commands = redeliver + queued
             device = json.loads(json.dumps(session.device))
             self.changed.notify_all()
-        return {**self.settings, "device": device}
+        return {**self.settings, "device": device, "boot": session.boots}
 
-    def poll(self, session_id: str) -> list[dict[str, Any]]:
+    def poll(self, session_id: str, boot: int) -> list[dict[str, Any]]:
+        """The commands for the page of ``boot``. A poll left behind by a page that died
+        (the same device, an older boot) gets none: they are the new page's."""
         deadline = time.monotonic() + POLL_SECONDS
         with self.changed:
             session = self._session(session_id)
             session.seen = time.monotonic()
-            while not session.commands and not self._stopped:
+            while boot == session.boots and not session.commands and not self._stopped:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 self.changed.wait(left)
+            if boot != session.boots:
+                return []
             commands, session.commands = session.commands, []
             return commands
 
@@ -449,7 +453,8 @@ def _handler_for(standin: StandIn) -> type[BaseHTTPRequestHandler]:
             if path in ("/", "/index.html"):
                 self._reply(200, PAGE, "text/html; charset=utf-8")
             elif path == "/standin/poll":
-                self._json(standin.poll(self._session_id()))
+                boot = parse_qs(urlsplit(self.path).query).get("boot", ["0"])[0]
+                self._json(standin.poll(self._session_id(), int(boot) if boot.isdigit() else 0))
             else:
                 self._reply(404, b"not found", "text/plain")
 

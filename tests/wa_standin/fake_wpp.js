@@ -442,7 +442,9 @@
     for (;;) {
       let pending = [];
       try {
-        const response = await fetch(CONTROL + '/poll?session=' + session);
+        const response = await fetch(
+          CONTROL + '/poll?session=' + session + '&boot=' + settings.boot,
+        );
         pending = await response.json();
       } catch (error) {
         await new Promise((resolve) => setTimeout(resolve, 500));
