@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
@@ -28,6 +30,9 @@ class Result:
     code: int
     out: str
     err: str
+
+
+T = TypeVar("T")
 
 
 def run_cli(
@@ -53,6 +58,26 @@ def poll_for(condition: Callable[[], bool], timeout: float = 10.0, interval: flo
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {timeout} s: {condition}")
         time.sleep(interval)
+
+
+def run_crash_traffic(
+    deliver: Callable[[list[T]], None],
+    lanes: list[list[T]],
+    kill: Callable[[], None],
+    stop: threading.Event,
+) -> None:
+    """The crash tests' traffic: ``deliver`` each lane and ``kill`` workers, all at once in
+    threads, until all are done; ``stop`` is set at the end (or at the first failure),
+    and the first failure is raised."""
+    with ThreadPoolExecutor(len(lanes) + 1) as pool:
+        killer = pool.submit(kill)
+        senders = [pool.submit(deliver, lane) for lane in lanes]
+        try:
+            for sender in senders:
+                sender.result()
+            killer.result()
+        finally:
+            stop.set()
 
 
 def _admin_engine() -> Engine:

@@ -39,7 +39,7 @@ from sqlalchemy.engine import Engine as SAEngine
 
 from tests.conftest import CLI
 from tests.daemon_support import Daemon, daemon_for_cli
-from tests.support import db_session, poll_for
+from tests.support import db_session, poll_for, run_crash_traffic
 from wactl.bot.engines.base import InboundMessage
 from wactl.bot.engines.sandbox import SandboxEngine, outbox_file
 from wactl.bot.pipeline import Outcome, Pipeline, ReplyLike
@@ -1066,15 +1066,7 @@ def test_every_message_gets_exactly_one_reply_across_kill_9(
 
                 poll_for(replaced, timeout=WAIT)
 
-        with ThreadPoolExecutor(CRASH_SENDERS + 1) as pool:
-            killer = pool.submit(kill_at_points)
-            senders = [pool.submit(deliver, lane) for lane in lanes]
-            try:
-                for sender in senders:
-                    sender.result()
-                killer.result()
-            finally:
-                stop.set()
+        run_crash_traffic(deliver, lanes, kill_at_points, stop)
 
         def settled() -> bool:
             rows = message_log.rows()

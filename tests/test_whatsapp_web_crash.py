@@ -23,7 +23,6 @@ import random
 import signal
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ import pytest
 
 from tests.conftest import CLI
 from tests.daemon_support import Daemon
-from tests.support import poll_for
+from tests.support import poll_for, run_crash_traffic
 from tests.test_pipeline import NO_LIMITS, MessageLogReader
 from tests.test_whatsapp_web import (
     OWNER_PHONE,
@@ -140,15 +139,7 @@ def test_every_message_gets_exactly_one_reply_across_kill_9(
 
             daemon_ps_until(web_daemon, SLUG, replaced)
 
-    with ThreadPoolExecutor(SENDERS + 1) as pool:
-        killer = pool.submit(kill_at_points)
-        senders = [pool.submit(deliver, lane) for lane in lanes]
-        try:
-            for sender in senders:
-                sender.result()
-            killer.result()
-        finally:
-            stop.set()
+    run_crash_traffic(deliver, lanes, kill_at_points, stop)
 
     def settled() -> bool:
         rows = message_log.rows(SLUG)

@@ -386,14 +386,20 @@ class Pipeline:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            message = f"message {row.wa_message_id} from {row.chat}: {type(exc).__name__}: {exc}"
-            log.exception("handling %s", message)
             with contextlib.suppress(Exception):
                 await self._db(lambda: self.store.mark(row.id, MessageState.FAILED))
-            with contextlib.suppress(Exception):
-                await self._db(lambda: self.store.set_last_error(message))
-            self._on_event("error", {"message": message})
+            await self._failed(f"message {row.wa_message_id} from {row.chat}", exc)
             return Outcome("failed", in_id=row.id, reason=str(exc))
+
+    async def _failed(self, what: str, exc: Exception) -> None:
+        """One message's (or recovered reply's) handling failed: into the log (with the
+        traceback), ``worker_process.last_error`` and an ``error`` event; the pipeline
+        goes on with the next one. Called from the ``except`` block."""
+        message = f"{what}: {type(exc).__name__}: {exc}"
+        log.exception("handling %s", message)
+        with contextlib.suppress(Exception):
+            await self._db(lambda: self.store.set_last_error(message))
+        self._on_event("error", {"message": message})
 
     def _decide(self, chat: str, text: str, memory: _ChatMemory, now: dt.datetime) -> _Decision:
         """The reply to ``text``, or silence (paused chat, over the rate limit)."""
@@ -535,11 +541,7 @@ class Pipeline:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                message = f"reply {reply.message_id} to {reply.chat}: {type(exc).__name__}: {exc}"
-                log.exception("recovering %s", message)
-                with contextlib.suppress(Exception):
-                    await self._db(lambda message=message: self.store.set_last_error(message))  # type: ignore[misc]
-                self._on_event("error", {"message": message})
+                await self._failed(f"reply {reply.message_id} to {reply.chat}", exc)
         loop = asyncio.get_running_loop()
         for row in new:
             self._enqueue(_Job(row, loop.create_future()))
