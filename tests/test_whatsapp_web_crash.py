@@ -22,7 +22,6 @@ import os
 import random
 import signal
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ import pytest
 from tests.conftest import CLI
 from tests.daemon_support import Daemon
 from tests.support import poll_for, run_crash_traffic
-from tests.test_pipeline import NO_LIMITS, MessageLogReader
+from tests.test_pipeline import NO_LIMITS, MessageLogReader, message_log  # noqa: F401
 from tests.test_whatsapp_web import (
     OWNER_PHONE,
     WAIT,
@@ -59,21 +58,12 @@ def daemon_env() -> dict[str, str]:
     return {**NO_LIMITS, "WACTL_DAEMON_MAX_CRASHES": "100"}
 
 
-@pytest.fixture
-def message_log(db_url: str) -> Iterator[MessageLogReader]:
-    reader = MessageLogReader(db_url)
-    try:
-        yield reader
-    finally:
-        reader.engine.dispose()
-
-
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_every_message_gets_exactly_one_reply_across_kill_9(
     cli: CLI,
     web_daemon: Daemon,  # noqa: F811
     standin: StandIn,  # noqa: F811
-    message_log: MessageLogReader,
+    message_log: MessageLogReader,  # noqa: F811
     isolated_env: Path,
 ) -> None:
     seed = random.randrange(2**32)
