@@ -38,7 +38,24 @@ def validate_slug(slug: str) -> str:
     return slug
 
 
+#: Characters a name may not hold: C0 and C1 controls (ESC, NUL, BEL...: they would
+#: drive a terminal that shows the name), and the bidirectional overrides and isolates
+#: (they reorder what a terminal or page shows around them).
+_NOT_IN_NAMES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
 def validate_name(field: str, name: str) -> str:
+    """A name or business name as people read it: runs of spaces, tabs and line breaks
+    become one space; control characters are refused (not silently dropped: what the
+    owner typed is not what they would see)."""
+    bad = _NOT_IN_NAMES.search(name)
+    if bad is not None:
+        raise ValidationError(
+            field,
+            f"contains the control character U+{ord(bad.group()):04X} at position "
+            f"{bad.start() + 1}",
+            hint="names are plain text: remove it",
+        )
     cleaned = " ".join(name.split())
     if not cleaned:
         raise ValidationError(field, "must not be empty")
