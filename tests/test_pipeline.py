@@ -891,6 +891,7 @@ def test_an_id_chosen_before_the_send_is_stored_first_and_recovered_by(
             worker.store.reserve_reply(out_id, "wa-stored-never-sent")
         async with local_worker(db, engine_class=_ReservingSandbox) as restarted:
             await restarted.pipeline.recover()
+            await restarted.pipeline.drain(WAIT)
             outbox = restarted.outbox()
             assert "wa-stored-never-sent" not in outbox and len(outbox) == 2
 
@@ -906,10 +907,14 @@ def test_an_id_chosen_before_the_send_is_stored_first_and_recovered_by(
 def test_recovery_asks_again_while_the_engine_cannot_tell(
     cli: CLI, db_url: str, message_log: MessageLogReader, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """None from was_sent: asked again (never sent meanwhile); still None after the last
-    try: the reply stays PENDING for the next start, not sent, not dropped."""
+    """None from was_sent: asked again (never sent meanwhile), with the delays of any
+    failure that may pass; still None when pipeline.retry_minutes is over: the message
+    is FAILED, its reply stays PENDING, not sent, not dropped, and the next start
+    confirms or sends it."""
     create_tenants(cli, SLUG)
-    monkeypatch.setattr("wactl.bot.pipeline.WAS_SENT_RETRIES", (0.01, 0.01, 0.01))
+    monkeypatch.setattr("wactl.bot.pipeline.RETRY_FIRST_SECONDS", 0.01)
+    monkeypatch.setattr("wactl.bot.pipeline.RETRY_MAX_SECONDS", 0.05)
+    monkeypatch.setenv("WACTL_PIPELINE_RETRY_MINUTES", "0.01")  # 0.6 s
 
     async def scenario() -> None:
         db = message_log.engine
@@ -919,17 +924,25 @@ def test_recovery_asks_again_while_the_engine_cannot_tell(
         _UnsureSandbox.unsure, _UnsureSandbox.asked = 2, 0
         async with local_worker(db, engine_class=_UnsureSandbox) as restarted:
             await restarted.pipeline.recover()
+            await restarted.pipeline.drain(WAIT)
             assert _UnsureSandbox.asked == 4  # twice unsure, then an answer for each
             assert len(restarted.outbox()) == 2  # the sent one was not sent again
+            assert [e for e, _ in restarted.events] == ["problem", "problem", "healed"]
         async with local_worker(db) as crashed_again:
             await _crash_at(crashed_again, "decided", chat_number(3), "decided-2")
-        _UnsureSandbox.unsure, _UnsureSandbox.asked = 100, 0
+        _UnsureSandbox.unsure, _UnsureSandbox.asked = 1_000_000, 0
         async with local_worker(db, engine_class=_UnsureSandbox) as unsure:
             await unsure.pipeline.recover()
-            assert _UnsureSandbox.asked == 4  # the first answer and three more tries
+            await unsure.pipeline.drain(WAIT)
+            assert _UnsureSandbox.asked >= 3
+            assert len(unsure.outbox()) == 2
+            errors = [d["message"] for e, d in unsure.events if e == "error"]
+            assert len(errors) == 1 and "given up after" in errors[0]
         assert [r.state for r in message_log.replies()] == ["SENT", "SENT", "PENDING"]
+        assert [r.state for r in message_log.inbound()] == ["ANSWERED", "ANSWERED", "FAILED"]
         async with local_worker(db) as later:
             await later.pipeline.recover()
+            await later.pipeline.drain(WAIT)
             assert len(later.outbox()) == 3
 
     run_async(scenario)

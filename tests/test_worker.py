@@ -278,6 +278,7 @@ def test_an_unlinked_worker_shows_rotating_qr_codes_and_heartbeats(
         "wa_js_version": None,
         "state": hello["state"],
         "qr": hello["qr"],
+        "problems": [],
         "messages_in_1h": 0,
         "messages_out_1h": 0,
         "messages_in_total": 0,
@@ -460,7 +461,7 @@ def test_bad_requests_get_error_replies_and_the_worker_goes_on(
     client.close()
 
 
-def test_database_failures_become_error_events_and_the_worker_goes_on(
+def test_database_failures_become_problems_and_the_worker_goes_on(
     tenant: str, workers: Workers, cli: CLI
 ) -> None:
     process = workers.start()
@@ -468,9 +469,10 @@ def test_database_failures_become_error_events_and_the_worker_goes_on(
     first_qr(client, client.hello())
     # Deleted under a running worker (the daemon would stop it): its next writes fail.
     assert cli("tenant", "delete", SLUG, "--yes").code == 0
-    error = client.event("error")
-    assert error["message"].startswith("cannot record qr in the database: IntegrityError: ")
-    assert "\n" not in error["message"]
+    problem = client.event("problem")
+    assert problem["area"] == "database"
+    assert problem["message"].startswith("cannot record qr in the database: IntegrityError: ")
+    assert "\n" not in problem["message"]
     client.event("heartbeat")
     poll_for(lambda: "has no worker_process row; heartbeat not recorded" in workers.log_text())
     assert client.request("ping")["ok"] is True

@@ -17,11 +17,11 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, and_, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from wactl.bot.engines.base import InboundMessage
@@ -60,6 +60,24 @@ class InboundRow:
             message.wa_message_id,
         )
 
+    @classmethod
+    def from_log(cls, row: Any) -> InboundRow:
+        """From a ``message_log`` row."""
+        return cls(
+            row.id, row.chat, row.from_number, row.to_number, row.message_text, row.wa_message_id
+        )
+
+    def message(self) -> InboundMessage:
+        """The message this row recorded (for handling it again)."""
+        return InboundMessage(
+            wa_message_id=self.wa_message_id,
+            chat=self.chat,
+            from_number=self.from_number,
+            to_number=self.to_number,
+            text=self.text,
+            timestamp=dt.datetime.now(dt.UTC),
+        )
+
 
 @dataclass(frozen=True)
 class PendingReply:
@@ -67,6 +85,7 @@ class PendingReply:
     in_id: int | None
     chat: str
     text: str
+    kind: str | None
     #: The id stored with the reply: the client id, or the WhatsApp id the engine
     #: reserved for it before sending (`Engine.reserve_id`).
     message_id: str
@@ -82,11 +101,37 @@ class ChatInfo:
     has_history: bool
 
 
+def _causes(error: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def is_locked(error: BaseException) -> bool:
+    """Whether ``error`` is SQLite saying another connection holds the lock it needs."""
+    return any(
+        isinstance(e, OperationalError) and "is locked" in str(e.orig) for e in _causes(error)
+    )
+
+
+def is_database_error(error: BaseException) -> bool:
+    """Whether ``error`` came from the database (unreachable, locked, full...)."""
+    from wactl.errors import DatabaseError
+
+    return any(isinstance(e, SQLAlchemyError | DatabaseError) for e in _causes(error))
+
+
 class MessageStore:
     def __init__(self, db: Engine, tenant_id: uuid.UUID) -> None:
         self.db = db
         self.tenant_id = tenant_id
         self._connection: Connection | None = None
+        #: SQLite: how long the kept connection waits for another writer (None: the
+        #: engine's database.busy_timeout_ms).
+        self._busy_ms: int | None = None
         module = postgresql if db.dialect.name == "postgresql" else sqlite
         self._insert_once = (
             module.insert(LOG)
@@ -132,6 +177,23 @@ class MessageStore:
 
     # --- the connection -------------------------------------------------------------
 
+    def wait_for_locks(self, milliseconds: int) -> None:
+        """SQLite: how long the kept connection waits for another writer's lock before
+        it raises "database is locked" (until the next call; at first, the engine's
+        database.busy_timeout_ms)."""
+        if milliseconds == self._busy_ms or self.db.dialect.name != "sqlite":
+            return
+        self._busy_ms = milliseconds
+        connection = self._connection
+        if connection is not None and not connection.closed:
+            self._apply_busy_timeout(connection)
+
+    def _apply_busy_timeout(self, connection: Connection) -> None:
+        # On the driver's connection: through SQLAlchemy it would begin a transaction.
+        raw = connection.connection.driver_connection
+        assert raw is not None and self._busy_ms is not None
+        raw.execute(f"PRAGMA busy_timeout={int(self._busy_ms)}")
+
     def _run(self, work: Callable[[Connection], T]) -> T:
         """``work`` in one transaction on the kept connection (opened on first use).
 
@@ -145,6 +207,8 @@ class MessageStore:
             connection = self._connection
             if connection is None or connection.closed:
                 connection = self._connection = self.db.connect()
+                if self._busy_ms is not None:
+                    self._apply_busy_timeout(connection)
             try:
                 with connection.begin():
                     return work(connection)
@@ -343,13 +407,15 @@ class MessageStore:
 
     # --- rarely: recovery, errors, retention, counters ----------------------------------
 
-    def unhandled(self) -> tuple[list[PendingReply], list[InboundRow]]:
-        """After a crash: replies decided but not confirmed sent, and inbound messages
-        recorded but not yet decided, oldest first."""
+    def unhandled(self) -> tuple[list[tuple[InboundRow, PendingReply]], list[InboundRow]]:
+        """After a crash: replies decided but not confirmed sent (with the messages they
+        answer), and inbound messages recorded but not yet decided, oldest first."""
 
-        def read(connection: Connection) -> tuple[list[PendingReply], list[InboundRow]]:
-            pending = [
-                PendingReply(r.id, r.reply_to_id, r.chat, r.message_text, r.wa_message_id)
+        def read(
+            connection: Connection,
+        ) -> tuple[list[tuple[InboundRow, PendingReply]], list[InboundRow]]:
+            replies = [
+                self._pending_of(r)
                 for r in connection.execute(
                     select(LOG)
                     .where(
@@ -359,10 +425,15 @@ class MessageStore:
                     .order_by(LOG.c.id)
                 )
             ]
-            new = [
-                InboundRow(
-                    r.id, r.chat, r.from_number, r.to_number, r.message_text, r.wa_message_id
+            answered = {
+                r.id: InboundRow.from_log(r)
+                for r in connection.execute(
+                    select(LOG).where(LOG.c.id.in_([p.in_id for p in replies if p.in_id]))
                 )
+            }
+            pending = [(answered[p.in_id], p) for p in replies if p.in_id in answered]
+            new = [
+                InboundRow.from_log(r)
                 for r in connection.execute(
                     select(LOG)
                     .where(
@@ -376,6 +447,36 @@ class MessageStore:
             return pending, new
 
         return self._run(read)
+
+    def unfinished(self, wa_message_id: str) -> tuple[InboundRow, PendingReply | None] | None:
+        """The inbound message ``wa_message_id`` when its handling did not finish (NEW,
+        FAILED), with its PENDING reply if it has one; None when it is done with."""
+
+        def read(connection: Connection) -> tuple[InboundRow, PendingReply | None] | None:
+            row = connection.execute(
+                select(LOG).where(
+                    LOG.c.tenant_id == self.tenant_id,
+                    LOG.c.direction == Direction.IN.value,
+                    LOG.c.wa_message_id == wa_message_id,
+                    LOG.c.state.in_([MessageState.NEW.value, MessageState.FAILED.value]),
+                )
+            ).first()
+            if row is None:
+                return None
+            reply = connection.execute(
+                select(LOG).where(
+                    LOG.c.reply_to_id == row.id, LOG.c.state == MessageState.PENDING.value
+                )
+            ).first()
+            return InboundRow.from_log(row), None if reply is None else self._pending_of(reply)
+
+        return self._run(read)
+
+    @staticmethod
+    def _pending_of(row: Any) -> PendingReply:
+        return PendingReply(
+            row.id, row.reply_to_id, row.chat, row.message_text, row.kind, row.wa_message_id
+        )
 
     def recent_times(self, since: dt.datetime) -> list[tuple[str, dt.datetime]]:
         """(direction, created_at) of the messages logged since ``since`` (replies and

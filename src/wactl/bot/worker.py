@@ -64,7 +64,7 @@ from wactl.bot.engines.sandbox import SandboxEngine
 from wactl.bot.logs import setup_logging
 from wactl.bot.pipeline import Outcome, Pipeline
 from wactl.bot.replies import ReplyBook
-from wactl.bot.store import MessageStore
+from wactl.bot.store import MessageStore, is_locked
 from wactl.config import load_config
 from wactl.config.model import Config
 from wactl.db.engine import display_url, engine_for, session_scope
@@ -87,6 +87,12 @@ T = TypeVar("T")
 
 #: Longest delay between a message being counted and the daemon hearing of it.
 COUNTS_REPORT_SECONDS = 1.0
+#: SQLite work tried on the event loop waits at most this long for another writer's
+#: lock (ms); work that would wait longer goes to the database thread, so that the loop,
+#: and with it the heartbeat and the control socket, never waits out busy_timeout_ms.
+INLINE_LOCK_WAIT_MS = 20
+#: After a lock was met on the loop, database work stays on the thread this long (s).
+THREAD_AFTER_LOCK_SECONDS = 2.0
 #: How long `Engine.stop` may take before the worker exits anyway; well inside the
 #: daemon's stop grace period (10 s by default), after which it would SIGKILL.
 ENGINE_STOP_TIMEOUT_SECONDS = 5.0
@@ -286,6 +292,15 @@ class Worker:
         # One thread: database writes happen in the order the events did.
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="wactl-db")
         self._db_inline = db.dialect.name == "sqlite"
+        #: Pipeline work on the database thread now (the store's connection is then the
+        #: thread's: nothing runs inline meanwhile).
+        self._db_on_thread = 0
+        #: Inline SQLite work waits until then (event-loop time) after meeting a lock.
+        self._inline_after = 0.0
+        #: What is failing now, by area: (message, since) (see `Pipeline`'s problems).
+        self.problems: dict[str, tuple[str, str]] = {}
+        self._housekeeping_task: asyncio.Task[None] | None = None
+        self._heartbeat_write: asyncio.Task[bool] | None = None
         self._replies: ReplyBook | None = None
         self._reply_settings: ReplySettings | None = None
         self._recovered = False
@@ -395,8 +410,15 @@ class Worker:
             else None,
             "state": self.state.value,
             "qr": self.qr,
+            "problems": self.problem_list(),
             **self.message_counts(),
         }
+
+    def problem_list(self) -> list[dict[str, str]]:
+        return [
+            {"area": area, "message": message, "since": since}
+            for area, (message, since) in sorted(self.problems.items())
+        ]
 
     def message_counts(self) -> dict[str, int]:
         """Messages in and out in the last hour, and since this worker started."""
@@ -460,20 +482,44 @@ class Worker:
 
     async def _run_db(self, work: Callable[[], T]) -> T:
         """Run the pipeline's database ``work``: on SQLite right here, on the event loop's
-        thread; otherwise on the database thread.
+        thread, unless another writer holds the lock; otherwise on the database thread.
 
         A SQLite transaction is local file work (0.1-0.3 ms), and handing it to a thread
         and back costs more than that when a worker is woken for each message: in
         bench/pipeline.py, 50 workers at 10 msg/s each took 2.07 ms of CPU per message with
         the thread and 1.61 ms without, the p99 fell from 135 to 83 ms on a loaded machine,
-        and one busy worker went from 1215 to 2201 msg/s. The loop may wait for SQLite's
-        write lock (busy_timeout) meanwhile; every chat needs the database anyway.
-        PostgreSQL work is network round trips, which must not stop the loop.
+        and one busy worker went from 1215 to 2201 msg/s. But the loop must never wait out
+        database.busy_timeout_ms behind another process's lock (a worker of another
+        tenant, stopped mid-transaction; someone's `sqlite3` shell): its heartbeat would
+        stop and the daemon would kill it as hung. So inline work waits at most
+        `INLINE_LOCK_WAIT_MS` for a lock; locked, it is done again on the database thread
+        with the full timeout (nothing was written: SQLite refuses the first write), and
+        the next `THREAD_AFTER_LOCK_SECONDS` of work go there too. The store's one
+        connection is used by one thread at a time: inline work only starts when no
+        work is on the thread. PostgreSQL work is network round trips, which must not
+        stop the loop: always on the thread.
         """
-        if self._db_inline:
-            return work()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._db_thread, work)
+        store = self.pipeline.store
+        if self._db_inline and not self._db_on_thread and loop.time() >= self._inline_after:
+            store.wait_for_locks(INLINE_LOCK_WAIT_MS)
+            try:
+                return work()
+            except Exception as exc:
+                if not is_locked(exc):
+                    raise
+                self._inline_after = loop.time() + THREAD_AFTER_LOCK_SECONDS
+                log.info("the database is locked by another process; waiting on a thread")
+        self._db_on_thread += 1
+        try:
+            return await loop.run_in_executor(self._db_thread, self._on_db_thread, work)
+        finally:
+            self._db_on_thread -= 1
+
+    def _on_db_thread(self, work: Callable[[], T]) -> T:
+        if self._db_inline:
+            self.pipeline.store.wait_for_locks(self.config.database.busy_timeout_ms)
+        return work()
 
     def _replier(self) -> ReplyBook:
         assert self._replies is not None, "reply settings are loaded before the engine starts"
@@ -507,7 +553,23 @@ class Worker:
         log.info("reply book: %s in %s", settings.template.value, settings.language.value)
 
     def _pipeline_event(self, event: str, data: dict[str, Any]) -> None:
-        self.control.event(event, **data)
+        if event == "problem":
+            self._problem(str(data["area"]), str(data["message"]))
+        elif event == "healed":
+            self._healed(str(data["area"]))
+        else:
+            self.control.event(event, **data)
+
+    def _problem(self, area: str, message: str) -> None:
+        """Something in ``area`` is failing now: the daemon hears it (it shows in
+        `wactl ps` until `_healed`)."""
+        since = self.problems[area][1] if area in self.problems else _now_iso()
+        self.problems[area] = (message[:2000], since)
+        self.control.event("problem", area=area, message=message[:2000], since=since)
+
+    def _healed(self, area: str) -> None:
+        if self.problems.pop(area, None) is not None:
+            self.control.event("healed", area=area)
 
     async def _housekeeping(self) -> None:
         """Each heartbeat: pick up configuration changes; hourly: apply log retention."""
@@ -582,17 +644,37 @@ class Worker:
         self.control.event("messages", **self.message_counts())
 
     async def _heartbeat(self) -> None:
+        """Tell the daemon this worker is alive, every heartbeat interval, whatever the
+        database does: the row's ``heartbeat_at`` and the housekeeping run beside it, and
+        one still under way (a slow or unreachable database) is not started again."""
         interval = self.config.daemon.heartbeat_interval_seconds
-        while True:
-            at = dt.datetime.now(dt.UTC)
-            await self._write("heartbeat", partial(self._store_heartbeat, at))
-            self.control.event("heartbeat", at=at.isoformat(), **self.message_counts())
-            try:
-                await self._housekeeping()
-            except Exception as exc:
-                log.exception("housekeeping failed")
-                self.control.event("error", message=f"housekeeping: {_first_line(exc)}")
-            await asyncio.sleep(interval)
+        try:
+            while True:
+                at = dt.datetime.now(dt.UTC)
+                self.control.event("heartbeat", at=at.isoformat(), **self.message_counts())
+                if self._heartbeat_write is None or self._heartbeat_write.done():
+                    self._heartbeat_write = asyncio.create_task(
+                        self._write("heartbeat", partial(self._store_heartbeat, at)),
+                        name="heartbeat-write",
+                    )
+                if self._housekeeping_task is None or self._housekeeping_task.done():
+                    self._housekeeping_task = asyncio.create_task(
+                        self._housekeeping_safely(), name="housekeeping"
+                    )
+                await asyncio.sleep(interval)
+        finally:
+            for task in (self._heartbeat_write, self._housekeeping_task):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+
+    async def _housekeeping_safely(self) -> None:
+        try:
+            await self._housekeeping()
+        except Exception as exc:
+            log.exception("housekeeping failed")
+            self.control.event("error", message=f"housekeeping: {_first_line(exc)}")
 
     # --- database (runs on the database thread) ---------------------------------------
 
@@ -605,8 +687,9 @@ class Worker:
         except Exception as exc:
             message = f"cannot record {what} in the database: {_first_line(exc)}"
             log.error("%s", message)
-            self.control.event("error", message=message)
+            self._problem("database", message)
             return False
+        self._healed("database")
         return True
 
     def _in_session(self, work: Callable[[Session], T]) -> T:
@@ -656,6 +739,10 @@ class Worker:
             log.warning(
                 "tenant '%s' has no worker_process row; heartbeat not recorded", self.tenant.slug
             )
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _first_line(error: Exception) -> str:

@@ -229,6 +229,7 @@ def _validate_daemon(config: Config, where: str) -> None:
         "pipeline.chat_per_minute": config.pipeline.chat_per_minute,
         "pipeline.tenant_burst": config.pipeline.tenant_burst,
         "pipeline.tenant_per_minute": config.pipeline.tenant_per_minute,
+        "pipeline.retry_minutes": config.pipeline.retry_minutes,
         "wajs.download_timeout_seconds": config.wajs.download_timeout_seconds,
     }
     for key, value in positive.items():

@@ -331,6 +331,16 @@ class PipelineConfig:
             "After the business answers a chat by hand, the bot stays quiet in that chat this long."
         ),
     )
+    retry_minutes: float = field(
+        default=360.0,
+        metadata=_doc(
+            "How long a worker keeps trying a message whose handling failed for a reason "
+            "that may pass (the database unreachable, locked or full; the disk full; "
+            "WhatsApp not reachable), with growing delays of 1 s up to 60 s. Its chat "
+            "waits meanwhile (order holds), other chats go on. After that it is marked "
+            "FAILED; a redelivery of it, or the worker's next start, tries again."
+        ),
+    )
     read_receipts: bool = field(
         default=True,
         metadata=_doc(

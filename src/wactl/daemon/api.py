@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -26,9 +27,11 @@ from wactl.actor import operator_actor
 from wactl.daemon import metrics
 from wactl.daemon.events import EventHub
 from wactl.daemon.supervisor import Supervisor
+from wactl.db.engine import describe_db_error
 from wactl.errors import (
     ConflictError,
     DaemonError,
+    DatabaseError,
     NotFoundError,
     UsageError,
     WactlError,
@@ -79,10 +82,17 @@ def _actor(request: Request) -> str:
     return claimed[:200] if claimed.startswith("os:") else operator_actor()
 
 
-def _error_response(status: int, message: str, hint: str | None = None) -> Response:
+def _error_response(
+    status: int, message: str, hint: str | None = None, kind: str | None = None
+) -> Response:
+    """An error reply; ``kind`` "database" tells the client it was the database (exit
+    code 4), not the daemon, that failed."""
     # ASCII-escaped: a message quoting a client's broken text (a lone surrogate) must
     # never make the error reply itself fail to encode.
-    body = json.dumps({"error": message, "hint": hint}, ensure_ascii=True)
+    payload: dict[str, Any] = {"error": message, "hint": hint}
+    if kind is not None:
+        payload["kind"] = kind
+    body = json.dumps(payload, ensure_ascii=True)
     return Response(body, status_code=status, media_type="application/json")
 
 
@@ -146,6 +156,20 @@ WORKER_SCHEMA: dict[str, Any] = {
         "session_state": NULLABLE_STRING,
         "has_qr": {"type": "boolean"},
         "last_error": NULLABLE_STRING,
+        "problems": {
+            "type": "array",
+            "description": "What the running worker says is failing now (the database, "
+            "sending replies), each until it works again.",
+            "items": {
+                "type": "object",
+                "required": ["area", "message", "since"],
+                "properties": {
+                    "area": {"type": "string"},
+                    "message": {"type": "string"},
+                    "since": {"type": "string", "description": "ISO 8601 UTC"},
+                },
+            },
+        },
         "reason": NULLABLE_STRING,
     },
 }
@@ -186,6 +210,7 @@ async def status(request: Request, state: DaemonState) -> Response:
             "socket": state.socket_path,
             "workers": supervisor.counts(),
             "event_subscribers": state.hub.subscriber_count,
+            "database": supervisor.database_health(),
         }
     )
 
@@ -232,11 +257,19 @@ def _action(name: str) -> Handler:
         for slug in slugs:
             try:
                 results.append(await action(slug))
-                await supervisor.audit(_actor(request), f"worker.{name}", slug, {})
             except (NotFoundError, ConflictError) as exc:
                 if body.get("all") and isinstance(exc, ConflictError):
                     continue  # --all skips tenants that are not set up yet
                 errors.append(exc)
+                continue
+            try:
+                await supervisor.audit(_actor(request), f"worker.{name}", slug, {})
+            except DatabaseError as exc:
+                raise DatabaseError(
+                    f"{name} of {slug} done, but the audit trail could not record it: "
+                    f"{exc.message}",
+                    hint=exc.hint,
+                ) from exc
         if errors and not results:
             raise errors[0]
         now = time.monotonic()
@@ -598,6 +631,11 @@ def build_app(state: DaemonState) -> Starlette:
                 return _error_response(422, exc.message, exc.hint)
             except DaemonError as exc:
                 return _error_response(503, exc.message, exc.hint)
+            except DatabaseError as exc:
+                return _error_response(503, exc.message, exc.hint, kind="database")
+            except DBAPIError as exc:
+                error = describe_db_error(state.supervisor.db, exc)
+                return _error_response(503, error.message, error.hint, kind="database")
             except WactlError as exc:
                 return _error_response(503, exc.message, exc.hint)
 

@@ -48,7 +48,7 @@ from wactl.db.base import utcnow
 from wactl.db.engine import session_scope
 from wactl.db.models import Tenant, WorkerProcess
 from wactl.enums import DesiredState, TenantStatus
-from wactl.errors import ConflictError, NotFoundError
+from wactl.errors import ConflictError, DatabaseError, NotFoundError
 from wactl.ipc.protocol import daemon_log_path, worker_log_path, worker_socket_path
 from wactl.validation import SLUG_RE
 
@@ -91,6 +91,9 @@ class Worker:
     qr: str | None = None
     #: The wa-js version the worker said (its hello) it injects; None for other engines.
     wa_js_version: str | None = None
+    #: What the running worker says is failing now, by area ({area, message, since}),
+    #: until it says it healed.
+    problems: dict[str, dict[str, str]] = field(default_factory=dict)
     link: WorkerLink | None = None
     kill_reason: str | None = None
     restart_after_stop: bool = False
@@ -159,8 +162,24 @@ class Worker:
             "session_state": self.session_state,
             "has_qr": self.qr is not None,
             "last_error": self.last_error,
+            "problems": list(self.problems.values()) if alive else [],
             "reason": self.machine.reason,
         }
+
+    def take_problems(self, reported: Any) -> None:
+        """The problems a worker's hello lists (what was failing before this link)."""
+        self.problems = {}
+        for item in reported if isinstance(reported, list) else []:
+            self.take_problem(item)
+
+    def take_problem(self, item: Any) -> bool:
+        if not isinstance(item, dict):
+            return False
+        area, message, since = item.get("area"), item.get("message"), item.get("since")
+        if not (isinstance(area, str) and isinstance(message, str) and isinstance(since, str)):
+            return False
+        self.problems[area[:40]] = {"area": area[:40], "message": message[:2000], "since": since}
+        return True
 
 
 class Supervisor:
@@ -183,6 +202,8 @@ class Supervisor:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ticks = 0
         self.started_at = time.time()
+        #: The database's last failure and since when (wall clock), while it lasts.
+        self._database_problem: tuple[str, float] | None = None
         self.forkserver: ForkServer | None = None
         if d.fork_workers:
             # Its own output (nothing, unless it fails) goes to the daemon's log.
@@ -388,13 +409,43 @@ class Supervisor:
 
         await self._db(write)
 
+    def database_health(self) -> dict[str, Any]:
+        """What /v1/status says of the database: ok, or what fails and since when."""
+        problem = self._database_problem
+        return {
+            "ok": problem is None,
+            "problem": problem[0] if problem else None,
+            "since": dt.datetime.fromtimestamp(problem[1], dt.UTC).isoformat(timespec="seconds")
+            if problem
+            else None,
+        }
+
+    def _database_failed(self, exc: DatabaseError) -> None:
+        if self._database_problem is None:
+            log.warning("the database fails; serving what this daemon knows: %s", exc.one_line())
+            self._database_problem = (exc.one_line(), time.time())
+        else:
+            self._database_problem = (exc.one_line(), self._database_problem[1])
+
+    def _database_works(self) -> None:
+        if self._database_problem is not None:
+            log.info("the database works again")
+            self._database_problem = None
+
     async def refresh(self) -> None:
-        """Learn tenants created since boot and forget deleted ones that are not running."""
+        """Learn tenants created since boot and forget deleted ones that are not running.
+        With the database failing, what this daemon knows stands (`database_health`
+        says so)."""
 
         def load(session: Session) -> list[Tenant]:
             return list(session.scalars(select(Tenant)))
 
-        tenants = await self._db(load)
+        try:
+            tenants = await self._db(load)
+        except DatabaseError as exc:
+            self._database_failed(exc)
+            return
+        self._database_works()
         seen = set()
         for tenant in tenants:
             seen.add(tenant.slug)
@@ -419,7 +470,14 @@ class Supervisor:
         def load(session: Session) -> Tenant | None:
             return session.scalar(select(Tenant).where(Tenant.slug == slug))
 
-        tenant = await self._db(load)
+        try:
+            tenant = await self._db(load)
+        except DatabaseError as exc:
+            self._database_failed(exc)
+            if worker is not None:
+                return worker  # as this daemon knows it
+            raise
+        self._database_works()
         if tenant is None:
             if worker is not None and worker.pid is None:
                 del self.workers[slug]
@@ -647,6 +705,7 @@ class Supervisor:
         if kind == "hello":
             worker.session_state = message.get("state")
             worker.qr = message.get("qr")
+            worker.take_problems(message.get("problems"))
             version = message.get("wa_js_version")
             worker.wa_js_version = version if isinstance(version, str) else None
             if worker.machine.state is State.STARTING:
@@ -674,6 +733,16 @@ class Supervisor:
             # so `wactl ps` shows it and our next write does not undo it.
             worker.last_error = str(message.get("message") or "")[:2000] or worker.last_error
             self.hub.publish("error", slug=slug, message=message.get("message"))
+        elif event == "problem":
+            # Failing now (the database, sending): shown until the worker says it healed.
+            if worker.take_problem(message):
+                self.hub.publish(
+                    "problem", slug=slug, area=message.get("area"), message=message.get("message")
+                )
+        elif event == "healed":
+            area = message.get("area")
+            if isinstance(area, str) and worker.problems.pop(area, None) is not None:
+                self.hub.publish("healed", slug=slug, area=area)
         elif event in ("handoff", "takeover"):
             # A customer asked for a person, or the owner answered by hand: the bot is
             # quiet in that chat now, and whoever watches (the TUI) should know.
@@ -716,6 +785,7 @@ class Supervisor:
             worker.link = None
         worker.exited.set()
         worker.qr = None  # the code was that process's: nobody can scan it any more
+        worker.problems = {}  # that process's; its exit says what became of it
         if worker.machine.state is State.STOPPING:
             worker.machine.transition(State.STOPPED, "stopped")
             worker.pid = worker.create_time = None

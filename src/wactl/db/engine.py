@@ -105,12 +105,36 @@ def _install_sqlite_pragmas(engine: Engine, busy_timeout_ms: int) -> None:
             cursor.close()
 
 
+#: What to do about a database error, by words in the driver's message.
+_DB_ERROR_HINTS = (
+    (
+        ("disk is full", "no space left", "could not extend file", "disk full"),
+        "the disk that holds the database is full: free space on it, then try again",
+    ),
+    (
+        ("is locked", "lock timeout", "deadlock"),
+        "another process holds the database's lock: try again, or find what holds it",
+    ),
+    (
+        ("connection refused", "could not connect", "server closed", "terminating connection"),
+        "check that the database server runs and is reachable (database.url)",
+    ),
+    (
+        ("readonly database", "read-only", "permission denied", "unable to open"),
+        "check the permissions of the database file and its directory (database.url)",
+    ),
+)
+
+
 def describe_db_error(engine_or_url: Engine | str, exc: DBAPIError) -> DatabaseError:
-    """One line naming the URL (password redacted) and the driver's cause."""
+    """One line naming the URL (password redacted) and the driver's cause, with what
+    to do about it when the cause is a known one (a full disk, a lock, no server)."""
     url = engine_or_url.url if isinstance(engine_or_url, Engine) else engine_or_url
     cause = str(exc.orig) if exc.orig is not None else str(exc)
     first = next((line.strip() for line in cause.splitlines() if line.strip()), cause)
-    return DatabaseError(f"cannot use database {display_url(url)}: {first}")
+    lowered = first.lower()
+    hint = next((text for words, text in _DB_ERROR_HINTS if any(w in lowered for w in words)), None)
+    return DatabaseError(f"cannot use database {display_url(url)}: {first}", hint=hint)
 
 
 def check_connection(engine: Engine) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from wactl.actor import operator_actor
-from wactl.errors import ConflictError, DaemonError, NotFoundError, UsageError
+from wactl.errors import ConflictError, DaemonError, DatabaseError, NotFoundError, UsageError
 from wactl.ipc.protocol import ACTOR_HEADER, PROTOCOL_HEADER, PROTOCOL_VERSION
 
 
@@ -201,4 +201,7 @@ def error_for(status: int, data: Any) -> Exception:
         return ConflictError(text, hint=hint)
     if 400 <= status < 500:
         return UsageError(text, hint=hint)
+    if isinstance(data, dict) and data.get("kind") == "database":
+        # The daemon runs; the database it uses failed (exit code 4, not 7).
+        return DatabaseError(text, hint=hint)
     return DaemonError(f"the daemon failed: {text}", hint=hint or "see `wactl daemon logs`")

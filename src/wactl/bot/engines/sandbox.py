@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import errno
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ import secrets
 import tempfile
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import Any, ClassVar
 
 from wactl.bot.engines.base import Engine, EngineError, EngineEvents, InboundMessage
 from wactl.config.model import Config
@@ -65,7 +66,7 @@ class SandboxEngine(Engine):
         #: The tenant's own number as the simulated WhatsApp shows it (the worker sets
         #: the tenant's phone number when it has one).
         self.own_number = f"sandbox:{tenant_slug}"
-        self._outbox: IO[str] | None = None
+        self._outbox_fd: int | None = None
         self.qr_rotate_seconds = config.sandbox.qr_rotate_seconds
         self._linked = False
         self._current_qr: str | None = None
@@ -95,9 +96,9 @@ class SandboxEngine(Engine):
     async def stop(self) -> None:
         await self._stop_rotating()
         self._current_qr = None
-        if self._outbox is not None:
-            self._outbox.close()
-            self._outbox = None
+        if self._outbox_fd is not None:
+            os.close(self._outbox_fd)
+            self._outbox_fd = None
 
     async def scan(self, qr: str | None = None) -> None:
         """Link the account as a phone scanning ``qr`` would (None: the code showing now)."""
@@ -131,28 +132,62 @@ class SandboxEngine(Engine):
         delivered = self._delivered_ids()
         if message_id in delivered:
             return message_id  # WhatsApp has it already; a resend must not double it
-        if self._outbox is None:
-            self.outbox_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._outbox = self.outbox_path.open("a", encoding="utf-8")
         line = {"id": message_id, "to": to, "text": text, "at": dt.datetime.now(dt.UTC).isoformat()}
-        self._outbox.write(json.dumps(line, ensure_ascii=False) + "\n")
-        self._outbox.flush()  # in the kernel now: survives kill -9 of this process
+        self._append((json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8"))
         delivered.add(message_id)
         return message_id
+
+    def _append(self, record: bytes) -> None:
+        """Add one whole record to the outbox, or none of it: one write to the kernel (it
+        survives kill -9 of this process); a write cut short (a full disk) is taken back
+        and raised, so no torn record ever precedes the next one."""
+        if self._outbox_fd is None:
+            self.outbox_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._outbox_fd = os.open(
+                self.outbox_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+            )
+        fd = self._outbox_fd
+        size = os.fstat(fd).st_size
+        try:
+            written = os.write(fd, record)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise
+        if written != len(record):
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise OSError(errno.ENOSPC, f"the outbox {self.outbox_path} took only part of a reply")
 
     async def was_sent(self, message_id: str) -> bool:
         return message_id in self._delivered_ids()
 
     def _delivered_ids(self) -> set[str]:
+        """The ids in the outbox; a torn last record (the disk filled mid-write, before
+        this engine took writes back) is cut off first, and an unreadable record is
+        skipped on its own, so one damaged record never hides the others."""
         if self._delivered is None:
-            self._delivered = set()
+            delivered: set[str] = set()
             try:
-                with self.outbox_path.open(encoding="utf-8") as handle:
-                    for line in handle:
-                        with contextlib.suppress(ValueError, KeyError, TypeError):
-                            self._delivered.add(json.loads(line)["id"])
+                data = self.outbox_path.read_bytes()
             except FileNotFoundError:
-                pass
+                data = b""
+            if data and not data.endswith(b"\n"):
+                whole = data.rfind(b"\n") + 1
+                log.warning(
+                    "the outbox %s ends in a torn record (%d bytes); cutting it off",
+                    self.outbox_path,
+                    len(data) - whole,
+                )
+                with self.outbox_path.open("r+b") as handle:
+                    handle.truncate(whole)
+                data = data[:whole]
+            for number, line in enumerate(data.splitlines(), start=1):
+                try:
+                    delivered.add(str(json.loads(line.decode("utf-8"))["id"]))
+                except (ValueError, KeyError, TypeError):
+                    log.warning("skipping record %d of the outbox: it is unreadable", number)
+            self._delivered = delivered
         return self._delivered
 
     async def receive(
