@@ -80,9 +80,40 @@ def ps(ctx: typer.Context, json_output: JsonFlag = False) -> None:
             duration(row["heartbeat_age_seconds"]),
             _in_out(row.get("messages_in_1h"), row.get("messages_out_1h")),
             row["engine"],
-            row["last_error"] or "",
+            error_text(row),
         )
     app.console.print(table)
+    _warn_if_database_fails(ctx)
+
+
+def error_text(row: dict[str, Any]) -> str:
+    """LAST ERROR: what the worker says is failing now (until it works again), else
+    the last thing that went wrong with it."""
+    problems = row.get("problems") or []
+    if problems:
+        first = problems[0]
+        return f"now: {first['message']}"
+    return str(row["last_error"] or "")
+
+
+def _warn_if_database_fails(ctx: typer.Context) -> None:
+    """The daemon serves what it knows when its database fails: say so."""
+    import datetime as dt
+
+    from wactl.cli.output import local_time
+
+    status: dict[str, Any] = _client(ctx).request("GET", "/v1/status")
+    database = status.get("database") or {}
+    if database.get("ok", True):
+        return
+    since = database.get("since")
+    when = local_time(dt.datetime.fromisoformat(since)) if since else "a while"
+    app_context(ctx).err_console.print(
+        f"the daemon's database fails (since {when}): {database.get('problem')}; "
+        "this is what the daemon knew",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 def _in_out(inbound: int | None, outbound: int | None) -> str:

@@ -339,6 +339,11 @@ SEND_SCHEMA: dict[str, Any] = {
             "sending the same id twice plays a redelivery.",
         },
         "from_me": {"type": "boolean", "description": "The business typed it on its phone."},
+        "wait": {
+            "type": "boolean",
+            "description": "Wait for the bot's answer (default); false: answer "
+            '{"status": "queued"} once the message is handed to the worker.',
+        },
     },
 }
 
@@ -351,8 +356,9 @@ async def sandbox_send(request: Request, state: DaemonState) -> Response:
             raise ApiError(422, f"'{key}' must be a non-empty string")
     if "id" in body and (not isinstance(body["id"], str) or not body["id"]):
         raise ApiError(422, "'id' must be a non-empty string")
-    if "from_me" in body and not isinstance(body["from_me"], bool):
-        raise ApiError(422, "'from_me' must be true or false")
+    for flag in ("from_me", "wait"):
+        if flag in body and not isinstance(body[flag], bool):
+            raise ApiError(422, f"'{flag}' must be true or false")
     await _require_sandbox(state, slug, "customers reach it through WhatsApp itself")
     result = await state.supervisor.request(slug, "send", body)
     return JSONResponse({"slug": slug, **result})
@@ -536,7 +542,8 @@ ENDPOINTS: list[Endpoint] = [
         "/v1/events",
         "Live events (Server-Sent Events)",
         events,
-        "worker (state changes), qr, session, error, handoff (a customer asked for a "
+        "worker (state changes), qr, session, error, problem and healed (what a worker "
+        "says fails now, and that it works again), handoff (a customer asked for a "
         "person) and takeover (the business answered by hand) events, as JSON in data "
         "lines; shutdown when the daemon stops.",
         content_type="text/event-stream",
