@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 import threading
@@ -381,6 +382,15 @@ def test_sandbox_link_flow(cli: CLI, daemon: Daemon, db_url: str) -> None:
     assert cli("sandbox", "scan", "alpha").code == 6  # already linked
     # The link survives a restart of the worker, like a real session.
     assert cli("tenant", "restart", "alpha").code == 0
+    poll_for(lambda: daemon.ps()["alpha"]["session_state"] == "CONNECTED", timeout=10)
+    assert "CONNECTED (its worker said so " in cli("tenant", "show", "alpha").out
+    # Stopped, the link is only what the worker said when it last ran, and how long ago.
+    assert cli("tenant", "stop", "alpha").code == 0
+    shown = cli("tenant", "show", "alpha").out
+    assert re.search(
+        r"whatsapp +CONNECTED when its worker last ran, \S+ ago \(it does not run", shown
+    )
+    assert cli("tenant", "start", "alpha").code == 0
     poll_for(lambda: daemon.ps()["alpha"]["session_state"] == "CONNECTED", timeout=10)
     assert cli("tenant", "logout", "alpha").code == 0
     poll_for(lambda: daemon.ps()["alpha"]["has_qr"], timeout=10)

@@ -1412,6 +1412,39 @@ def test_link_answer_takeover_and_logout_through_the_daemon(
     assert cli("tenant", "stop", "shop").code == 0
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])  # supervision; the database plays no part
+@pytest.mark.parametrize(
+    "daemon_env",
+    [
+        {
+            "WACTL_BROWSER_URL": "https://web.invalid/",  # RFC 6761: never resolves
+            "WACTL_DAEMON_MAX_CRASHES": "2",
+        }
+    ],
+)
+def test_no_route_to_whatsapp_is_said_where_operators_look(
+    cli: CLI, web_daemon: Daemon, standin: StandIn
+) -> None:
+    """The worker's own reason (not only "exited with code 1") reaches ps, the
+    quarantine, `tenant qr` and `tenant show`; the advice names the command that clears
+    the quarantine; doctor checks that WhatsApp Web resolves and answers."""
+    create_and_start(cli)
+    row = daemon_ps_until(web_daemon, "shop", lambda r: r["state"] == "FATAL")
+    cause = "cannot open https://web.invalid/: Page.goto: net::ERR_NAME_NOT_RESOLVED"
+    assert row["last_error"].startswith("2 crashes within 300 s; last: exited with code 1: ")
+    assert cause in row["last_error"]
+    qr = cli("tenant", "qr", "shop", "--wait", "--timeout", "5")
+    assert qr.code == 6
+    assert qr.err.startswith("error: tenant 'shop' was given up on (FATAL): 2 crashes within ")
+    assert cause in qr.err
+    assert "then `wactl tenant start shop` starts it again and clears the quarantine" in qr.err
+    shown = cli("tenant", "show", "shop").out
+    assert "FATAL" in shown and cause in " ".join(shown.split())
+    doctor = cli("doctor")
+    assert doctor.code == 1
+    assert re.search(r"FAIL  whatsapp +cannot resolve web\.invalid: ", doctor.out)
+
+
 @pytest.mark.parametrize("daemon_env", [{"WACTL_PIPELINE_READ_RECEIPTS": "false"}])
 def test_a_lid_customer_through_the_daemon(
     cli: CLI, web_daemon: Daemon, standin: StandIn, db_url: str

@@ -50,6 +50,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import select, update
@@ -78,7 +79,7 @@ from wactl.errors import (
     ValidationError,
     WactlError,
 )
-from wactl.ipc.protocol import WORKER_PROTOCOL_VERSION, worker_socket_path
+from wactl.ipc.protocol import WORKER_PROTOCOL_VERSION, worker_exit_path, worker_socket_path
 from wactl.validation import validate_slug
 
 log = logging.getLogger(__name__)
@@ -130,19 +131,40 @@ def main(argv: Sequence[str]) -> int:
     # Until the event loop takes the signals over, a stop request ends startup with 0 too.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _stop_during_startup)
+    exit_path = worker_exit_path(config.runtime_dir, slug)
+    with contextlib.suppress(OSError):
+        exit_path.unlink(missing_ok=True)  # an earlier worker's
+    reason = None
     try:
         code = int(run_worker(config, slug))
     except _StopDuringStartup as stop:
         log.info("%s received during startup; exiting", stop.args[0])
         code = ExitCode.OK
     except WactlError as exc:
-        log.error("%s", exc.one_line())
+        reason = exc.one_line()
+        log.error("%s", reason)
         code = exc.exit_code
-    except Exception:
+    except Exception as exc:
+        reason = f"the worker crashed: {_first_line(exc)}"
         log.exception("the worker crashed")
         code = ExitCode.FAILURE
+    if reason is not None:
+        _leave_reason(exit_path, reason)
     log.info("worker exiting with code %d", code)
     return code
+
+
+def _leave_reason(path: Path, reason: str) -> None:
+    """Tell the daemon why this worker fails (`wactl ps`, `tenant show`, the quarantine
+    reason say it, not only this worker's log): one line, written whole (by rename)."""
+    line = " ".join(reason.split())[:500]
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        temporary = path.with_suffix(".exit.tmp")
+        temporary.write_text(line + "\n", encoding="utf-8")
+        temporary.replace(path)
+    except OSError as exc:
+        log.warning("cannot leave the reason for the daemon in %s: %s", path, exc)
 
 
 class _StopDuringStartup(BaseException):

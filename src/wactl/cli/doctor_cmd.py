@@ -31,6 +31,8 @@ DEFAULT_FIXES = {
     "database": "check database.url (`wactl config show`) and that the server is up",
 }
 
+#: How long WhatsApp Web may take to answer the doctor (seconds).
+WHATSAPP_TIMEOUT = 10.0
 #: Below this much free space in the data directory, a warning (logs and profiles grow).
 LOW_DISK_BYTES = 1 << 30
 
@@ -186,6 +188,43 @@ class _Doctor:
             )
         return _ok("browser", detail)
 
+    def whatsapp(self) -> Check | None:
+        """Whether WhatsApp Web (browser.url) resolves and answers from this host, when
+        a tenant uses the whatsapp-web engine: without it, every start of such a worker
+        fails (`cannot open ...`) and the tenant ends quarantined."""
+        if not self.browser_tenants:
+            return None
+        import socket
+        import urllib.error
+        import urllib.request
+        from urllib.parse import urlsplit
+
+        url = self.app.config.browser.url
+        host = urlsplit(url).hostname or ""
+        port = urlsplit(url).port or (443 if url.startswith("https:") else 80)
+        fix = (
+            "whatsapp-web workers cannot link from this host: check its DNS, network and "
+            "proxy (HTTPS to web.whatsapp.com must work)"
+        )
+        try:
+            socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            return Check("whatsapp", "fail", f"cannot resolve {host}: {exc}", fix)
+        # browser.url is http(s), checked when the configuration is loaded.
+        request = urllib.request.Request(  # noqa: S310
+            url, headers={"User-Agent": "Mozilla/5.0 wactl doctor"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=WHATSAPP_TIMEOUT) as response:  # noqa: S310
+                status = response.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code  # it answers: that is what this checks
+            exc.close()
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            return Check("whatsapp", "fail", f"{url} does not answer: {reason}", fix)
+        return _ok("whatsapp", f"{url} answers (HTTP {status})")
+
     def _wajs_in_use(self) -> dict[str, tuple[Pin, list[str]]]:
         """Each wa-js version in use (the fleet's, and each whatsapp-web tenant's), with
         its pin and what uses it; only the pinned one when the database cannot say."""
@@ -299,6 +338,7 @@ def report(app: AppContext) -> list[Check]:
     doctor.run("daemon", doctor.daemon)
     doctor.run("browser", doctor.browser)
     doctor.run("wa-js", doctor.wajs)
+    doctor.run("whatsapp", doctor.whatsapp)
     doctor.run("data dir", doctor.data_dir)
     doctor.run("runtime dir", doctor.runtime_dir)
     return doctor.checks
@@ -310,8 +350,10 @@ def doctor(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     Changes nothing. Each line is ok, warn or FAIL with what was found; a line that is
     not ok says how to fix it. wa-js has one line per version in use (the fleet's, and
     each whatsapp-web tenant's), saying who uses it and whether it is installed and
-    verified on this host. The browser and wa-js are FAIL only when a tenant uses the
-    whatsapp-web engine (or the database cannot say); the full Chromium where the
+    verified on this host. When a tenant uses the whatsapp-web engine, whatsapp checks
+    that WhatsApp Web (browser.url) resolves and answers from this host. The browser
+    and wa-js are FAIL only when a tenant uses the whatsapp-web engine (or the database
+    cannot say); the full Chromium where the
     lighter chromium-headless-shell could run is a warning. Exit status 1 when any
     check failed.
     """

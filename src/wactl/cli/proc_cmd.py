@@ -181,7 +181,9 @@ def _act(
     if failed:
         raise ConflictError(
             f"quarantined (FATAL): {', '.join(failed)}",
-            hint="read its log (<log dir>/tenants/SLUG.log), fix it, then start it again",
+            hint="fix what its last error says (`wactl tenant logs SLUG --worker` has more), "
+            f"then `wactl tenant start {' '.join(failed)}` starts it again and clears the "
+            "quarantine",
         )
     if answer.get("errors"):
         raise ConflictError(f"{len(answer['errors'])} tenant(s) could not be {action}ed")
@@ -258,6 +260,13 @@ def qr(
         if info["session_state"] == "CONNECTED":
             app.err_console.print(f"{slug}: linked")
             return
+        if info["state"] == "FATAL":
+            raise ConflictError(
+                f"tenant '{slug}' was given up on (FATAL): {info.get('last_error') or '?'}",
+                hint="fix what it says (`wactl tenant logs "
+                f"{slug} --worker` has more), then `wactl tenant start {slug}` starts it "
+                "again and clears the quarantine",
+            )
         if info["state"] not in ("STARTING", "RUNNING", "BACKOFF"):
             raise ConflictError(
                 f"tenant '{slug}' is not running (state {info['state']})",

@@ -151,7 +151,7 @@ def detail_fields(tenant: Tenant, wa_js: Effective) -> list[tuple[str, str]]:
         fields.append((f"hours {day}", ", ".join(hours.get(day, [])) or "closed"))
     fields.append(("holidays", ", ".join(data["holidays"]) or "-"))
     if data["session"]:
-        fields.append(("whatsapp", data["session"]["state"]))
+        fields.append(("whatsapp", _session_text(tenant)))
     if data["worker"]:
         worker = data["worker"]
         fields.append(("worker", f"{worker['status']} (wants {worker['desired']})"))
@@ -160,6 +160,28 @@ def detail_fields(tenant: Tenant, wa_js: Effective) -> list[tuple[str, str]]:
     fields.append(("id", data["id"]))
     fields.append(("created", local_time(tenant.created_at)))
     return fields
+
+
+def _session_text(tenant: Tenant) -> str:
+    """The WhatsApp link as the database knows it, and how old that is: a worker that
+    does not run says nothing new, so its last word is only history."""
+    import datetime as dt
+
+    from wactl.cli.output import duration
+
+    session = tenant.session
+    assert session is not None
+    worker = tenant.worker
+    state = session.state.value
+    live = worker is not None and worker.status.value in ("STARTING", "RUNNING", "STOPPING")
+    heartbeat = worker.heartbeat_at if worker is not None else None
+    said = heartbeat or session.updated_at
+    if said.tzinfo is None:
+        said = said.replace(tzinfo=dt.UTC)
+    age = duration((dt.datetime.now(dt.UTC) - said).total_seconds())
+    if live:
+        return f"{state} (its worker said so {age} ago)"
+    return f"{state} when its worker last ran, {age} ago (it does not run now)"
 
 
 def _print_detail(console: Console, tenant: Tenant, wa_js: Effective) -> None:

@@ -289,6 +289,7 @@ async def show_qr(request: Request, state: DaemonState) -> Response:
             "state": worker.machine.state.value,
             "session_state": worker.session_state,
             "qr": worker.qr,
+            "last_error": worker.last_error,
         }
     )
 

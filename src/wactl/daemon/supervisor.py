@@ -49,7 +49,12 @@ from wactl.db.engine import session_scope
 from wactl.db.models import Tenant, WorkerProcess
 from wactl.enums import DesiredState, TenantStatus
 from wactl.errors import ConflictError, DatabaseError, NotFoundError
-from wactl.ipc.protocol import daemon_log_path, worker_log_path, worker_socket_path
+from wactl.ipc.protocol import (
+    daemon_log_path,
+    worker_exit_path,
+    worker_log_path,
+    worker_socket_path,
+)
 from wactl.validation import SLUG_RE
 
 log = logging.getLogger("wactl.daemon.supervisor")
@@ -805,6 +810,7 @@ class Supervisor:
             self._persist(worker, TenantStatus.STOPPED)
             self._publish(worker)
             return
+        said = self._reason_left(worker)
         if worker.kill_reason is not None:
             reason = worker.kill_reason
         elif code is None:
@@ -813,7 +819,20 @@ class Supervisor:
             reason = f"killed by {signal.Signals(-code).name}"
         else:
             reason = f"exited with code {code}"
+        if said and worker.kill_reason is None:
+            reason = f"{reason}: {said}"
         self._crashed(worker, reason)
+
+    def _reason_left(self, worker: Worker) -> str | None:
+        """The one line a failing worker left for us (`wactl.bot.worker`), read once."""
+        path = worker_exit_path(self.config.runtime_dir, worker.slug)
+        try:
+            with path.open("rb") as handle:
+                said = handle.read(2000).decode("utf-8", "replace").strip()
+            path.unlink()
+        except OSError:
+            return None
+        return " ".join(said.split()) or None
 
     def _crashed(self, worker: Worker, reason: str) -> None:
         log.warning("worker %s %s", worker.slug, reason)

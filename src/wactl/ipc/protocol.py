@@ -26,6 +26,12 @@ def worker_socket_path(runtime_dir: Path, slug: str) -> Path:
     return runtime_dir / "workers" / f"{slug}.sock"
 
 
+def worker_exit_path(runtime_dir: Path, slug: str) -> Path:
+    """Where a worker that fails leaves its reason, in one line, for the daemon (which
+    reads and removes it when the worker has exited)."""
+    return runtime_dir / "workers" / f"{slug}.exit"
+
+
 def daemon_log_path(log_dir: Path) -> Path:
     return log_dir / "wactld.log"
 
