@@ -443,16 +443,45 @@ class Pipeline:
         return f"{self._client_prefix}{in_id}"
 
     async def _owner_message(self, message: InboundMessage, done: asyncio.Future[Outcome]) -> None:
-        """The business answered by hand: log it, and keep the bot quiet in that chat."""
+        """The business answered by hand: log it, and keep the bot quiet in that chat;
+        unless the message starts with ``pipeline.resume_keyword``: the business hands
+        the chat back to the bot (it answers the next message)."""
         out_id = await self._db(lambda: self.store.record_owner_message(message))
         if out_id is None:
             done.set_result(Outcome("duplicate"))
             return
         self.counts.add(Direction.OUT)
+        if self.is_resume_keyword(message.text):
+            await self.set_pause(message.chat, None, "owner")
+            done.set_result(Outcome("ignored", reason="owner resumed the bot"))
+            return
         until = self._now() + dt.timedelta(minutes=self.config.owner_pause_minutes)
         await self._pause(message.chat, until, "owner")
         self._on_event("takeover", {"chat": message.chat, "until": until.isoformat()})
         done.set_result(Outcome("ignored", reason="owner"))
+
+    def is_resume_keyword(self, text: str) -> bool:
+        """Whether the owner's ``text`` hands the chat back (it starts with the keyword,
+        in any case, alone or followed by a space)."""
+        keyword = self.config.resume_keyword.strip().casefold()
+        if not keyword:
+            return False
+        words = text.strip().casefold()
+        return words == keyword or words.startswith(keyword + " ")
+
+    async def set_pause(self, chat: str, until: dt.datetime | None, reason: str) -> None:
+        """Pause the bot in ``chat`` until ``until``, or (None) hand the chat back to it
+        now: an operator (`wactl chats pause|resume`), or the owner's keyword."""
+        if until is None:
+            await self._db(lambda: self.store.pause(chat, None, None))
+            memory = self._memory.get(chat)
+            if memory is not None:
+                memory.paused_until = None
+            log.info("chat %s handed back to the bot (%s)", chat, reason)
+            self._on_event("resumed", {"chat": chat, "by": reason})
+            return
+        await self._pause(chat, until, reason)
+        self._on_event("takeover", {"chat": chat, "until": until.isoformat(), "by": reason})
 
     def _enqueue(self, job: _Job) -> None:
         chat = self._chats.get(job.chat)

@@ -299,11 +299,16 @@ class MessageStore:
             paused = paused.replace(tzinfo=dt.UTC)
         return ChatInfo(paused, has_history=earlier)
 
-    def pause(self, chat: str, until: dt.datetime, reason: str) -> None:
+    def pause(self, chat: str, until: dt.datetime | None, reason: str | None) -> None:
+        """Keep the bot quiet in ``chat`` until ``until`` (None: not paused any more)."""
         self._run(lambda c: self._write_pause(c, chat, until, reason))
 
     def _write_pause(
-        self, connection: Connection, chat: str, until: dt.datetime, reason: str
+        self,
+        connection: Connection,
+        chat: str,
+        until: dt.datetime | None,
+        reason: str | None,
     ) -> None:
         at = utcnow()
         params = {

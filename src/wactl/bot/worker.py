@@ -79,7 +79,12 @@ from wactl.errors import (
     ValidationError,
     WactlError,
 )
-from wactl.ipc.protocol import WORKER_PROTOCOL_VERSION, worker_exit_path, worker_socket_path
+from wactl.ipc.protocol import (
+    MAX_PAUSE_MINUTES,
+    WORKER_PROTOCOL_VERSION,
+    worker_exit_path,
+    worker_socket_path,
+)
 from wactl.validation import validate_slug
 
 log = logging.getLogger(__name__)
@@ -309,6 +314,7 @@ class Worker:
                 "scan": self.op_scan,
                 "logout": self.op_logout,
                 "send": self.op_send,
+                "pause": self.op_pause,
             },
         )
         # One thread: database writes happen in the order the events did.
@@ -471,6 +477,25 @@ class Worker:
         _check_args(args, allowed=())
         await self.engine.logout()
         return {"state": self.state.value}
+
+    async def op_pause(self, args: dict[str, Any]) -> dict[str, Any]:
+        """An operator pauses the bot in one chat for ``minutes``, or (0) hands the chat
+        back to it; through this worker, which keeps its chats' pauses in memory."""
+        _check_args(args, allowed=("chat", "minutes"))
+        chat, minutes = args.get("chat"), args.get("minutes")
+        if not isinstance(chat, str) or not chat:
+            raise RequestError(400, "'chat' must be the customer's number or LID")
+        if (
+            not isinstance(minutes, int | float)
+            or isinstance(minutes, bool)
+            or not 0 <= minutes <= MAX_PAUSE_MINUTES
+        ):
+            raise RequestError(400, f"'minutes' must be a number from 0 to {MAX_PAUSE_MINUTES}")
+        until = None
+        if minutes:
+            until = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=float(minutes))
+        await self.pipeline.set_pause(chat, until, "operator")
+        return {"chat": chat, "paused_until": until.isoformat() if until else None}
 
     async def op_send(self, args: dict[str, Any]) -> dict[str, Any]:
         """Sandbox: a customer (or the owner, ``from_me``) writes; answers with the outcome."""

@@ -16,6 +16,7 @@ import typer
 import wactl
 from wactl.cli import (
     audit_cmd,
+    chats_cmd,
     config_cmd,
     daemon_cmd,
     db_cmd,
@@ -87,6 +88,7 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(db_cmd.app, name="db")
 app.add_typer(tenant_cmd.app, name="tenant")
 app.add_typer(requests_cmd.app, name="requests")
+app.add_typer(chats_cmd.app, name="chats")
 app.command("audit")(audit_cmd.audit)
 app.add_typer(daemon_cmd.app, name="daemon")
 app.command("ps")(proc_cmd.ps)

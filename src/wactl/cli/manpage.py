@@ -280,7 +280,8 @@ EVENT_KEYS: tuple[tuple[str, str], ...] = (
         "string, such as `tenant.created`, `tenant.edited`, `tenant.config_applied`, "
         "`tenant.deleted`, `request.submitted`, `request.approved`, `request.rejected`, "
         "`db.upgraded`, `db.downgraded`, `wa_js.installed`, `wa_js.rolled_out`, "
-        "`wa_js.rolled_back`, `wa_js.moved` (a tenant whose wa-js changed with them).",
+        "`wa_js.rolled_back`, `wa_js.moved` (a tenant whose wa-js changed with them), "
+        "`worker.start`, `worker.stop`, `worker.restart`, `chat.paused`, `chat.resumed`.",
     ),
     ("payload", "object: details, depending on the event type."),
 )
@@ -374,11 +375,23 @@ WAJS_FLEET_KEYS: tuple[tuple[str, str], ...] = (
 
 #: `wactl.cli.doctor_cmd.Check`: each of `wactl doctor --json`'s "checks" (beside "ok",
 #: true when none failed).
+CHAT_KEYS: tuple[tuple[str, str], ...] = (
+    ("chat", "string: the customer's number (+E164), or their LID (`NNN@lid`)."),
+    ("messages", "integer: messages logged in it, both ways."),
+    ("last_message_at", f"{_TIMESTAMP}, or null."),
+    ("paused", "boolean: the bot is quiet in it now."),
+    ("paused_until", f"{_TIMESTAMP}, or null when not paused."),
+    (
+        "pause_reason",
+        "string: `handoff` (the customer asked for a person), `owner` (the business "
+        "answered by hand) or `operator` (`wactl chats pause`); null when not paused.",
+    ),
+)
 DOCTOR_KEYS: tuple[tuple[str, str], ...] = (
     (
         "name",
         "string: config, database, schema, daemon, browser, wa-js (one per version in use), "
-        "data dir or runtime dir.",
+        "whatsapp (when a tenant uses whatsapp-web), data dir or runtime dir.",
     ),
     ("status", "string: `ok`, `warn` (works, but worth knowing) or `fail` (will not work)."),
     ("detail", "string: what was found."),
@@ -428,6 +441,9 @@ def json_shapes() -> tuple[JsonShape, ...]:
             REQUEST_KEYS,
         ),
         JsonShape("Audit event", "`wactl audit --json` prints a list, oldest first.", EVENT_KEYS),
+        JsonShape(
+            "Chat", "`wactl chats list --json` prints a list, newest message first.", CHAT_KEYS
+        ),
         JsonShape("Schema revision", "`wactl db current --json` prints one.", DB_CURRENT_KEYS),
         JsonShape(
             "Migration", "`wactl db history --json` prints a list, newest first.", DB_HISTORY_KEYS

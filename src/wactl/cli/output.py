@@ -61,6 +61,20 @@ def parse_since(
         raise UsageError(f"{option}: '{text}' is out of range", hint=hint) from None
 
 
+def parse_duration(text: str, *, option: str, most: float) -> float:
+    """A duration such as 30m, 12h, 7d or 2w, in seconds, above 0 and at most ``most``."""
+    match = _DURATION_RE.match(text)
+    hint = "use e.g. 30m, 2h, 1d or 2w"
+    if not match:
+        raise UsageError(f"{option}: '{text}' is not a duration", hint=hint)
+    seconds = float(int(match[1]) * _UNITS[match[2]])
+    if not 0 < seconds <= most:
+        raise UsageError(
+            f"{option}: '{text}' is out of range (above 0, at most {duration(most)})", hint=hint
+        )
+    return seconds
+
+
 def duration(seconds: float | None) -> str:
     """A short human duration: 42s, 3m05s, 2h07m, 4d3h; "-" for None."""
     if seconds is None:

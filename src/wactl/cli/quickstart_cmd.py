@@ -29,7 +29,9 @@ NEXT_STEPS: tuple[tuple[str, str], ...] = (
     ("wactl portal serve", "the owners' portal (README: Google sign-in)"),
     ("wactl doctor", "what is installed, and what to fix"),
 )
-CUSTOMER = "+15551234567"
+#: The demo's own customer (not `wactl sandbox chat`'s default, +15551234567: a person
+#: asked for there must not silence the demo).
+CUSTOMER = "+15550000042"
 DEMO_HOURS = {
     "mon": [],
     "tue": ["12:00-16:00", "19:00-23:00"],
@@ -104,8 +106,17 @@ def quickstart(ctx: typer.Context) -> None:
             {"from": CUSTOMER, "text": text},
             timeout=60,
         )
-        reply = answer.get("reply") or f"(no reply: {answer.get('reason') or answer['status']})"
         out.write(f"  customer> {text}\n")
+        if not answer.get("reply"):
+            from wactl.errors import ConflictError
+
+            out.write(f"  bot>      (no reply: {answer.get('reason') or answer['status']})\n\n")
+            raise ConflictError(
+                f"the demo bot did not answer ({answer.get('reason') or answer['status']})",
+                hint=f"if it is paused in this chat, `wactl chats resume {DEMO} {CUSTOMER}` "
+                "hands it back; `wactl tenant logs demo --worker` says more",
+            )
+        reply = str(answer["reply"])
         out.write("  bot>      " + reply.replace("\n", "\n            ") + "\n\n")
     # Descriptions line up after the commands; a long command has its own line.
     width = 44

@@ -331,6 +331,15 @@ class PipelineConfig:
             "After the business answers a chat by hand, the bot stays quiet in that chat this long."
         ),
     )
+    resume_keyword: str = field(
+        default="#bot",
+        metadata=_doc(
+            "A message the business sends from its phone that starts with this (any case) "
+            "hands the chat back to the bot at once, instead of pausing it: the bot "
+            "answers the customer's next message. Empty: no keyword (then `wactl chats "
+            "resume`)."
+        ),
+    )
     retry_minutes: float = field(
         default=360.0,
         metadata=_doc(

@@ -36,7 +36,12 @@ from wactl.errors import (
     UsageError,
     WactlError,
 )
-from wactl.ipc.protocol import ACTOR_HEADER, PROTOCOL_HEADER, PROTOCOL_VERSION
+from wactl.ipc.protocol import (
+    ACTOR_HEADER,
+    MAX_PAUSE_MINUTES,
+    PROTOCOL_HEADER,
+    PROTOCOL_VERSION,
+)
 
 Handler = Callable[[Request, "DaemonState"], Awaitable[Response]]
 
@@ -365,6 +370,73 @@ async def sandbox_send(request: Request, state: DaemonState) -> Response:
     return JSONResponse({"slug": slug, **result})
 
 
+PAUSE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["chat"],
+    "properties": {
+        "chat": {"type": "string", "description": "The customer's number (+E164) or LID."},
+        "minutes": {
+            "type": "number",
+            "description": "How long the bot stays quiet in the chat (default: "
+            "pipeline.handoff_pause_minutes).",
+        },
+    },
+}
+RESUME_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["chat"],
+    "properties": {"chat": {"type": "string"}},
+}
+PAUSED_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "slug": {"type": "string"},
+        "chat": {"type": "string"},
+        "paused_until": NULLABLE_STRING,
+    },
+}
+
+
+def _chat_of(body: dict[str, Any]) -> str:
+    from wactl.errors import ValidationError
+    from wactl.validation import normalize_chat
+
+    chat = body.get("chat")
+    if not isinstance(chat, str):
+        raise ApiError(422, "'chat' must be the customer's number or LID")
+    try:
+        return normalize_chat(chat, "chat")
+    except ValidationError as exc:
+        raise ApiError(422, exc.message, exc.hint) from None
+
+
+async def pause_chat(request: Request, state: DaemonState) -> Response:
+    slug = request.path_params["slug"]
+    body = await _json_body(request, PAUSE_SCHEMA)
+    chat = _chat_of(body)
+    default = state.supervisor.config.pipeline.handoff_pause_minutes
+    minutes = body.get("minutes", default)
+    if (
+        not isinstance(minutes, int | float)
+        or isinstance(minutes, bool)
+        or not 0 < minutes <= MAX_PAUSE_MINUTES
+    ):
+        raise ApiError(422, f"'minutes' must be a number above 0, at most {MAX_PAUSE_MINUTES}")
+    result = await state.supervisor.pause_chat(slug, chat, float(minutes))
+    await state.supervisor.audit(_actor(request), "chat.paused", slug, result)
+    return JSONResponse({"slug": slug, **result})
+
+
+async def resume_chat(request: Request, state: DaemonState) -> Response:
+    slug = request.path_params["slug"]
+    chat = _chat_of(await _json_body(request, RESUME_SCHEMA))
+    result = await state.supervisor.pause_chat(slug, chat, 0)
+    await state.supervisor.audit(_actor(request), "chat.resumed", slug, result)
+    return JSONResponse({"slug": slug, **result})
+
+
 async def events(request: Request, state: DaemonState) -> Response:
     subscription = state.hub.subscribe()
 
@@ -536,6 +608,27 @@ ENDPOINTS: list[Endpoint] = [
         "(status replied, ignored, duplicate or failed) and the bot's reply.",
         request_schema=SEND_SCHEMA,
         response_schema={"type": "object"},
+        path_params=SLUG,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/tenants/{slug}/chats/pause",
+        "Pause the bot in one chat",
+        pause_chat,
+        "The bot stays quiet in the chat for 'minutes' (a person answers); through the "
+        "running worker, or in the database when it does not run. Audited.",
+        request_schema=PAUSE_SCHEMA,
+        response_schema=PAUSED_SCHEMA,
+        path_params=SLUG,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/tenants/{slug}/chats/resume",
+        "Hand a chat back to the bot",
+        resume_chat,
+        "Ends the chat's pause now: the bot answers the customer's next message. Audited.",
+        request_schema=RESUME_SCHEMA,
+        response_schema=PAUSED_SCHEMA,
         path_params=SLUG,
     ),
     Endpoint(

@@ -570,6 +570,26 @@ class Supervisor:
             )
         return await worker.link.request(op, args)
 
+    async def pause_chat(self, slug: str, chat: str, minutes: float) -> dict[str, Any]:
+        """Pause the bot in one chat for ``minutes`` (0: hand it back now): through the
+        running worker, which keeps its chats' pauses in memory, or in the database when
+        it does not run."""
+        worker = await self.worker_for(slug)
+        if worker.link is not None and worker.machine.state is State.RUNNING:
+            result: dict[str, Any] = await worker.link.request(
+                "pause", {"chat": chat, "minutes": minutes}
+            )
+            return result
+        from wactl.db import chats
+
+        until = utcnow() + dt.timedelta(minutes=minutes) if minutes else None
+
+        def write(session: Session) -> None:
+            chats.set_pause(session, worker.tenant_id, chat, until, "operator")
+
+        await self._db(write)
+        return {"chat": chat, "paused_until": until.isoformat() if until else None}
+
     # --- processes ------------------------------------------------------------------
 
     def _command(self, slug: str) -> list[str]:

@@ -38,3 +38,8 @@ def daemon_log_path(log_dir: Path) -> Path:
 
 def worker_log_path(log_dir: Path, slug: str) -> Path:
     return log_dir / "tenants" / f"{slug}.log"
+
+
+#: The longest pause an operator can set on one chat (a year, in minutes): the daemon's
+#: API and the worker both hold to it.
+MAX_PAUSE_MINUTES = 366 * 24 * 60
