@@ -71,6 +71,8 @@ class Installation:
                 "WACTL_PIPELINE_CHAT_PER_MINUTE": "1000000",
                 "WACTL_PIPELINE_TENANT_BURST": "100000",
                 "WACTL_PIPELINE_TENANT_PER_MINUTE": "1000000",
+                # Each trial kills a worker: no crash loop to quarantine.
+                "WACTL_DAEMON_MAX_CRASHES": "1000",
             },
         )
         self.client = DaemonClient(base / "r" / "wactld.sock", timeout=120.0)

@@ -247,6 +247,9 @@ class Pipeline:
         self._recording: Counter[str] = Counter()
         #: The areas with a problem reported and not healed yet.
         self._problems: set[str] = set()
+        #: Set (and replaced) when a problem heals: retries waiting out their delay go
+        #: at once, instead of up to RETRY_MAX_SECONDS after the database is back.
+        self._retry_now = asyncio.Event()
         #: Messages in and out, for the heartbeat (seeded by `load_counts`).
         self.counts = HourlyCounts(now)
 
@@ -263,6 +266,13 @@ class Pipeline:
         done: asyncio.Future[Outcome] = loop.create_future()
         if message.from_me:
             await self._owner_message(message, done)
+            return done
+        if DATABASE in self._problems:
+            # The database fails now: the message waits in its chat's queue, in memory,
+            # and is recorded there as soon as the database takes it; intake does not
+            # wait out a lock or a timeout for each message meanwhile.
+            await self._backlog_queued.wait()
+            self._enqueue(_Job(message, done))
             return done
         if self._fast_path_open(message.chat) and await self._submit_decided(message, done):
             return done
@@ -502,7 +512,8 @@ class Pipeline:
         while chat.queue:
             job = chat.queue[0]
             if job.retry_delay is not None:
-                await asyncio.sleep(job.retry_delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._retry_now.wait(), job.retry_delay)
                 job.retry_delay = None
             async with self._slots:
                 outcome = await self._attempt(job)
@@ -672,6 +683,13 @@ class Pipeline:
             self._problems.discard(area)
             log.info("%s: working again", area)
             self._on_event("healed", {"area": area})
+            self.retry_now()
+
+    def retry_now(self) -> None:
+        """Something works again (the database, for this worker's heartbeat): the
+        retries waiting out their delay go now."""
+        self._retry_now.set()
+        self._retry_now = asyncio.Event()
 
     async def _give_up(self, job: _Job, exc: BaseException, why: str | None = None) -> Outcome:
         """The message fails for good (for this process): FAILED, last_error, an

@@ -617,6 +617,8 @@ class Worker:
     def _healed(self, area: str) -> None:
         if self.problems.pop(area, None) is not None:
             self.control.event("healed", area=area)
+            if area == "database":
+                self.pipeline.retry_now()
 
     async def _housekeeping(self) -> None:
         """Each heartbeat: pick up configuration changes; hourly: apply log retention."""
