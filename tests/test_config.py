@@ -544,7 +544,26 @@ def test_validate_wrong_type(cli: CLI, config_file: Path, text: str, message: st
             "database.url must be a sqlite:/// or postgresql+psycopg:// URL, "
             "not 'mysql://root:***@db.example.com/wactl'",
         ),
-        ("[database]\nbusy_timeout_ms = -1\n", "database.busy_timeout_ms must be 0 or more"),
+        (
+            "[database]\nbusy_timeout_ms = -1\n",
+            "database.busy_timeout_ms must be 0 or more, not -1",
+        ),
+        (
+            '[pipeline]\nresume_keyword = "#bot\\u001b[2J"\n',
+            "pipeline.resume_keyword must be one line of printable text of at most 50 "
+            'characters, without leading or trailing spaces; e.g. "#bot"; empty for no keyword',
+        ),
+        (
+            '[pipeline]\nresume_keyword = " #bot"\n',
+            "pipeline.resume_keyword must be one line of printable text of at most 50 "
+            'characters, without leading or trailing spaces; e.g. "#bot"; empty for no keyword',
+        ),
+        (
+            '[browser]\ndevice_name = "{name} {secret}"\n',
+            "browser.device_name must be one line of printable text of at most 200 "
+            "characters, with no braces but the placeholders {name} and {slug}; "
+            'e.g. "{name} (wactl)"; empty for WhatsApp Web\'s own name',
+        ),
     ],
 )
 def test_validate_bad_value(cli: CLI, config_file: Path, text: str, message: str) -> None:
@@ -575,7 +594,7 @@ def test_validate_directory_instead_of_file(cli: CLI, config_file: Path) -> None
     config_file.mkdir(parents=True)
     result = cli("--config", str(config_file), "config", "validate")
     assert result.code == ExitCode.CONFIG
-    assert error_line(result) == f"config path {config_file} is a directory, not a file"
+    assert error_line(result) == (f"config file {config_file} is a directory, not a regular file")
 
 
 # --- wactl config show --------------------------------------------------------------------
@@ -741,7 +760,7 @@ def test_set_writes_to_file_not_environment(
         ),
         (
             ("database.busy_timeout_ms", "--", "-5"),
-            "'database.busy_timeout_ms': database.busy_timeout_ms must be 0 or more",
+            "'database.busy_timeout_ms': database.busy_timeout_ms must be 0 or more, not -5",
         ),
         (("database.echo", "maybe"), "'database.echo': expected true or false, not 'maybe'"),
         (
@@ -809,7 +828,7 @@ AWKWARD_STRINGS = [
     "tab\tand\nnewline",
     "'single' and '''triple'''",
     '"""',
-    "control \x00 \x1f \x7f chars",
+    "control \x01 \x1f \x7f chars",
     "line\u2028separator",
     "# not a comment",
     "[not.a.section]",
@@ -915,3 +934,301 @@ def test_redact_url_hides_password(url: str, redacted: str) -> None:
 )
 def test_redact_url_leaves_url_without_password(url: str) -> None:
     assert redact_url(url) == url
+
+
+# --- numbers: every key bounded, NaN and infinity refused -----------------------------------
+
+ZONE_HINT = 'use an IANA name such as "Europe/Madrid" or "UTC"'
+
+#: Every number key: (section.key, its field).
+NUMBER_FIELDS = [
+    (f"{name}.{f.name}", f)
+    for name, cls in SECTIONS.items()
+    for f in dataclasses.fields(cls)
+    if f.type in ("int", "float")
+]
+
+
+def test_every_number_key_has_documented_bounds() -> None:
+    assert len(NUMBER_FIELDS) > 30
+    comments = " ".join(line.removeprefix("# ") for line in render_config(Config()).splitlines())
+    for key, f in NUMBER_FIELDS:
+        bounds = f.metadata["bounds"]
+        assert bounds is not None, f"{key} declares no bounds"
+        assert bounds.problem(f.default) is None, f"{key}: its default is out of bounds"
+        assert f"Range: {bounds.describe()}." in comments, key
+
+
+def _past_the_end(f: dataclasses.Field[Any]) -> tuple[Any, str]:
+    """A value just past the key's upper bound, and the words that refuse it."""
+    bounds = f.metadata["bounds"]
+    high = int(bounds.high) if f.type == "int" else float(bounds.high)
+    value = high if bounds.high_open else high + 1
+    return value, bounds.problem(value)
+
+
+@pytest.mark.parametrize(("key", "field"), NUMBER_FIELDS, ids=[k for k, _ in NUMBER_FIELDS])
+def test_every_number_key_refuses_values_past_its_bounds_everywhere(
+    cli: CLI, config_file: Path, key: str, field: dataclasses.Field[Any]
+) -> None:
+    """From the file, the environment and `config set`: the same refusal, nothing written."""
+    value, problem = _past_the_end(field)
+    section, name = key.split(".")
+    assert problem.startswith(("must be at most", "must be below"))
+    write(config_file, f"[{section}]\n{name} = {value!r}\n")
+    result = cli("--config", str(config_file), "config", "validate")
+    assert error_line(result) == f"config file {config_file}: {key} {problem}, not {value!r}"
+    config_file.unlink()
+    result = cli("--config", str(config_file), "config", "set", key, str(value))
+    assert (result.code, error_line(result)) == (
+        ExitCode.CONFIG,
+        f"'{key}': {key} {problem}, not {value!r}",
+    )
+    assert not config_file.exists()
+
+
+@pytest.mark.parametrize(
+    ("key", "raw", "message"),
+    [
+        # The issue's example: nan then made every sign-in a 500.
+        ("portal.signin_per_minute", "nan", "expected a number, not 'nan'"),
+        ("portal.session_hours", "inf", "expected a number, not 'inf'"),
+        ("daemon.stop_grace_seconds", "-Infinity", "expected a number, not '-Infinity'"),
+        (
+            "pipeline.chat_per_minute",
+            "1e999",
+            "pipeline.chat_per_minute must be a finite number, not inf",
+        ),
+        ("pipeline.chat_per_minute", "1_000", "expected a number, not '1_000'"),
+        ("daemon.max_crashes", "٣", "expected an integer, not '٣'"),
+        ("daemon.max_crashes", "0x10", "expected an integer, not '0x10'"),
+        ("daemon.max_crashes", "", "expected an integer, not ''"),
+        ("daemon.max_crashes", "9" * 5000, "expected an integer, not 5000 characters of text"),
+        (
+            "daemon.log_max_bytes",
+            "1" + "0" * 30,
+            "daemon.log_max_bytes must be at most 1099511627776, not " + "1" + "0" * 30,
+        ),
+        (
+            "tui.refresh_seconds",
+            "0.5",
+            "tui.refresh_seconds must be 1 or more, not 0.5; "
+            "the dashboard polls the daemon at most once a second",
+        ),
+    ],
+)
+def test_numbers_a_key_cannot_use_are_refused_from_text(
+    cli: CLI, config_file: Path, monkeypatch: pytest.MonkeyPatch, key: str, raw: str, message: str
+) -> None:
+    result = cli("--config", str(config_file), "config", "set", "--", key, raw)
+    assert (result.code, error_line(result)) == (ExitCode.CONFIG, f"'{key}': {message}")
+    assert not config_file.exists()
+    variable = "WACTL_" + key.upper().replace(".", "_")
+    monkeypatch.setenv(variable, raw)
+    result = cli("--config", str(config_file), "config", "show")
+    where = (
+        f"config file {config_file} (with WACTL_* environment overrides): "
+        if " must be " in message
+        else f"environment variable {variable}: "
+    )
+    assert (result.code, error_line(result), result.out) == (
+        ExitCode.CONFIG,
+        where + message,
+        "",
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "[portal]\nsignin_per_minute = nan\n",
+            "portal.signin_per_minute must be a finite number, not nan",
+        ),
+        (
+            "[portal]\nsession_hours = inf\n",
+            "portal.session_hours must be a finite number, not inf",
+        ),
+        (
+            "[pipeline]\ntenant_per_minute = -inf\n",
+            "pipeline.tenant_per_minute must be a finite number, not -inf",
+        ),
+        (
+            "[pipeline]\nchat_per_minute = 1" + "0" * 400 + "\n",
+            "pipeline.chat_per_minute must be a finite number, not inf",
+        ),
+        (
+            "[daemon]\nmax_crashes = 1" + "0" * 400 + "\n",
+            "daemon.max_crashes must be at most 1000, not 1" + "0" * 400,
+        ),
+        (
+            "[daemon]\nmax_crashes = 1" + "0" * 5000 + "\n",
+            "is not valid TOML: a number has too many digits; fix that line, or run "
+            "`wactl config validate` after editing",
+        ),
+        (
+            '[paths]\ndata_dir = "/srv/\\u0000x"\n',
+            "paths.data_dir holds U+0000 at position 6, which no setting can use",
+        ),
+        (
+            '[daemon]\nmetrics_address = "127.0.0.1:\\u00b2"\n',
+            "daemon.metrics_address '127.0.0.1:\u00b2' is not HOST:PORT; e.g. \"127.0.0.1:9464\"",
+        ),
+        (
+            '[defaults]\ntimezone = "localtime"\n',
+            f"defaults.timezone 'localtime' is not a known time zone; {ZONE_HINT}",
+        ),
+        (
+            '[defaults]\ntimezone = "Factory"\n',
+            f"defaults.timezone 'Factory' is not a known time zone; {ZONE_HINT}",
+        ),
+        (
+            "x = " + "[" * 5000 + "]" * 5000 + "\n",
+            "is not valid TOML: arrays or tables are nested too deeply; fix that line, or "
+            "run `wactl config validate` after editing",
+        ),
+    ],
+)
+def test_file_values_a_key_cannot_use_are_one_config_error(
+    cli: CLI, config_file: Path, text: str, message: str
+) -> None:
+    write(config_file, text)
+    result = cli("--config", str(config_file), "config", "validate")
+    separator = " " if message.startswith("is not valid TOML") else ": "
+    assert (result.code, error_line(result), result.out) == (
+        ExitCode.CONFIG,
+        f"config file {config_file}{separator}{message}",
+        "",
+    )
+
+
+def test_text_setting_from_environment_that_is_not_utf8_is_refused(
+    cli: CLI, config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WACTL_PATHS_DATA_DIR", "/srv/\udcffx")  # os.environ's form of byte 0xff
+    result = cli("--config", str(config_file), "config", "show")
+    assert (result.code, error_line(result)) == (
+        ExitCode.CONFIG,
+        f"config file {config_file} (with WACTL_* environment overrides): paths.data_dir "
+        "holds U+DCFF at position 6, which no setting can use",
+    )
+
+
+# --- the config file is a regular file of at most 1 MiB -------------------------------------
+
+
+def test_config_file_that_is_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    """`--config FIFO` used to block every command forever."""
+    import os
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "config.toml"
+    os.mkfifo(fifo)
+    for args in (["config", "show"], ["tenant", "list"]):
+        completed = subprocess.run(
+            [sys.executable, "-m", "wactl", "--config", str(fifo), *args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert (completed.returncode, completed.stderr) == (
+            ExitCode.CONFIG,
+            f"error: config file {fifo} is a named pipe, not a regular file\n",
+        )
+
+
+def test_config_file_over_a_mebibyte_or_a_device_is_refused(cli: CLI, config_file: Path) -> None:
+    write(config_file, "# padding\n" * 110_000)
+    result = cli("--config", str(config_file), "config", "validate")
+    assert (result.code, error_line(result)) == (
+        ExitCode.CONFIG,
+        f"config file {config_file} is larger than 1 MiB, the limit",
+    )
+    result = cli("--config", "/dev/zero", "config", "show")
+    assert (result.code, error_line(result)) == (
+        ExitCode.CONFIG,
+        "config file /dev/zero is a character device, not a regular file",
+    )
+
+
+# --- the portal's credentials: a pair, checked by validate and portal serve ----------------
+
+
+def test_portal_credentials_can_be_set_one_at_a_time(
+    cli: CLI, default_file: Path, db_url: str
+) -> None:
+    """The README's steps: after `wactl init`, the client id alone used to exit 3."""
+    assert cli("config", "set", "portal.google_client_id", "1234-abc.apps.example.com").code == 0
+    # Meanwhile every other command runs; the pair is checked where it is used.
+    assert cli("tenant", "list").code == 0
+    assert cli("config", "show").code == 0
+    pairing = (
+        f"config file {default_file}: portal.google_client_secret is empty while its partner "
+        "is set; set both portal.google_client_id and portal.google_client_secret, or neither"
+    )
+    result = cli("config", "validate")
+    assert (result.code, error_line(result), result.out) == (ExitCode.CONFIG, pairing, "")
+    result = cli("portal", "serve", "--port", "0")
+    assert (result.code, error_line(result)) == (ExitCode.CONFIG, pairing)
+    assert cli("config", "set", "portal.google_client_secret", "GOCSPX-x").code == 0
+    assert cli("config", "validate") == Result(0, f"{default_file}: valid\n", "")
+    # And the other way round.
+    assert cli("config", "set", "portal.google_client_id", "").code == 0
+    result = cli("config", "validate")
+    assert error_line(result) == pairing.replace(
+        "google_client_secret is empty", "google_client_id is empty"
+    )
+
+
+def test_set_takes_several_pairs_all_or_nothing(cli: CLI, config_file: Path) -> None:
+    result = cli(
+        "-c",
+        str(config_file),
+        "config",
+        "set",
+        "portal.google_client_id",
+        "id.apps.example.com",
+        "portal.google_client_secret",
+        "GOCSPX-secret",
+        "database.echo",
+        "on",
+    )
+    assert result == Result(
+        0,
+        "",
+        f"{config_file}: portal.google_client_id = 'id.apps.example.com'\n"
+        f"{config_file}: portal.google_client_secret = '***'\n"
+        f"{config_file}: database.echo = True\n",
+    )
+    config = load_config(config_file, use_env=False)
+    assert (config.portal.google_client_secret, config.database.echo) == ("GOCSPX-secret", True)
+    before = config_file.read_bytes()
+    for args, code, message in (
+        (
+            ["database.echo", "off", "pipeline.chat_per_minute", "nan"],
+            ExitCode.CONFIG,
+            "'pipeline.chat_per_minute': expected a number, not 'nan'",
+        ),
+        (
+            ["database.echo", "off", "defaults.language", "fr"],
+            ExitCode.CONFIG,
+            "'database.echo', 'defaults.language': defaults.language 'fr' is not one of en, es, pt",
+        ),
+        (
+            ["database.echo", "off", "database.echo", "on"],
+            ExitCode.CONFIG,
+            "'database.echo' is given twice; give each key once",
+        ),
+        (
+            ["database.echo", "off", "defaults.language"],
+            ExitCode.USAGE,
+            "'defaults.language' has no value; give KEY VALUE pairs, e.g. "
+            "`wactl config set database.echo true`",
+        ),
+    ):
+        result = cli("-c", str(config_file), "config", "set", *args)
+        assert (result.code, error_line(result)) == (code, message)
+        assert config_file.read_bytes() == before

@@ -716,12 +716,6 @@ def test_init_keeps_a_secret_given_by_the_environment(
             'address; e.g. "https://portal.example.com"',
         ),
         (
-            "portal.google_client_id",
-            "id-only",
-            "portal.google_client_secret is empty while its partner is set; set both "
-            "portal.google_client_id and portal.google_client_secret, or neither",
-        ),
-        (
             "portal.allowed_email_domains",
             "example.com, not a domain",
             "portal.allowed_email_domains: 'not a domain' is not a domain name; e.g. "

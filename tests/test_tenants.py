@@ -95,7 +95,7 @@ def test_create_list_show(cli: CLI, db_url: str) -> None:
     assert shown["session"] == {"state": "UNLINKED", "has_qr": False, "last_seen_at": None}
     assert shown["worker"]["status"] == "STOPPED" and shown["worker"]["desired"] == "STOPPED"
     text = cli("tenant", "show", "casa-pepe").out
-    assert "Europe/Madrid" in text and "hours mon" in text
+    assert "Europe/Madrid" in text and "not set yet" in text
 
 
 def test_defaults_come_from_config(cli: CLI, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

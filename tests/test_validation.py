@@ -189,7 +189,15 @@ def test_phone_error_names_the_given_field() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["UTC", "Europe/Madrid", "America/Sao_Paulo", "America/Argentina/Buenos_Aires"]
+    "name",
+    [
+        "UTC",
+        "Europe/Madrid",
+        "America/Sao_Paulo",
+        "America/Argentina/Buenos_Aires",
+        "Etc/GMT+5",
+        "US/Eastern",
+    ],
 )
 def test_valid_timezones(name: str) -> None:
     assert validate_timezone(name) == name
@@ -197,7 +205,22 @@ def test_valid_timezones(name: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["Mars/X", "", "Europe", "Europe/", "europe/madrid ", "../../etc/passwd", "/etc/localtime"],
+    [
+        "Mars/X",
+        "",
+        "Europe",
+        "Europe/",
+        "europe/madrid ",
+        "../../etc/passwd",
+        "/etc/localtime",
+        # The zone database answers to these, but none is a zone a business is in.
+        "localtime",
+        "Factory",
+        "posixrules",
+        "posix/Europe/Madrid",
+        "right/UTC",
+        "zone.tab",
+    ],
 )
 def test_invalid_timezones(name: str) -> None:
     with pytest.raises(ValidationError) as caught:

@@ -7,20 +7,18 @@ from typing import Annotated
 
 import typer
 
-from wactl.cli.context import JsonFlag, app_context
+from wactl.cli.context import JsonFlag, app_context, rows_option, slug_option
 
 
 def audit(
     ctx: typer.Context,
-    tenant: Annotated[
-        str | None, typer.Option("--tenant", metavar="SLUG", help="Only this tenant's events.")
-    ] = None,
+    tenant: Annotated[str | None, slug_option("Only this tenant's events.")] = None,
     since: Annotated[
         str | None,
         typer.Option("--since", metavar="WHEN", help="Only newer events: 30m, 12h, 7d or a date."),
     ] = None,
     limit: Annotated[
-        int, typer.Option("--limit", min=1, help="Show at most this many (the newest).")
+        int, rows_option("--limit", help_text="Show at most this many (the newest).")
     ] = 200,
     json_output: JsonFlag = False,
 ) -> None:
@@ -31,7 +29,7 @@ def audit(
     from wactl.db import audit as audit_log
 
     app_ctx = app_context(ctx)
-    since_at = parse_since(since) if since else None
+    since_at = parse_since(since) if since is not None else None
     with app_ctx.session() as session:
         events = audit_log.list_events(session, tenant_slug=tenant, since=since_at, limit=limit)
         rows = [(audit_log.event_json(e), e.created_at) for e in events]

@@ -14,14 +14,13 @@ from typing import Annotated, Any
 
 import typer
 
-from wactl.cli.context import JsonFlag, app_context
+from wactl.cli.context import JsonFlag, Slug, app_context
 
 app = typer.Typer(
     help="A tenant's chats: where the bot is paused; pause it or hand a chat back to it.",
     no_args_is_help=True,
 )
 
-Slug = Annotated[str, typer.Argument(help="The tenant's slug.", metavar="SLUG")]
 Chat = Annotated[
     str,
     typer.Argument(
@@ -51,10 +50,8 @@ def list_(
 
     from wactl.cli.output import emit_json, local_time, printable
     from wactl.db import chats, tenants
-    from wactl.validation import validate_slug
 
     app_ctx = app_context(ctx)
-    slug = validate_slug(slug)
     with app_ctx.session() as session:
         tenant = tenants.get_tenant(session, slug)
         rows = chats.list_chats(session, tenant.id, paused_only=paused)
@@ -113,7 +110,7 @@ def pause(
     body: dict[str, Any] = {"chat": _chat(chat)}
     if for_ is not None:
         body["minutes"] = parse_duration(for_, option="--for", most=MAX_PAUSE_MINUTES * 60) / 60
-    answer = _client(ctx).request("POST", f"/v1/tenants/{_slug(slug)}/chats/pause", body)
+    answer = _client(ctx).request("POST", f"/v1/tenants/{slug}/chats/pause", body)
     _said(ctx, f"{slug}: the bot is quiet in {body['chat']} until", answer)
 
 
@@ -121,16 +118,10 @@ def pause(
 def resume(ctx: typer.Context, slug: Slug, chat: Chat) -> None:
     """Hand a chat back to the bot now: it answers the customer's next message. Audited."""
     body = {"chat": _chat(chat)}
-    _client(ctx).request("POST", f"/v1/tenants/{_slug(slug)}/chats/resume", body)
+    _client(ctx).request("POST", f"/v1/tenants/{slug}/chats/resume", body)
     app_context(ctx).err_console.print(
         f"{slug}: {body['chat']} is the bot's again; it answers the next message", markup=False
     )
-
-
-def _slug(slug: str) -> str:
-    from wactl.validation import validate_slug
-
-    return validate_slug(slug)
 
 
 def _chat(chat: str) -> str:

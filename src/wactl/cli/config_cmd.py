@@ -9,7 +9,7 @@ import typer
 
 from wactl import paths
 from wactl.cli.context import JsonFlag, app_context
-from wactl.config import apply_setting, write_config
+from wactl.config import apply_settings, write_config
 from wactl.config.loader import build_config, config_as_dict, read_file_sections, render_config
 from wactl.errors import ConfigError
 
@@ -43,31 +43,55 @@ def show(
 
 @app.command("validate")
 def validate(ctx: typer.Context) -> None:
-    """Check the config file: TOML syntax, known keys, value types and values."""
+    """Check the config file: TOML syntax, known keys, value types and values, and that
+    the portal's sign-in credentials come in pairs (both or neither)."""
+    from wactl.config import check_portal_credentials
+
     source = paths.config_file(app_context(ctx).config_path)
     if not source.exists():
         raise ConfigError(f"config file {source} does not exist", hint="run `wactl init`")
-    build_config(read_file_sections(source), source=source, where=f"config file {source}")
+    where = f"config file {source}"
+    check_portal_credentials(
+        build_config(read_file_sections(source), source=source, where=where), where=where
+    )
     sys.stdout.write(f"{source}: valid\n")
 
 
 @app.command("set")
 def set_(
     ctx: typer.Context,
-    key: Annotated[str, typer.Argument(help="Dotted key, e.g. database.url.")],
-    value: Annotated[str, typer.Argument(help="New value (true/false for switches).")],
+    pairs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Dotted key and new value, e.g. database.url URL (true/false for "
+            "switches); several pairs set several keys at once.",
+            metavar="KEY VALUE [KEY VALUE]...",
+            show_default=False,
+        ),
+    ],
 ) -> None:
-    """Set one key in the config file, after validating the whole result.
+    """Set keys in the config file, after validating the whole result.
 
-    The file is rewritten with every key documented; nothing is written when the
-    new value is not valid.
+    The file is rewritten with every key documented; nothing is written when a new
+    value is not valid. Keys that only make sense together (the portal's
+    google_client_id and google_client_secret) may be set one at a time: `wactl config
+    validate` and `wactl portal serve` check that both are set.
     """
+    from wactl.errors import UsageError
+
+    if len(pairs) % 2:
+        raise UsageError(
+            f"'{pairs[-1]}' has no value",
+            hint="give KEY VALUE pairs, e.g. `wactl config set database.echo true`",
+        )
+    settings = list(zip(pairs[::2], pairs[1::2], strict=True))
     app_ctx = app_context(ctx)
     source = paths.config_file(app_ctx.config_path)
     current = build_config(read_file_sections(source), source=source, where=f"config file {source}")
-    updated = apply_setting(current, key, value)
+    updated = apply_settings(current, settings)
     write_config(updated, source)
-    section, _, name = key.partition(".")
-    shown = config_as_dict(updated, redact=True)[section][name]
-    # markup=False: a value such as "/srv/[x]" is data, not rich markup to interpret.
-    app_ctx.err_console.print(f"{source}: {key} = {shown!r}", markup=False)
+    shown = config_as_dict(updated, redact=True)
+    for key, _ in settings:
+        section, _, name = key.partition(".")
+        # markup=False: a value such as "/srv/[x]" is data, not rich markup to interpret.
+        app_ctx.err_console.print(f"{source}: {key} = {shown[section][name]!r}", markup=False)

@@ -23,6 +23,68 @@ if TYPE_CHECKING:
 #: The ``--json`` flag every list and show command takes (shapes documented in wactl(1)).
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
+# --- what every command's numbers and slugs may be ---------------------------------------
+# One definition each: a number past these is bad input (exit 2, one line) before it
+# reaches a database (PostgreSQL's integer holds 2**31 - 1; SQLite's LIMIT 2**63 - 1)
+# or a timer.
+
+#: The largest id a command takes (a setup request's number): PostgreSQL's integer.
+MAX_ROW_ID = 2**31 - 1
+#: The most rows or lines a command prints at once (--limit, --lines).
+MAX_ROWS = 1_000_000
+#: The longest wait a command accepts (--timeout), in seconds: a day.
+MAX_WAIT_SECONDS = 86_400
+
+
+def check_slug(value: Any) -> Any:
+    """A typer callback: the tenant slug(s) given, validated before any use (a file
+    path, a daemon URL, a query). Raises `ValidationError` (exit 2)."""
+    from wactl.validation import validate_slug
+
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return validate_slug(value)
+    return [validate_slug(slug) for slug in value]
+
+
+def check_finite(value: float | None) -> float | None:
+    """A typer callback for a float option: click's range check lets NaN through."""
+    if value is not None and value != value:
+        raise typer.BadParameter("nan is not a number")
+    return value
+
+
+#: A tenant's slug as a command's argument.
+Slug = Annotated[
+    str,
+    typer.Argument(help="The tenant's slug, e.g. casa-pepe.", metavar="SLUG", callback=check_slug),
+]
+#: Several tenants' slugs.
+Slugs = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="Tenants (slugs).", metavar="SLUG...", show_default=False, callback=check_slug
+    ),
+]
+
+
+def slug_option(help_text: str) -> Any:
+    """``--tenant SLUG``: only this tenant."""
+    return typer.Option("--tenant", metavar="SLUG", help=help_text, callback=check_slug)
+
+
+def rows_option(*names: str, help_text: str, low: int = 1) -> Any:
+    """``--limit N`` / ``--lines N``: at most this many, ``low`` to `MAX_ROWS`."""
+    return typer.Option(*names, min=low, max=MAX_ROWS, help=help_text)
+
+
+def wait_option(help_text: str, *, low: float = 0) -> Any:
+    """``--timeout SECONDS``: a finite wait from ``low`` to a day."""
+    return typer.Option(
+        "--timeout", min=low, max=MAX_WAIT_SECONDS, callback=check_finite, help=help_text
+    )
+
 
 class AppContext:
     def __init__(self, config_path: str | None) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from wactl.cli.context import JsonFlag, app_context
+from wactl.cli.context import JsonFlag, app_context, rows_option, wait_option
 
 app = typer.Typer(help="Run and control the supervising daemon (wactld).", no_args_is_help=True)
 
@@ -76,7 +76,7 @@ def stop(
     with_workers: Annotated[
         bool, typer.Option("--with-workers", help="Also stop every worker first.")
     ] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for it to exit.")] = 60.0,
+    timeout: Annotated[float, wait_option("Seconds to wait for it to exit.", low=1)] = 60.0,
 ) -> None:
     """Stop the daemon. Workers keep running (the next daemon re-adopts them) unless
     --with-workers."""
@@ -130,7 +130,7 @@ def logs(
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
     ] = False,
-    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="Lines to show.")] = 50,
+    lines: Annotated[int, rows_option("--lines", "-n", help_text="Lines to show.", low=0)] = 50,
 ) -> None:
     """Print the end of the daemon's log file (works while the daemon is down)."""
     from wactl.cli.output import tail_file

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from wactl.cli.context import app_context
+from wactl.cli.context import Slug, app_context, rows_option, slug_option
 
 app = typer.Typer(help="Keep the conversation log bounded.", no_args_is_help=True)
 
@@ -31,7 +31,7 @@ def message_line(row: dict[str, Any]) -> str:
 
 def tenant_logs(
     ctx: typer.Context,
-    slug: Annotated[str, typer.Argument(help="The tenant's slug.", metavar="SLUG")],
+    slug: Slug,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new messages.")
     ] = False,
@@ -49,7 +49,7 @@ def tenant_logs(
         ),
     ] = None,
     limit: Annotated[
-        int, typer.Option("--limit", "-n", min=1, help="At most this many (the newest).")
+        int, rows_option("--limit", "-n", help_text="At most this many (the newest).")
     ] = 200,
     json_output: Annotated[
         bool,
@@ -72,8 +72,8 @@ def tenant_logs(
 
         tail_file(worker_log_path(app.config.log_dir, slug), lines=limit, follow=follow)
         return
-    since_at = parse_since(since) if since else None
-    chat_number = normalize_chat(chat, "--chat") if chat else None
+    since_at = parse_since(since) if since is not None else None
+    chat_number = normalize_chat(chat, "--chat") if chat is not None else None
     with app.session() as session:
         tenant_id = tenants.get_tenant(session, slug).id
 
@@ -131,9 +131,7 @@ def prune(
             "--older-than", metavar="AGE", help="Delete entries older than this: 90d, 12w."
         ),
     ],
-    tenant: Annotated[
-        str | None, typer.Option("--tenant", metavar="SLUG", help="Only this tenant.")
-    ] = None,
+    tenant: Annotated[str | None, slug_option("Only this tenant.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Count, delete nothing.")] = False,
 ) -> None:
     """Delete old conversation log entries (unfinished ones are always kept)."""

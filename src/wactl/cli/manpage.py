@@ -40,6 +40,7 @@ from wactl import paths
 from wactl.cli.app import command
 from wactl.config import SECTIONS, Config, render_config
 from wactl.config.loader import env_name
+from wactl.config.model import field_doc
 from wactl.enums import (
     DesiredState,
     EngineName,
@@ -80,13 +81,18 @@ EXIT_STATUS: dict[ExitCode, str] = {
     ExitCode.USAGE: (
         "Bad command line, or a bad input value (slug, phone number, time zone, hours, "
         "file contents, a wa-js version or integrity; a wa-js version that is neither "
-        "the pinned one nor installed and verified on this host). Also returned after "
-        "printing the help of a command group given without a subcommand."
+        "the pinned one nor installed and verified on this host; a number outside the "
+        "range its --help shows, or NaN; a file that is not a regular file, or over "
+        "1 MiB). Also returned after printing the help of a command group given without "
+        "a subcommand."
     ),
     ExitCode.CONFIG: (
         "The configuration cannot be used: the file is not TOML, holds an unknown key "
-        "or a value of the wrong type, or a WACTL_* environment override is not valid. "
-        "`wactl config validate` also returns it when the file does not exist."
+        "or a value of the wrong type or outside its range, or a WACTL_* environment "
+        "override is not valid; the file is not a regular file of at most 1 MiB. `wactl "
+        "config validate` also returns it when the file does not exist, and it and "
+        "`wactl portal serve` when only one of portal.google_client_id and "
+        "portal.google_client_secret is set."
     ),
     ExitCode.DATABASE: (
         "The database cannot be reached, or its schema is not the one this wactl needs "
@@ -523,8 +529,9 @@ EXAMPLES: tuple[tuple[str, tuple[str, ...]], ...] = (
         "sign-in (redirect URI https://portal.example.com/auth/callback).",
         (
             "wactl config set portal.public_base_url https://portal.example.com",
-            "wactl config set portal.google_client_id 1234-abc.apps.googleusercontent.com",
-            'wactl config set portal.google_client_secret "$GOOGLE_CLIENT_SECRET"',
+            "wactl config set portal.google_client_id 1234-abc.apps.googleusercontent.com \\",
+            '    portal.google_client_secret "$GOOGLE_CLIENT_SECRET"',
+            "wactl config validate",
             "wactl portal serve --port 8080",
         ),
     ),
@@ -998,7 +1005,10 @@ def _section_configuration(page: _Roff) -> None:
         "file is not an error; a file that is not TOML, or holds an unknown key or a value "
         "of the wrong type, is. `wactl init` writes the file with every key and its "
         "documentation; `wactl config show` prints the values in effect, `wactl config set` "
-        "changes one key and `wactl config validate` checks the file."
+        "changes keys (several KEY VALUE pairs at once: all of them, or none when one is "
+        "wrong) and `wactl config validate` checks the file. Every number has the range "
+        "shown beside it; NaN and infinity are never accepted. The file must be a "
+        "regular file of at most 1 MiB."
     )
     page.macro("PP")
     page.text("Where wactl looks:")
@@ -1022,7 +1032,7 @@ def _section_configuration(page: _Roff) -> None:
                 rf"\fB{escape(section)}.{escape(field.name)}\fR ({type_name}, default "
                 rf"\fB{escape(_toml_value(field.default))}\fR)"
             )
-            body = f"{field.metadata['doc']} Environment: {env_name(section, field.name)}."
+            body = f"{field_doc(field.metadata)} Environment: {env_name(section, field.name)}."
             page.tagged(tag, body)
 
 

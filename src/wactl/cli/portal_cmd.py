@@ -32,10 +32,16 @@ def serve(
 
     Put it behind a reverse proxy that terminates HTTPS and set portal.public_base_url
     to the https address. Without sign-in credentials it still starts, and its page and
-    log say what to configure. The portal only reads and writes the database.
+    log say what to configure; with only one of portal.google_client_id and
+    portal.google_client_secret set it refuses to start (exit 3). The portal only reads
+    and writes the database.
     """
+    from wactl.config import check_portal_credentials
+
+    config = app_context(ctx).config
+    check_portal_credentials(config, where=f"config file {config.source}")
     # Starlette, uvicorn, Jinja2 and SQLAlchemy (~150 ms) are imported here, not at
     # `wactl --help` time; authlib on the first sign-in.
     from wactl.portal.server import serve as run_portal
 
-    run_portal(app_context(ctx).config, host=host, port=port)
+    run_portal(config, host=host, port=port)

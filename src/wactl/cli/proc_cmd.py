@@ -12,18 +12,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from wactl.cli.context import JsonFlag, app_context
+from wactl.cli.context import JsonFlag, Slug, Slugs, app_context, wait_option
 
 if TYPE_CHECKING:
     from wactl.ipc.client import DaemonClient
 
-Slugs = Annotated[
-    list[str] | None, typer.Argument(help="Tenants (slugs).", metavar="SLUG...", show_default=False)
-]
 AllFlag = Annotated[bool, typer.Option("--all", help="Every tenant.")]
-WaitTimeout = Annotated[float, typer.Option("--timeout", help="Seconds to wait for the workers.")]
+WaitTimeout = Annotated[float, wait_option("Seconds to wait for the workers.")]
 NoWait = Annotated[bool, typer.Option("--no-wait", help="Return without waiting.")]
-Slug = Annotated[str, typer.Argument(help="The tenant's slug.", metavar="SLUG")]
 
 
 def _client(ctx: typer.Context) -> DaemonClient:
@@ -240,7 +236,7 @@ def qr(
     wait: Annotated[
         bool, typer.Option("--wait", help="Redraw as it rotates; return once linked.")
     ] = False,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait.")] = 300.0,
+    timeout: Annotated[float, wait_option("Seconds to wait.")] = 300.0,
 ) -> None:
     """Draw the QR code to scan with the business's phone (WhatsApp > Linked devices).
 
@@ -300,7 +296,11 @@ def sandbox_scan(
     ] = None,
 ) -> None:
     """Link a sandbox tenant, as a phone scanning its QR would."""
-    body = {"qr": qr_payload} if qr_payload else {}
+    if qr_payload is not None and not qr_payload.strip():
+        from wactl.errors import UsageError
+
+        raise UsageError("--qr: must not be empty", hint="leave --qr out to scan the current QR")
+    body = {"qr": qr_payload} if qr_payload is not None else {}
     _client(ctx).request("POST", f"/v1/tenants/{slug}/sandbox/scan", body)
     app_context(ctx).err_console.print(f"{slug}: linked (sandbox)")
 
@@ -310,13 +310,47 @@ FromOpt = Annotated[
 ]
 
 
-def _send(ctx: typer.Context, slug: str, sender: str, text: str) -> dict[str, Any]:
-    from wactl.validation import normalize_chat_number
+#: The longest text a customer can send on WhatsApp (its documented limit); also the
+#: most `sandbox chat` reads for one line.
+MAX_MESSAGE_CHARS = 65536
 
-    number = normalize_chat_number(sender, "--from")
-    answer: dict[str, Any] = _client(ctx).request(
-        "POST", f"/v1/tenants/{slug}/sandbox/send", {"from": number, "text": text}, timeout=90
-    )
+
+def _check_ready(client: DaemonClient, slug: str) -> None:
+    """Raise, naming exactly what to run, when the sandbox tenant cannot take a
+    customer's message yet: its worker is not running, or its phone is not linked."""
+    from wactl.errors import ConflictError
+
+    view = client.request("GET", f"/v1/tenants/{slug}")
+    if view["engine"] != "sandbox":
+        return  # the daemon's own answer says what to do with a real engine
+    linked = view["session_state"] == "CONNECTED"
+    if view["state"] not in ("STARTING", "RUNNING"):
+        scan = "" if linked else f", then `wactl sandbox scan {slug}` to link it"
+        raise ConflictError(
+            f"tenant '{slug}' is not running (state {view['state']})",
+            hint=f"run `wactl tenant start {slug}`{scan}",
+        )
+    if not linked:
+        raise ConflictError(
+            f"tenant '{slug}' is not linked yet",
+            hint=f"run `wactl sandbox scan {slug}` (the sandbox plays the phone scanning its QR)",
+        )
+
+
+def _send(client: DaemonClient, slug: str, number: str, text: str) -> dict[str, Any]:
+    from wactl.errors import ConflictError, UsageError
+
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise UsageError(
+            f"the message is {len(text)} characters long; WhatsApp's limit is {MAX_MESSAGE_CHARS}"
+        )
+    try:
+        answer: dict[str, Any] = client.request(
+            "POST", f"/v1/tenants/{slug}/sandbox/send", {"from": number, "text": text}, timeout=90
+        )
+    except ConflictError:
+        _check_ready(client, slug)  # says what to run, when that is the reason
+        raise
     return answer
 
 
@@ -343,10 +377,16 @@ def sandbox_send(
     sender: FromOpt = "+15551234567",
     json_output: JsonFlag = False,
 ) -> None:
-    """Write to a sandbox tenant as a customer and print the bot's reply."""
-    from wactl.cli.output import emit_json
+    """Write to a sandbox tenant as a customer and print the bot's reply.
 
-    answer = _send(ctx, slug, sender, text)
+    The tenant's worker must be running (`wactl tenant start`) and linked (`wactl
+    sandbox scan`); exit status 6 otherwise, naming the command to run.
+    """
+    from wactl.cli.output import emit_json
+    from wactl.validation import normalize_chat_number
+
+    number = normalize_chat_number(sender, "--from")
+    answer = _send(_client(ctx), slug, number, text)
     if json_output:
         emit_json(answer)
         return
@@ -354,20 +394,39 @@ def sandbox_send(
 
 
 def sandbox_chat(ctx: typer.Context, slug: Slug, sender: FromOpt = "+15551234567") -> None:
-    """Talk to a sandbox tenant's bot as a customer, line by line (Ctrl-D ends)."""
+    """Talk to a sandbox tenant's bot as a customer, line by line (Ctrl-D ends).
+
+    Like `sandbox send`, it needs the tenant running and linked. Each line is one
+    message, of at most 65536 characters (WhatsApp's limit); a longer line ends the
+    chat with exit status 2.
+    """
+    from wactl.errors import UsageError
+    from wactl.validation import normalize_chat_number
+
     app = app_context(ctx)
-    app.err_console.print(f"chatting with '{slug}' as {sender}; Ctrl-D ends")
+    number = normalize_chat_number(sender, "--from")
+    client = _client(ctx)
+    _check_ready(client, slug)
+    app.err_console.print(f"chatting with '{slug}' as {number}; Ctrl-D ends")
     interactive = sys.stdin.isatty()
+    line_number = 0
     while True:
         if interactive:
             sys.stdout.write("you> ")
             sys.stdout.flush()
-        line = sys.stdin.readline()
+        # Bounded: a line without an end (a file of one huge line) is not read whole.
+        line = sys.stdin.readline(MAX_MESSAGE_CHARS + 1)
         if not line:
             break
+        line_number += 1
+        if len(line.rstrip("\r\n")) > MAX_MESSAGE_CHARS:
+            raise UsageError(
+                f"line {line_number} is longer than {MAX_MESSAGE_CHARS} characters, "
+                "WhatsApp's limit for a message"
+            )
         text = line.strip()
         if not text:
             continue
-        answer = _send(ctx, slug, sender, text)
+        answer = _send(client, slug, number, text)
         sys.stdout.write(f"bot> {_describe(answer)}\n")
         sys.stdout.flush()

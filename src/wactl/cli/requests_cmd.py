@@ -6,14 +6,16 @@ from typing import Annotated
 
 import typer
 
-from wactl.cli.context import JsonFlag, app_context
+from wactl.cli.context import MAX_ROW_ID, JsonFlag, app_context
 from wactl.enums import RequestStatus
 
 app = typer.Typer(
     help="Decide the setup requests owners send from the portal.", no_args_is_help=True
 )
 
-RequestId = Annotated[int, typer.Argument(help="The request's number.", metavar="ID")]
+RequestId = Annotated[
+    int, typer.Argument(help="The request's number.", metavar="ID", min=1, max=MAX_ROW_ID)
+]
 
 
 @app.command("list")

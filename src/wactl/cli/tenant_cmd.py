@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from wactl.cli.context import JsonFlag, app_context
+from wactl.cli.context import JsonFlag, Slug, app_context
 from wactl.enums import EngineName, Language, TemplateType
 
 if TYPE_CHECKING:
@@ -22,7 +22,6 @@ app = typer.Typer(help="Create, list, change and delete tenants.", no_args_is_he
 config_app = typer.Typer(help="Tenant configuration as a TOML file.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
-Slug = Annotated[str, typer.Argument(help="The tenant's slug, e.g. casa-pepe.", metavar="SLUG")]
 TemplateOpt = Annotated[
     TemplateType | None,
     typer.Option("--template", help="Reply template (default: the config's defaults.template)."),
@@ -63,7 +62,12 @@ def create(
     engine: EngineOpt = None,
     json_output: JsonFlag = False,
 ) -> None:
-    """Create a tenant, ready to start. Options left out take the config's defaults section."""
+    """Create a tenant, ready to start. Options left out take the config's defaults section.
+
+    A new tenant has no opening hours: until they are set (`tenant config export`,
+    the [hours] table, `tenant config apply`), the bot tells customers its hours are
+    not published yet, and this command says so on stderr.
+    """
     from wactl.cli.output import emit_json
     from wactl.db import audit, tenants
 
@@ -76,7 +80,7 @@ def create(
             name=name,
             template=template or TemplateType(defaults.template),
             language=language or Language(defaults.language),
-            timezone=timezone or defaults.timezone,
+            timezone=defaults.timezone if timezone is None else timezone,
             engine=engine or EngineName(defaults.engine),
             phone_number=phone,
             actor=audit.operator_actor(),
@@ -86,6 +90,12 @@ def create(
         emit_json(data)
     else:
         app_ctx.err_console.print(f"created tenant '{slug}' ({data['status']})")
+    app_ctx.err_console.print(
+        f"{slug}: no opening hours yet (the bot tells customers they are not published); "
+        f"set them in the [hours] table of `wactl tenant config export {slug} > {slug}.toml`, "
+        f"then `wactl tenant config apply {slug} {slug}.toml`",
+        markup=False,
+    )
 
 
 @app.command("list")
@@ -147,7 +157,10 @@ def detail_fields(tenant: Tenant, wa_js: Effective) -> list[tuple[str, str]]:
     elif wa_js.source == "tenant":
         fields.append(("wa-js", f"{wa_js.describe()}; unused by the {tenant.engine.value} engine"))
     hours = data["hours"]
-    for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun"):
+    if not hours:
+        # Not "closed" seven times: the bot says the hours are not published yet.
+        fields.append(("hours", "not set yet (`wactl tenant config export` shows how)"))
+    for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun") if hours else ():
         fields.append((f"hours {day}", ", ".join(hours.get(day, [])) or "closed"))
     fields.append(("holidays", ", ".join(data["holidays"]) or "-"))
     if data["session"]:
@@ -364,24 +377,32 @@ def config_apply(
     ctx: typer.Context,
     slug: Slug,
     file: Annotated[
-        Path, typer.Argument(help="TOML file, as written by `config export`; - reads stdin.")
+        Path,
+        typer.Argument(
+            help="TOML file, as written by `config export`, of at most 1 MiB; - reads stdin."
+        ),
     ],
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show the diff and validate; write nothing.")
     ] = False,
 ) -> None:
-    """Validate FILE completely, print the diff, then write all of it or nothing."""
+    """Validate FILE completely, print the diff, then write all of it or nothing.
+
+    FILE must be a regular file (not a pipe or a device) of at most 1 MiB, or - for
+    stdin (at most 1 MiB too); exit status 2 otherwise.
+    """
     from wactl.db import audit, tenants
     from wactl.errors import UsageError
+    from wactl.inputs import InputFileError, read_stdin_text, read_text_file
 
     app_ctx = app_context(ctx)
     source = "stdin" if str(file) == "-" else str(file)
     try:
-        text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"cannot read {source}: {exc.strerror}") from exc
-    except UnicodeDecodeError:
-        raise UsageError(f"{source} is not UTF-8 text") from None
+        text = read_stdin_text() if str(file) == "-" else read_text_file(file)
+    except FileNotFoundError:
+        raise UsageError(f"cannot read {source}: No such file or directory") from None
+    except InputFileError as exc:
+        raise UsageError(f"{source} {exc}") from None
     with app_ctx.session() as session:
         tenant = tenants.get_tenant(session, slug)
         doc = tenants.parse_document(text, source=source, slug=slug)

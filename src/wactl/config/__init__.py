@@ -14,6 +14,8 @@ the key and the closest valid spelling. Stdlib only at import time.
 from wactl.config.loader import (
     ENV_PREFIX,
     apply_setting,
+    apply_settings,
+    check_portal_credentials,
     load_config,
     parse_config_text,
     redact_url,
@@ -30,6 +32,8 @@ __all__ = [
     "DefaultsConfig",
     "PathsConfig",
     "apply_setting",
+    "apply_settings",
+    "check_portal_credentials",
     "load_config",
     "parse_config_text",
     "redact_url",

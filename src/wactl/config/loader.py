@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
+import sys
 import tempfile
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from wactl import paths
-from wactl.config.model import ENGINES, LANGUAGES, SECTIONS, TEMPLATES, Config
-from wactl.errors import ConfigError
+from wactl.config.model import ENGINES, LANGUAGES, SECTIONS, TEMPLATES, Bounds, Config, field_doc
+from wactl.errors import ConfigError, ValidationError
+from wactl.inputs import InputFileError, parse_toml, read_text_file
+from wactl.validation import validate_timezone
 
 ENV_PREFIX = "WACTL_"
+
+#: The largest integer that converts to a finite float.
+_FLOAT_MAX_INT = int(sys.float_info.max)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -48,6 +53,9 @@ def _coerce(where: str, key: str, value: Any, expected: type[Any]) -> Any:
     if expected is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: '{key}' must be a number, not {value!r}")
+        if isinstance(value, int) and abs(value) > _FLOAT_MAX_INT:
+            # float() of it would raise OverflowError; the bounds check says what fits.
+            return math.inf if value > 0 else -math.inf
         return float(value)
     if expected is str and not isinstance(value, str):
         raise ConfigError(f"{where}: '{key}' must be a string, not {value!r}")
@@ -63,17 +71,27 @@ def _parse_text(label: str, raw: str, expected: type[Any]) -> Any:
         if lowered in _FALSE:
             return False
         raise ConfigError(f"{label}: expected true or false, not {raw!r}")
+    if expected not in (int, float):
+        return raw
+    raw = raw.strip()
+    if len(raw) > _MAX_NUMBER_TEXT:
+        kind = "an integer" if expected is int else "a number"
+        raise ConfigError(f"{label}: expected {kind}, not {len(raw)} characters of text")
+    # Python's int() and float() also take "1_000", Arabic-Indic digits, "nan" and
+    # "inf"; a setting is written in plain ASCII decimal, as TOML writes it back.
     if expected is int:
-        try:
-            return int(raw)
-        except ValueError:
-            raise ConfigError(f"{label}: expected an integer, not {raw!r}") from None
-    if expected is float:
-        try:
-            return float(raw)
-        except ValueError:
-            raise ConfigError(f"{label}: expected a number, not {raw!r}") from None
-    return raw
+        if not _INTEGER_RE.fullmatch(raw):
+            raise ConfigError(f"{label}: expected an integer, not {raw!r}")
+        return int(raw)
+    if not _DECIMAL_RE.fullmatch(raw):
+        raise ConfigError(f"{label}: expected a number, not {raw!r}")
+    return float(raw)
+
+
+#: Longer text is no number a key can use (and int() refuses 4300 digits and more).
+_MAX_NUMBER_TEXT = 64
+_INTEGER_RE = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_DECIMAL_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
 
 
 def env_name(section: str, key: str) -> str:
@@ -83,8 +101,8 @@ def env_name(section: str, key: str) -> str:
 def parse_config_text(text: str, *, source: Path) -> dict[str, dict[str, Any]]:
     """Parse and check the file's structure; returns {section: {key: value}}."""
     try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        raw = parse_toml(text)
+    except ValueError as exc:
         raise ConfigError(
             f"config file {source} is not valid TOML: {exc}",
             hint="fix that line, or run `wactl config validate` after editing",
@@ -151,14 +169,13 @@ def validate_values(config: Config, *, where: str) -> None:
             f"{where}: defaults.engine '{d.engine}' is not one of {', '.join(ENGINES)}"
         )
     try:
-        ZoneInfo(d.timezone)
-    except (ZoneInfoNotFoundError, ValueError):
+        validate_timezone(d.timezone, "defaults.timezone")
+    except ValidationError:
         raise ConfigError(
             f"{where}: defaults.timezone '{d.timezone}' is not a known time zone",
             hint='use an IANA name such as "Europe/Madrid" or "UTC"',
         ) from None
-    if config.database.busy_timeout_ms < 0:
-        raise ConfigError(f"{where}: database.busy_timeout_ms must be 0 or more")
+    _validate_fields(config, where)
     _validate_daemon(config, where)
     _validate_registry(config, where)
     _validate_portal(config, where)
@@ -176,6 +193,13 @@ def validate_values(config: Config, *, where: str) -> None:
             hint="leave it empty for desktop Chrome's User-Agent",
         )
     _validate_device_name(config.browser.device_name, where)
+    keyword = config.pipeline.resume_keyword
+    if len(keyword) > 50 or not keyword.isprintable() or keyword != keyword.strip():
+        raise ConfigError(
+            f"{where}: pipeline.resume_keyword must be one line of printable text of at most "
+            "50 characters, without leading or trailing spaces",
+            hint='e.g. "#bot"; empty for no keyword',
+        )
     url = config.database.url
     if url and not url.startswith(("sqlite:", "sqlite+", "postgresql:", "postgresql+")):
         raise ConfigError(
@@ -209,54 +233,45 @@ def _validate_registry(config: Config, where: str) -> None:
         )
 
 
+#: No setting is text that cannot be used as text: NUL ends a C string (a path, a URL
+#: or a header holding it fails far from here) and a lone surrogate (from an environment
+#: variable that is not UTF-8) cannot be written back to the file.
+_UNUSABLE_IN_TEXT = re.compile(r"[\x00\ud800-\udfff]")
+
+
+def _validate_fields(config: Config, where: str) -> None:
+    """Every key against its type's limits: numbers within their documented bounds
+    (finite), text without characters no setting can hold."""
+    for section in SECTIONS:
+        values = getattr(config, section)
+        for f in dataclasses.fields(values):
+            value = getattr(values, f.name)
+            key = f"{section}.{f.name}"
+            if isinstance(value, str):
+                bad = _UNUSABLE_IN_TEXT.search(value)
+                if bad is not None:
+                    raise ConfigError(
+                        f"{where}: {key} holds U+{ord(bad.group()):04X} at position "
+                        f"{bad.start() + 1}, which no setting can use"
+                    )
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            bounds: Bounds | None = f.metadata.get("bounds")
+            problem = (bounds or _ANY_NUMBER).problem(value)
+            if problem is not None:
+                raise ConfigError(
+                    f"{where}: {key} {problem}, not {value!r}",
+                    hint=bounds.low_hint if bounds is not None and value <= bounds.low else None,
+                )
+
+
+#: A number key without declared bounds still must be finite and fit in 64 bits.
+_ANY_NUMBER = Bounds(-(2**63), 2**63 - 1)
+
+
 def _validate_daemon(config: Config, where: str) -> None:
     daemon = config.daemon
-    positive = {
-        "daemon.stop_grace_seconds": daemon.stop_grace_seconds,
-        "daemon.heartbeat_interval_seconds": daemon.heartbeat_interval_seconds,
-        "daemon.heartbeat_timeout_seconds": daemon.heartbeat_timeout_seconds,
-        "daemon.start_concurrency": daemon.start_concurrency,
-        "daemon.sample_interval_seconds": daemon.sample_interval_seconds,
-        "daemon.max_crashes": daemon.max_crashes,
-        "daemon.crash_window_seconds": daemon.crash_window_seconds,
-        "daemon.log_max_bytes": daemon.log_max_bytes,
-        "sandbox.qr_rotate_seconds": config.sandbox.qr_rotate_seconds,
-        "browser.ready_timeout_seconds": config.browser.ready_timeout_seconds,
-        "browser.probe_interval_seconds": config.browser.probe_interval_seconds,
-        "browser.probe_timeout_seconds": config.browser.probe_timeout_seconds,
-        "pipeline.chat_concurrency": config.pipeline.chat_concurrency,
-        "pipeline.chat_burst": config.pipeline.chat_burst,
-        "pipeline.chat_per_minute": config.pipeline.chat_per_minute,
-        "pipeline.tenant_burst": config.pipeline.tenant_burst,
-        "pipeline.tenant_per_minute": config.pipeline.tenant_per_minute,
-        "pipeline.retry_minutes": config.pipeline.retry_minutes,
-        "wajs.download_timeout_seconds": config.wajs.download_timeout_seconds,
-    }
-    for key, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{where}: {key} must be greater than 0, not {value!r}")
-    not_negative = {
-        "daemon.memory_limit_mb": daemon.memory_limit_mb,
-        "daemon.backoff_initial_seconds": daemon.backoff_initial_seconds,
-        "daemon.backoff_max_seconds": daemon.backoff_max_seconds,
-        "daemon.stable_after_seconds": daemon.stable_after_seconds,
-        "daemon.log_backups": daemon.log_backups,
-        "pipeline.pacing_ms_per_char": config.pipeline.pacing_ms_per_char,
-        "pipeline.pacing_max_seconds": config.pipeline.pacing_max_seconds,
-        "pipeline.handoff_pause_minutes": config.pipeline.handoff_pause_minutes,
-        "pipeline.owner_pause_minutes": config.pipeline.owner_pause_minutes,
-        "pipeline.retention_days": config.pipeline.retention_days,
-    }
-    for key, value in not_negative.items():
-        if value < 0:
-            raise ConfigError(f"{where}: {key} must be 0 or more, not {value!r}")
-    if config.tui.refresh_seconds < 1:
-        raise ConfigError(
-            f"{where}: tui.refresh_seconds must be 1 or more, not {config.tui.refresh_seconds!r}",
-            hint="the dashboard polls the daemon at most once a second",
-        )
-    if not 0 <= config.pipeline.pacing_jitter < 1:
-        raise ConfigError(f"{where}: pipeline.pacing_jitter must be at least 0 and below 1")
     if daemon.heartbeat_timeout_seconds <= daemon.heartbeat_interval_seconds:
         raise ConfigError(
             f"{where}: daemon.heartbeat_timeout_seconds must be longer than "
@@ -266,7 +281,12 @@ def _validate_daemon(config: Config, where: str) -> None:
     address = daemon.metrics_address
     if address:
         host, sep, port = address.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if (
+            not sep
+            or not host
+            or not (port.isascii() and port.isdigit())
+            or not 0 < int(port) < 65536
+        ):
             raise ConfigError(
                 f"{where}: daemon.metrics_address '{address}' is not HOST:PORT",
                 hint='e.g. "127.0.0.1:9464"',
@@ -311,31 +331,35 @@ def _validate_portal(config: Config, where: str) -> None:
         portal.oidc_metadata_url,
         "https://accounts.google.com/.well-known/openid-configuration",
     )
-    if bool(portal.google_client_id) != bool(portal.google_client_secret):
-        missing = "google_client_secret" if portal.google_client_id else "google_client_id"
-        raise ConfigError(
-            f"{where}: portal.{missing} is empty while its partner is set",
-            hint="set both portal.google_client_id and portal.google_client_secret, or neither",
-        )
     if portal.session_secret and len(portal.session_secret) < 32:
         raise ConfigError(
             f"{where}: portal.session_secret is {len(portal.session_secret)} characters "
             "long; it must have at least 32",
             hint="empty it and run `wactl init`, which generates one",
         )
-    for key, value in (
-        ("portal.session_hours", portal.session_hours),
-        ("portal.signin_per_minute", portal.signin_per_minute),
-        ("portal.posts_per_minute", portal.posts_per_minute),
-    ):
-        if value <= 0:
-            raise ConfigError(f"{where}: {key} must be greater than 0, not {value!r}")
     for domain in email_domains(portal.allowed_email_domains):
         if not _DOMAIN_RE.fullmatch(domain):
             raise ConfigError(
                 f"{where}: portal.allowed_email_domains: '{domain}' is not a domain name",
                 hint='e.g. "casapepe.es, example.com"',
             )
+
+
+def check_portal_credentials(config: Config, *, where: str) -> None:
+    """The sign-in credentials come in pairs: both or neither.
+
+    Not part of `validate_values`: `wactl config set` changes one key at a time, so the
+    file may hold one of the two between two commands (as the README's steps do), and
+    every other command must still run meanwhile. `wactl config validate` and
+    `wactl portal serve` check it.
+    """
+    portal = config.portal
+    if bool(portal.google_client_id) != bool(portal.google_client_secret):
+        missing = "google_client_secret" if portal.google_client_id else "google_client_id"
+        raise ConfigError(
+            f"{where}: portal.{missing} is empty while its partner is set",
+            hint="set both portal.google_client_id and portal.google_client_secret, or neither",
+        )
 
 
 def build_config(sections: Mapping[str, Mapping[str, Any]], *, source: Path, where: str) -> Config:
@@ -348,20 +372,20 @@ def build_config(sections: Mapping[str, Mapping[str, Any]], *, source: Path, whe
 
 
 def read_file_sections(source: Path) -> dict[str, dict[str, Any]]:
-    """The file's sections, or nothing when the file does not exist."""
+    """The file's sections, or nothing when the file does not exist.
+
+    Only a regular file of at most 1 MiB is read (`wactl.inputs`): `--config` naming
+    a FIFO or a device is refused at once instead of blocking or reading forever.
+    """
     try:
-        text = source.read_text(encoding="utf-8")
+        text = read_text_file(source)
     except FileNotFoundError:
         return {}
-    except IsADirectoryError:
-        raise ConfigError(f"config path {source} is a directory, not a file") from None
-    except PermissionError:
-        raise ConfigError(
-            f"cannot read config file {source}: permission denied",
-            hint="check its owner and mode (it should be 0600 and yours)",
-        ) from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {source} is not UTF-8 text") from None
+    except InputFileError as exc:
+        hint = None
+        if "permission denied" in str(exc):
+            hint = "check its owner and mode (it should be 0600 and yours)"
+        raise ConfigError(f"config file {source} {exc}", hint=hint) from None
     return parse_config_text(text, source=source)
 
 
@@ -438,7 +462,7 @@ def render_config(config: Config, *, redact: bool = False) -> str:
         lines.extend(_comment(cls.__doc__ or section))
         lines.append(f"[{section}]")
         for f in dataclasses.fields(cls):
-            lines.extend(_comment(f.metadata["doc"]))
+            lines.extend(_comment(field_doc(f.metadata)))
             lines.append(tomli_w.dumps({f.name: values[section][f.name]}).rstrip("\n"))
     return "\n".join(lines) + "\n"
 
@@ -460,6 +484,26 @@ def write_config(config: Config, path: Path) -> None:
 
 def apply_setting(config: Config, dotted_key: str, raw_value: str) -> Config:
     """A copy of ``config`` with ``section.key`` set from its text form, validated."""
+    return apply_settings(config, [(dotted_key, raw_value)])
+
+
+def apply_settings(config: Config, settings: list[tuple[str, str]]) -> Config:
+    """A copy of the file's configuration with each ``(section.key, text)`` set,
+    validated as a whole: all of them, or (an error) none."""
+    file_sections = read_file_sections(config.source)
+    seen: set[str] = set()
+    for dotted_key, raw_value in settings:
+        if dotted_key in seen:
+            raise ConfigError(f"'{dotted_key}' is given twice", hint="give each key once")
+        seen.add(dotted_key)
+        section, key = _known_key(dotted_key)
+        value = _parse_text(f"'{dotted_key}'", raw_value, _field_types(section)[key])
+        file_sections.setdefault(section, {})[key] = value
+    where = ", ".join(f"'{dotted_key}'" for dotted_key, _ in settings)
+    return build_config(file_sections, source=config.source, where=where)
+
+
+def _known_key(dotted_key: str) -> tuple[str, str]:
     section, _, key = dotted_key.partition(".")
     if section not in SECTIONS or not key:
         raise ConfigError(
@@ -472,7 +516,4 @@ def apply_setting(config: Config, dotted_key: str, raw_value: str) -> Config:
             f"unknown config key '{dotted_key}'"
             + _closest(dotted_key, [f"{section}.{k}" for k in types])
         )
-    value = _parse_text(f"'{dotted_key}'", raw_value, types[key])
-    file_sections = read_file_sections(config.source)
-    file_sections.setdefault(section, {})[key] = value
-    return build_config(file_sections, source=config.source, where=f"'{dotted_key}'")
+    return section, key

@@ -2,11 +2,15 @@
 
 Each section is a frozen dataclass; each field carries its documentation in
 ``metadata["doc"]`` (rendered as comments into the file `wactl init` writes and into
-examples/config.toml) and ``metadata["secret"]`` when `wactl config show` must redact it.
+examples/config.toml), ``metadata["secret"]`` when `wactl config show` must redact it,
+and, for every number, ``metadata["bounds"]``: the values the key can use (a number
+outside them, NaN or infinity is refused wherever it comes from: file, environment or
+`wactl config set`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,8 +23,66 @@ TEMPLATES = tuple(m.value for m in TemplateType)
 ENGINES = tuple(m.value for m in EngineName)
 
 
-def _doc(text: str, *, secret: bool = False) -> dict[str, Any]:
-    return {"doc": text, "secret": secret}
+@dataclass(frozen=True)
+class Bounds:
+    """The finite numbers a key takes: from ``low`` to ``high``, each end included
+    unless ``low_open`` / ``high_open``; ``low_hint`` says why the low end is where it
+    is, when that is not obvious."""
+
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+    low_hint: str | None = None
+
+    def problem(self, value: float) -> str | None:
+        """What is wrong with ``value`` ("must be ..."), or None when it is in bounds."""
+        # An int is always finite (and math.isfinite of 10**400 raises OverflowError).
+        if isinstance(value, float) and not math.isfinite(value):
+            return "must be a finite number"
+        if value < self.low or (self.low_open and value == self.low):
+            return f"must be {self._low_text()}"
+        if value > self.high or (self.high_open and value == self.high):
+            return f"must be {self._high_text()}"
+        return None
+
+    def describe(self) -> str:
+        """The range in words, for the documentation."""
+        return f"{self._low_text()}, {self._high_text()}"
+
+    def _low_text(self) -> str:
+        low = _number(self.low)
+        return f"greater than {low}" if self.low_open else f"{low} or more"
+
+    def _high_text(self) -> str:
+        high = _number(self.high)
+        return f"below {high}" if self.high_open else f"at most {high}"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value == int(value) else repr(value)
+
+
+#: Common ranges. Durations stop at a day or a week: far beyond any sensible setting,
+#: and far below what the clocks and timers that take them can hold.
+_POSITIVE_SECONDS_HOUR = Bounds(0, 3600, low_open=True)
+_POSITIVE_SECONDS_DAY = Bounds(0, 86400, low_open=True)
+_SECONDS_HOUR = Bounds(0, 3600)
+_SECONDS_DAY = Bounds(0, 86400)
+_RATE = Bounds(0, 1e9, low_open=True)
+_BURST = Bounds(1, 1_000_000_000)
+_PAUSE_MINUTES = Bounds(0, 525_600)  # a year
+
+
+def _doc(text: str, *, secret: bool = False, bounds: Bounds | None = None) -> dict[str, Any]:
+    return {"doc": text, "secret": secret, "bounds": bounds}
+
+
+def field_doc(metadata: Any) -> str:
+    """A key's documentation as the file and the man page show it, range included."""
+    bounds: Bounds | None = metadata.get("bounds")
+    text: str = metadata["doc"]
+    return f"{text} Range: {bounds.describe()}." if bounds is not None else text
 
 
 @dataclass(frozen=True)
@@ -40,7 +102,8 @@ class DatabaseConfig:
         default=5000,
         metadata=_doc(
             "SQLite only: how long a writer waits for a lock held by another process "
-            "before failing, in milliseconds."
+            "before failing, in milliseconds.",
+            bounds=Bounds(0, 3_600_000),
         ),
     )
     echo: bool = field(
@@ -102,18 +165,22 @@ class DaemonConfig:
         default=10.0,
         metadata=_doc(
             "After SIGTERM, how long a worker's process group may take to exit before "
-            "it is killed with SIGKILL."
+            "it is killed with SIGKILL.",
+            bounds=_POSITIVE_SECONDS_HOUR,
         ),
     )
     heartbeat_interval_seconds: float = field(
         default=5.0,
-        metadata=_doc("How often a worker reports that it is alive."),
+        metadata=_doc(
+            "How often a worker reports that it is alive.", bounds=_POSITIVE_SECONDS_HOUR
+        ),
     )
     heartbeat_timeout_seconds: float = field(
         default=30.0,
         metadata=_doc(
             "A worker silent for this long is hung (for example stopped with SIGSTOP): "
-            "it is killed and started again."
+            "it is killed and started again.",
+            bounds=_POSITIVE_SECONDS_DAY,
         ),
     )
     sample_interval_seconds: float = field(
@@ -121,21 +188,24 @@ class DaemonConfig:
         metadata=_doc(
             "How often the daemon samples each worker tree's CPU and resident memory; the "
             "memory ceiling is checked on each sample. Unique memory (USS, the figure "
-            "`wactl ps` shows) is sampled once a minute: it costs ten times more."
+            "`wactl ps` shows) is sampled once a minute: it costs ten times more.",
+            bounds=_POSITIVE_SECONDS_HOUR,
         ),
     )
     memory_limit_mb: int = field(
         default=1024,
         metadata=_doc(
             "Memory ceiling of one worker's whole process tree (resident set, MB); over "
-            "it the worker is restarted gracefully. 0 turns the check off."
+            "it the worker is restarted gracefully. 0 turns the check off.",
+            bounds=Bounds(0, 1_048_576),
         ),
     )
     start_concurrency: int = field(
         default=4,
         metadata=_doc(
             "How many workers may be starting at the same time (no thundering herd of "
-            "browsers at boot)."
+            "browsers at boot).",
+            bounds=Bounds(1, 1000),
         ),
     )
     fork_workers: bool = field(
@@ -151,25 +221,30 @@ class DaemonConfig:
         default=1.0,
         metadata=_doc(
             "A crashed worker restarts at once the first time; after that the delay "
-            "starts here and doubles on each crash in a row (with 20% jitter)."
+            "starts here and doubles on each crash in a row (with 20% jitter).",
+            bounds=_SECONDS_HOUR,
         ),
     )
     backoff_max_seconds: float = field(
-        default=60.0, metadata=_doc("Upper bound of the restart delay.")
+        default=60.0, metadata=_doc("Upper bound of the restart delay.", bounds=_SECONDS_DAY)
     )
     max_crashes: int = field(
         default=5,
         metadata=_doc(
             "This many crashes within crash_window_seconds quarantine the worker (FATAL, "
-            "tenant ERROR) until an operator starts it again."
+            "tenant ERROR) until an operator starts it again.",
+            bounds=Bounds(1, 1000),
         ),
     )
     crash_window_seconds: float = field(
-        default=300.0, metadata=_doc("The window in which crashes are counted.")
+        default=300.0,
+        metadata=_doc(
+            "The window in which crashes are counted.", bounds=Bounds(0, 604_800, low_open=True)
+        ),
     )
     stable_after_seconds: float = field(
         default=60.0,
-        metadata=_doc("A worker up this long has its crash history forgiven."),
+        metadata=_doc("A worker up this long has its crash history forgiven.", bounds=_SECONDS_DAY),
     )
     metrics_address: str = field(
         default="",
@@ -180,9 +255,14 @@ class DaemonConfig:
     )
     log_max_bytes: int = field(
         default=10_000_000,
-        metadata=_doc("Size at which the daemon's and each worker's log file is rotated."),
+        metadata=_doc(
+            "Size at which the daemon's and each worker's log file is rotated.",
+            bounds=Bounds(1, 1 << 40),
+        ),
     )
-    log_backups: int = field(default=5, metadata=_doc("How many rotated log files are kept."))
+    log_backups: int = field(
+        default=5, metadata=_doc("How many rotated log files are kept.", bounds=Bounds(0, 1000))
+    )
 
 
 @dataclass(frozen=True)
@@ -191,7 +271,10 @@ class SandboxConfig:
 
     qr_rotate_seconds: float = field(
         default=20.0,
-        metadata=_doc("How often an unlinked sandbox tenant shows a new QR (as WhatsApp does)."),
+        metadata=_doc(
+            "How often an unlinked sandbox tenant shows a new QR (as WhatsApp does).",
+            bounds=_POSITIVE_SECONDS_HOUR,
+        ),
     )
 
 
@@ -253,21 +336,24 @@ class BrowserConfig:
         metadata=_doc(
             "How long WhatsApp Web may take to load, and, once the phone is linked, to "
             "become ready (it syncs chats first). Past it the worker exits with an error "
-            "and the daemon starts it again."
+            "and the daemon starts it again.",
+            bounds=_POSITIVE_SECONDS_DAY,
         ),
     )
     probe_interval_seconds: float = field(
         default=30.0,
         metadata=_doc(
             "How often the engine checks that the page still answers (a tiny wa-js call "
-            "inside WhatsApp Web)."
+            "inside WhatsApp Web).",
+            bounds=_POSITIVE_SECONDS_DAY,
         ),
     )
     probe_timeout_seconds: float = field(
         default=15.0,
         metadata=_doc(
             "A page that does not answer the check within this long is hung: the worker "
-            "exits with an error and the daemon starts it again with a fresh browser."
+            "exits with an error and the daemon starts it again with a fresh browser.",
+            bounds=_POSITIVE_SECONDS_HOUR,
         ),
     )
 
@@ -280,40 +366,50 @@ class PipelineConfig:
         default=32,
         metadata=_doc(
             "How many chats one worker answers at the same time; messages of one chat "
-            "are always answered one after another, in arrival order."
+            "are always answered one after another, in arrival order.",
+            bounds=Bounds(1, 100_000),
         ),
     )
     chat_burst: int = field(
         default=5,
-        metadata=_doc("Messages one chat may send in a burst before it is rate limited."),
+        metadata=_doc(
+            "Messages one chat may send in a burst before it is rate limited.", bounds=_BURST
+        ),
     )
     chat_per_minute: float = field(
         default=12.0,
         metadata=_doc(
             "Messages per minute one chat may send once its burst is used. Over it the "
-            "customer gets one polite warning, then silence until the bucket refills."
+            "customer gets one polite warning, then silence until the bucket refills.",
+            bounds=_RATE,
         ),
     )
     tenant_burst: int = field(
-        default=100, metadata=_doc("Messages a whole tenant may receive in a burst.")
+        default=100, metadata=_doc("Messages a whole tenant may receive in a burst.", bounds=_BURST)
     )
     tenant_per_minute: float = field(
         default=600.0,
-        metadata=_doc("Messages per minute a whole tenant may receive after its burst."),
+        metadata=_doc(
+            "Messages per minute a whole tenant may receive after its burst.", bounds=_RATE
+        ),
     )
     pacing_ms_per_char: float = field(
         default=25.0,
         metadata=_doc(
             "Typing delay before each reply, per character of the reply (0 turns pacing "
-            "off). Real WhatsApp accounts that answer instantly look like bots."
+            "off). Real WhatsApp accounts that answer instantly look like bots.",
+            bounds=Bounds(0, 60_000),
         ),
     )
     pacing_max_seconds: float = field(
-        default=4.0, metadata=_doc("Upper bound of the typing delay.")
+        default=4.0, metadata=_doc("Upper bound of the typing delay.", bounds=_SECONDS_HOUR)
     )
     pacing_jitter: float = field(
         default=0.3,
-        metadata=_doc("The typing delay varies randomly by up to this fraction."),
+        metadata=_doc(
+            "The typing delay varies randomly by up to this fraction.",
+            bounds=Bounds(0, 1, high_open=True),
+        ),
     )
     pacing_in_sandbox: bool = field(
         default=False,
@@ -322,13 +418,16 @@ class PipelineConfig:
     handoff_pause_minutes: float = field(
         default=120.0,
         metadata=_doc(
-            "After a customer asks for a person, the bot stays quiet in that chat this long."
+            "After a customer asks for a person, the bot stays quiet in that chat this long.",
+            bounds=_PAUSE_MINUTES,
         ),
     )
     owner_pause_minutes: float = field(
         default=30.0,
         metadata=_doc(
-            "After the business answers a chat by hand, the bot stays quiet in that chat this long."
+            "After the business answers a chat by hand, the bot stays quiet in that chat "
+            "this long.",
+            bounds=_PAUSE_MINUTES,
         ),
     )
     resume_keyword: str = field(
@@ -347,7 +446,8 @@ class PipelineConfig:
             "that may pass (the database unreachable, locked or full; the disk full; "
             "WhatsApp not reachable), with growing delays of 1 s up to 60 s. Its chat "
             "waits meanwhile (order holds), other chats go on. After that it is marked "
-            "FAILED; a redelivery of it, or the worker's next start, tries again."
+            "FAILED; a redelivery of it, or the worker's next start, tries again.",
+            bounds=Bounds(0, 525_600, low_open=True),
         ),
     )
     read_receipts: bool = field(
@@ -362,7 +462,8 @@ class PipelineConfig:
         default=0,
         metadata=_doc(
             "Delete conversation log entries older than this many days (checked hourly "
-            "by each worker). 0 keeps everything; `wactl logs prune` does it by hand."
+            "by each worker). 0 keeps everything; `wactl logs prune` does it by hand.",
+            bounds=Bounds(0, 36_500),
         ),
     )
 
@@ -415,7 +516,8 @@ class PortalConfig:
         default=168.0,
         metadata=_doc(
             "How long a sign-in lasts before the owner must sign in again. Signing out "
-            "ends it at once, in every browser of that account."
+            "ends it at once, in every browser of that account.",
+            bounds=Bounds(0, 8760, low_open=True),
         ),
     )
     allowed_email_domains: str = field(
@@ -429,14 +531,16 @@ class PortalConfig:
         default=10.0,
         metadata=_doc(
             "Sign-in attempts per minute from one address (after a burst of as many); "
-            "over it the portal answers 429 and says when to try again."
+            "over it the portal answers 429 and says when to try again.",
+            bounds=_RATE,
         ),
     )
     posts_per_minute: float = field(
         default=30.0,
         metadata=_doc(
             "Form posts and API writes per minute from one signed-in owner (after a "
-            "burst of as many)."
+            "burst of as many).",
+            bounds=_RATE,
         ),
     )
 
@@ -461,7 +565,10 @@ class WajsConfig:
     )
     download_timeout_seconds: float = field(
         default=120.0,
-        metadata=_doc("How long fetching wa-js (npm pack or the download) may take."),
+        metadata=_doc(
+            "How long fetching wa-js (npm pack or the download) may take.",
+            bounds=_POSITIVE_SECONDS_HOUR,
+        ),
     )
 
 
@@ -474,7 +581,8 @@ class TuiConfig:
         metadata=_doc(
             "How often the dashboard asks the daemon for fresh CPU, memory and heartbeat "
             "figures, and reads the selected tenant's conversation and worker log; state "
-            "changes show at once, from the daemon's events. At least 1."
+            "changes show at once, from the daemon's events.",
+            bounds=Bounds(1, 3600, low_hint="the dashboard polls the daemon at most once a second"),
         ),
     )
 

@@ -9,7 +9,6 @@ Every change writes its audit row in the same transaction.
 from __future__ import annotations
 
 import difflib
-import tomllib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +20,7 @@ from wactl.db import audit
 from wactl.db.models import Tenant, TenantConfig, WhatsappSession, WorkerProcess
 from wactl.enums import EngineName, Language, TemplateType, TenantStatus
 from wactl.errors import ConflictError, NotFoundError, ValidationError
+from wactl.inputs import parse_toml
 
 if TYPE_CHECKING:
     from wactl.db.wajs_releases import Effective
@@ -338,8 +338,8 @@ def render_document(slug: str, doc: dict[str, Any]) -> str:
 def parse_document(text: str, *, source: str, slug: str) -> dict[str, Any]:
     """Parse and validate a tenant document completely, before anything is written."""
     try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        raw = parse_toml(text)
+    except ValueError as exc:
         raise ValidationError(source, f"not valid TOML: {exc}") from exc
     if "slug" in raw and raw.pop("slug") != slug:
         raise ValidationError(
