@@ -5,6 +5,7 @@ Every wait polls a condition with a timeout; nothing sleeps a fixed time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -586,3 +587,66 @@ def test_handoff_raises_an_event(cli: CLI, daemon: Daemon) -> None:
     poll_for(lambda: any(e["event"] == "handoff" for e in list(events)), timeout=10)
     handoff = next(e for e in events if e["event"] == "handoff")
     assert handoff["slug"] == "alpha" and handoff["chat"] == "+15551234567"
+
+
+#: What asyncio logs when a future's or task's exception was dropped: an error nobody saw.
+DROPPED = ("exception was never retrieved", "Task was destroyed but it is pending")
+
+
+def test_no_future_or_task_error_is_dropped(
+    cli: CLI, daemon: Daemon, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Starts, stops, crashes (of workers mid-request, of the fork server, a crash loop
+    to quarantine), restarts of the daemon: every failure is handled or logged with its
+    cause, never left for the garbage collector to report."""
+    import concurrent.futures
+
+    from wactl.errors import WactlError
+
+    _create(cli, "alpha", "beta", "broken")
+    _start(cli, "alpha", "beta")
+    for slug in ("alpha", "beta"):
+        assert cli("sandbox", "scan", slug).code == 0
+    session_file = isolated_env / ".local/share/wactl/sandbox/broken/session.json"
+    session_file.parent.mkdir(parents=True)
+    session_file.write_text("{not json")
+    assert cli("tenant", "start", "broken", "--timeout", "30").code == 6  # quarantined
+
+    def send(slug: str, n: int) -> None:
+        body = {"from": f"+1555030{n:04d}", "text": "hi", "id": f"{slug}-{n}"}
+        with contextlib.suppress(WactlError):
+            daemon.client.request("POST", f"/v1/tenants/{slug}/sandbox/send", body, timeout=30)
+
+    # Workers killed while requests to them are in flight, again and again.
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for round_ in range(6):
+            sends = [
+                pool.submit(send, slug, round_ * 10 + n)
+                for slug in ("alpha", "beta")
+                for n in range(3)
+            ]
+            victim = ("alpha", "beta")[round_ % 2]  # 3 crashes each: below quarantine
+            pid = daemon.ps()[victim]["pid"]
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            for future in sends:
+                future.result()
+            daemon.wait_state(victim, "RUNNING")
+    # The fork server dies; workers are started and stopped meanwhile.
+    for server in daemon.fork_servers():
+        server.kill()
+    _start(cli, "alpha", "beta")
+    assert cli("tenant", "restart", "beta").code == 0
+    assert cli("tenant", "stop", "alpha").code == 0
+    # The daemon restarts, re-adopts, and stops with its workers.
+    assert cli("daemon", "restart").code == 0
+    assert daemon.process is not None
+    daemon.process.wait(timeout=10)
+    daemon.process = None
+    assert cli("tenant", "restart", "beta").code == 0
+    assert cli("daemon", "stop", "--with-workers").code == 0
+    log = (isolated_env / ".local/share/wactl/logs/wactld.log").read_text()
+    assert "daemon stopped" in log
+    dropped = [line for line in log.splitlines() if any(text in line for text in DROPPED)]
+    assert dropped == [], log

@@ -568,11 +568,15 @@ class Supervisor:
             self._connect(worker)
             up = asyncio.ensure_future(worker.up.wait())
             exited = asyncio.ensure_future(worker.exited.wait())
-            done, pending = await asyncio.wait(
-                {up, exited}, timeout=START_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
-            )
-            for future in pending:
-                future.cancel()
+            try:
+                done, _ = await asyncio.wait(
+                    {up, exited}, timeout=START_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                # Also when this start is cancelled (the daemon shuts down): no waiter
+                # is left pending for the loop to destroy.
+                up.cancel()
+                exited.cancel()
             if not done and worker.pid is not None:
                 worker.kill_reason = f"did not start within {START_TIMEOUT:g} s"
                 proctree.kill_tree(worker.pid)
