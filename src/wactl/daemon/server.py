@@ -13,8 +13,10 @@ import fcntl
 import logging
 import logging.handlers
 import os
+import signal
 import socket
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -146,13 +148,16 @@ async def _serve(config: Config, engine: object, sock: socket.socket, path: str)
         exit_requested.set()
 
     class Server(uvicorn.Server):
-        """uvicorn's server, with SIGTERM/SIGINT going through request_shutdown, and a
-        main loop that wakes once a second instead of ten times (uvicorn's own loop
-        polls `should_exit` every 0.1 s: ~0.05 % of a core in an idle daemon)."""
+        """uvicorn's server, leaving signals to the daemon, with a main loop that wakes
+        once a second instead of ten times (uvicorn's own loop polls `should_exit`
+        every 0.1 s: ~0.05 % of a core in an idle daemon)."""
 
-        def handle_exit(self, sig: int, frame: object) -> None:
-            request_shutdown(False)
-            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # uvicorn's would send the signal again once the server has stopped, which
+            # ends the process before the supervisor's shutdown (and for systemd, a
+            # SIGTERM that stopped the daemon cleanly is not a failure).
+            yield
 
         async def main_loop(self) -> None:
             counter = 0
@@ -182,6 +187,11 @@ async def _serve(config: Config, engine: object, sock: socket.socket, path: str)
         )
     )
     servers.append(server)
+    # From here on SIGTERM, SIGINT (Ctrl-C on `wactl daemon run`) and SIGHUP are the graceful
+    # stop, even while booting; the process exits 0 once everything is shut down.
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(signum, _on_signal, signum, request_shutdown)
     await supervisor.boot()
     log.info("daemon %d listening on %s", os.getpid(), path)
     jobs = [server.serve(sockets=[sock])]
@@ -196,6 +206,11 @@ async def _serve(config: Config, engine: object, sock: socket.socket, path: str)
             "shutting down (%s)", "stopping workers" if stop_workers else "workers keep running"
         )
         await supervisor.shutdown(stop_workers=stop_workers)
+
+
+def _on_signal(signum: int, request_shutdown: Callable[[bool], None]) -> None:
+    log.info("%s received; shutting down", signal.Signals(signum).name)
+    request_shutdown(False)
 
 
 async def _metrics_server(address: str, state: object, servers: list[Any]) -> None:
