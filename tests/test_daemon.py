@@ -650,3 +650,181 @@ def test_no_future_or_task_error_is_dropped(
     assert "daemon stopped" in log
     dropped = [line for line in log.splitlines() if any(text in line for text in DROPPED)]
     assert dropped == [], log
+
+
+def _serving(db_url: str) -> Any:
+    from wactl.db.daemon_claim import serving_daemon
+    from wactl.db.engine import make_engine
+
+    engine = make_engine(db_url)
+    try:
+        return serving_daemon(engine)
+    finally:
+        engine.dispose()
+
+
+def _where(db_url: str) -> str:
+    from wactl.db.engine import display_url, normalize_url
+
+    return display_url(normalize_url(db_url))
+
+
+def test_one_daemon_per_database_whatever_its_runtime_dir(
+    cli: CLI, daemon: Daemon, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A system service (runtime dir /run/wactl) and an operator's shell (another
+    runtime dir) on one database: the second daemon refuses, naming the first; the
+    operator's commands use the running daemon and start none; a dead daemon's record
+    needs no cleanup."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    holder = _serving(db_url)
+    assert (holder.pid, holder.socket_path) == (daemon.pid, str(daemon.socket))
+    other = Path(tempfile.mkdtemp(prefix="wt", dir="/tmp"))
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "wactl.daemon"],
+            env={**daemon.env, "WACTL_PATHS_RUNTIME_DIR": str(other)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert (second.returncode, second.stderr) == (
+            6,
+            f"error: another daemon already serves the database {_where(db_url)}: "
+            f"{holder.describe()}; use that one (wactl finds it), or stop it first "
+            f"(`wactl daemon stop`, as {holder.os_user})\n",
+        )
+        monkeypatch.setenv("WACTL_PATHS_RUNTIME_DIR", str(other))
+        _create(cli, "alpha")
+        _start(cli, "alpha")
+        listed = cli("ps", "--json")
+        assert (listed.code, listed.err) == (0, "")  # no "started it": the running one
+        assert [row["slug"] for row in json.loads(listed.out)] == ["alpha"]
+        status = json.loads(cli("daemon", "status", "--json").out)
+        assert (status["pid"], status["socket"]) == (daemon.pid, str(daemon.socket))
+        assert cli("daemon", "start").err == f"the daemon is already running (pid {daemon.pid})\n"
+        assert not (other / "wactld.sock").exists()
+        assert daemon.ps()["alpha"]["state"] == "RUNNING"
+        # The daemon dies; its record stays, stale: the next command starts a new daemon
+        # (which adopts the worker), with no cleanup by anyone.
+        worker = daemon.ps()["alpha"]["pid"]
+        daemon.kill9()
+        listed = cli("ps", "--json")
+        assert listed.code == 0, listed.err
+        assert listed.err.startswith("wactl: the daemon was not running; started it (pid ")
+        assert json.loads(listed.out)[0]["pid"] == worker
+        holder = _serving(db_url)
+        assert holder.pid != daemon.pid and holder.socket_path == str(other / "wactld.sock")
+    finally:
+        cli("daemon", "stop", "--with-workers")
+        shutil.rmtree(other, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _claim_held_elsewhere(db_url: str, host: str, pid: int) -> Any:
+    """Another PostgreSQL session (this test's) holds the daemon claim, and the record
+    names ``host`` and ``pid``: as a daemon elsewhere, or a dead one, would leave it."""
+    import datetime as dt
+
+    from sqlalchemy import text
+
+    from wactl.db.daemon_claim import LOCK_KEYS
+    from wactl.db.engine import make_engine
+    from wactl.db.models import ServingDaemon
+
+    engine = make_engine(db_url)
+    connection = engine.connect()
+    try:
+        keys = {"k1": LOCK_KEYS[0], "k2": LOCK_KEYS[1]}
+        assert connection.execute(text("SELECT pg_try_advisory_lock(:k1, :k2)"), keys).scalar()
+        backend = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        connection.commit()
+        with db_session(db_url) as session:
+            session.add(
+                ServingDaemon(
+                    id=1,
+                    host=host,
+                    pid=pid,
+                    process_start=1.0,
+                    socket_path="/run/wactl/wactld.sock",
+                    os_user="wactl",
+                    version="0.1.0",
+                    backend_pid=backend,
+                    started_at=dt.datetime(2026, 12, 1, 8, 0, tzinfo=dt.UTC),
+                )
+            )
+        yield connection
+    finally:
+        connection.invalidate()
+        connection.close()
+        engine.dispose()
+
+
+def test_a_daemon_on_another_host_is_never_taken_over(
+    cli: CLI, db_url: str, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: a daemon on another host serves this database. Several daemons on one
+    database are not supported yet (issue 15): a second one refuses, and the CLI says
+    where the running one is instead of starting one."""
+    import subprocess
+    import sys
+
+    if backend == "sqlite":
+        pytest.skip("a SQLite database is one host's file")
+    with _claim_held_elsewhere(db_url, "db-host-2.example", 4242):
+        started = subprocess.run(
+            [sys.executable, "-m", "wactl.daemon"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        described = (
+            "pid 4242 on db-host-2.example (user wactl, wactl 0.1.0, "
+            "socket /run/wactl/wactld.sock, since 2026-12-01 08:00:00Z)"
+        )
+        assert (started.returncode, started.stderr) == (
+            6,
+            f"error: a daemon on another host already serves the database {_where(db_url)}: "
+            f"{described}; several daemons on one database are not supported yet (issue 15); "
+            "run wactl on db-host-2.example, or stop that daemon first\n",
+        )
+        listed = cli("ps")
+        assert (listed.code, listed.err) == (
+            7,
+            f"error: the daemon serving this database is {described}, another host; run "
+            "this on db-host-2.example; several daemons on one database are not supported "
+            "yet (issue 15)\n",
+        )
+
+
+def test_a_dead_daemon_s_lingering_session_is_ended(
+    cli: CLI, db_url: str, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: the claim is held by a session whose daemon (on this host) is gone,
+    as after a crash the server has not noticed yet. The next daemon ends that session
+    and serves the database; nobody cleans up by hand."""
+    import socket
+
+    if backend == "sqlite":
+        pytest.skip("a SQLite lock file is freed by the kernel with its process")
+    dead = subprocess_pid_that_exited()
+    with _claim_held_elsewhere(db_url, socket.gethostname(), dead):
+        assert _serving(db_url) is None  # the CLI sees it is stale, too
+        with daemon_for_cli(monkeypatch) as daemon:
+            holder = _serving(db_url)
+            assert (holder.pid, holder.socket_path) == (daemon.pid, str(daemon.socket))
+            _create(cli, "alpha")
+            _start(cli, "alpha")
+
+
+def subprocess_pid_that_exited() -> int:
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait(timeout=30)
+    return process.pid

@@ -18,13 +18,19 @@ import socket
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from wactl.config import Config
 from wactl.errors import DaemonError
 from wactl.ipc.protocol import daemon_log_path, pid_path, socket_path
 
+if TYPE_CHECKING:
+    from wactl.db.daemon_claim import DaemonClaim
+
 log = logging.getLogger("wactl.daemon")
+
+#: How often the daemon checks that it still holds the database's claim.
+CLAIM_CHECK_SECONDS = 15.0
 
 
 def _setup_logging(config: Config, *, to_stderr: bool) -> None:
@@ -89,6 +95,7 @@ def _bind_socket(path: Path) -> socket.socket:
 
 def run_daemon(config: Config, *, foreground: bool) -> None:
     from wactl.db import schema
+    from wactl.db.daemon_claim import DaemonClaim, DaemonIdentity
     from wactl.db.engine import check_connection, engine_for
 
     runtime_dir = config.runtime_dir
@@ -103,24 +110,32 @@ def run_daemon(config: Config, *, foreground: bool) -> None:
         # Without Alembic: the daemon would carry its ~11 MB for its whole life.
         schema.ensure_current(engine)
         path = socket_path(runtime_dir)
-        sock = _bind_socket(path)
-        pidfile = pid_path(runtime_dir)
-        pidfile.write_text(f"{os.getpid()}\n")
+        # One daemon per database, whatever its runtime directory: a second one would
+        # supervise the same tenants (`wactl.db.daemon_claim`).
+        claim = DaemonClaim.take(engine, DaemonIdentity.of_this_process(path))
         try:
-            asyncio.run(_serve(config, engine, sock, str(path)))
+            sock = _bind_socket(path)
+            pidfile = pid_path(runtime_dir)
+            pidfile.write_text(f"{os.getpid()}\n")
+            try:
+                asyncio.run(_serve(config, engine, sock, str(path), claim))
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                with contextlib.suppress(FileNotFoundError):
+                    pidfile.unlink()
+                sock.close()
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            with contextlib.suppress(FileNotFoundError):
-                pidfile.unlink()
-            sock.close()
+            claim.release()
     finally:
         engine.dispose()
         lock.close()
         log.info("daemon stopped")
 
 
-async def _serve(config: Config, engine: object, sock: socket.socket, path: str) -> None:
+async def _serve(
+    config: Config, engine: object, sock: socket.socket, path: str, claim: DaemonClaim
+) -> None:
     import uvicorn
     from sqlalchemy.engine import Engine
 
@@ -197,15 +212,39 @@ async def _serve(config: Config, engine: object, sock: socket.socket, path: str)
     jobs = [server.serve(sockets=[sock])]
     if config.daemon.metrics_address:
         jobs.append(_metrics_server(config.daemon.metrics_address, state, servers))
+    keeping = loop.create_task(_keep_claim(claim, request_shutdown), name="keep-claim")
     try:
         await asyncio.gather(*jobs)
     finally:
+        keeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeping
         if not hub.closed:
             hub.close()
         log.info(
             "shutting down (%s)", "stopping workers" if stop_workers else "workers keep running"
         )
         await supervisor.shutdown(stop_workers=stop_workers)
+
+
+async def _keep_claim(claim: DaemonClaim, request_shutdown: Callable[[bool], None]) -> None:
+    """Check the database claim now and then (a PostgreSQL restart ends the session that
+    holds it): take it again, or stop serving if another daemon took it meanwhile."""
+    from wactl.db.daemon_claim import ServedElsewhereError
+
+    while True:
+        await asyncio.sleep(CLAIM_CHECK_SECONDS)
+        if await asyncio.to_thread(claim.alive):
+            continue
+        try:
+            await asyncio.to_thread(claim.retake)
+            log.warning("the database claim was lost (its session ended) and taken again")
+        except ServedElsewhereError as exc:
+            log.error("stopping: %s", exc.message)
+            request_shutdown(False)
+            return
+        except Exception as exc:
+            log.warning("the database claim was lost and cannot be taken again yet: %s", exc)
 
 
 def _on_signal(signum: int, request_shutdown: Callable[[bool], None]) -> None:

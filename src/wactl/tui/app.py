@@ -380,16 +380,18 @@ def build_app(
     *,
     follow_daemon: bool = True,
     refresh_seconds: float | None = None,
+    socket: Path | None = None,
 ) -> DashboardApp:
     """The dashboard for ``app_context``'s configuration: its daemon socket, database and
-    log directory. ``follow_daemon=False`` leaves the daemon alone (rendering tests feed
+    log directory (``socket``: the daemon's, when `find_daemon` found it elsewhere).
+    ``follow_daemon=False`` leaves the daemon alone (rendering tests feed
     the app recorded /v1/tenants answers instead)."""
     from wactl.ipc.protocol import socket_path
     from wactl.tui.data import Store
 
     config = app_context.config
     return DashboardApp(
-        socket=socket_path(config.runtime_dir),
+        socket=socket or socket_path(config.runtime_dir),
         store=Store(app_context),
         refresh_seconds=refresh_seconds or config.tui.refresh_seconds,
         follow_daemon=follow_daemon,
