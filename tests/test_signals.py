@@ -40,6 +40,8 @@ class Command:
     process: subprocess.Popen[bytes]
     out: list[bytes] = field(default_factory=list)
     err: list[bytes] = field(default_factory=list)
+    #: What it had started when it was signalled (killed at the end if left over).
+    started: list[psutil.Process] = field(default_factory=list)
 
     @property
     def stdout(self) -> str:
@@ -62,6 +64,7 @@ class Command:
 
     def signal_and_wait(self, signum: int) -> int:
         started = self.descendants()
+        self.started.extend(started)
         self.process.send_signal(signum)
         code = self.process.wait(timeout=WAIT)
         # Nothing it started is left (a zombie waiting for init counts as gone).
@@ -104,6 +107,9 @@ def wactl(*args: str, env: dict[str, str] | None = None) -> Iterator[Command]:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=WAIT)
+        for leftover in command.started:  # a failed test leaves nothing running either
+            with contextlib.suppress(psutil.Error):
+                leftover.kill()
         for pump in pumps:
             pump.join(timeout=WAIT)
         for stream in (process.stdin, process.stdout, process.stderr):
