@@ -33,6 +33,7 @@ typecheck: setup
 pytest: setup
 	scripts/ensure-postgres
 	scripts/ensure-chromium
+	scripts/ensure-systemd-analyze
 	$(BIN)/pytest
 
 test: lint typecheck pytest

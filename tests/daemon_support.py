@@ -111,12 +111,18 @@ class Daemon:
         ]
 
     def _ours(self, kind: Callable[[psutil.Process], bool]) -> list[psutil.Process]:
-        """The processes of ``kind`` started for this daemon's runtime dir."""
+        """The processes of ``kind`` started for this daemon's runtime dir: by their
+        environment, or (a forked worker, whose title took the memory its environment
+        is read from) by the control socket it listens on there."""
         found = []
         for proc in psutil.process_iter():
             with contextlib.suppress(psutil.Error):
-                if kind(proc) and proc.environ().get("WACTL_PATHS_RUNTIME_DIR") == str(
-                    self.runtime_dir
+                if kind(proc) and (
+                    proc.environ().get("WACTL_PATHS_RUNTIME_DIR") == str(self.runtime_dir)
+                    or any(
+                        Path(str(c.laddr)).parent == self.runtime_dir / "workers"
+                        for c in proc.net_connections(kind="unix")
+                    )
                 ):
                     found.append(proc)
         return found

@@ -1146,12 +1146,10 @@ def test_metrics_are_valid_prometheus_text(cli: CLI, daemon: Daemon, db_url: str
     assert uss.value > 1_000_000
 
 
-def test_message_counts_reach_ps_and_metrics_and_survive_a_restart(
-    cli: CLI, daemon: Daemon
-) -> None:
+def test_message_counts_reach_ps_and_metrics_and_survive_restarts(cli: CLI, daemon: Daemon) -> None:
     """Messages in/out in the last hour (what the TUI shows) come with the worker's
-    heartbeats; a restarted worker seeds them from the log, and the Prometheus counters
-    count each message once."""
+    heartbeats; a restarted worker seeds them from the log, the Prometheus counters
+    count each message once, and a restarted daemon keeps them."""
     create_tenants(cli, "alpha")
     start_tenants(cli, "alpha")
     poll_for(lambda: bool(daemon.ps()["alpha"]["has_qr"]), timeout=30)
@@ -1198,6 +1196,26 @@ def test_message_counts_reach_ps_and_metrics_and_survive_a_restart(
     poll_for(lambda: counts() == (3, 4, 3, 4), timeout=30)
     assert send({"from": "+15550209999", "text": "hi", "id": "c9"}) == "replied"
     poll_for(lambda: counts() == (4, 5, 4, 5), timeout=30)
+
+    # A new daemon: the totals are the log's, not the new daemon's (they read 0/0 while
+    # the last hour read 4/5); the worker went on and keeps counting.
+    worker = daemon.ps()["alpha"]["pid"]
+    assert cli("daemon", "restart").code == 0
+    assert daemon.process is not None
+    daemon.process.wait(timeout=10)
+    daemon.process = None  # the CLI started the new daemon; the teardown finds it by socket
+    assert daemon.ps()["alpha"]["pid"] == worker
+    poll_for(lambda: counts() == (4, 5, 4, 5), timeout=30)
+    assert send({"from": "+15550209998", "text": "hi", "id": "c8"}) == "replied"
+    poll_for(lambda: counts() == (5, 6, 5, 6), timeout=30)
+    # A stopped tenant keeps its totals across a daemon restart too (read from the log).
+    assert cli("tenant", "stop", "alpha").code == 0
+    assert cli("daemon", "restart").code == 0
+    row = daemon.ps()["alpha"]
+    assert (row["messages_in_total"], row["messages_out_total"]) == (5, 6)
+    metrics = parse_prometheus(call(daemon.socket, "GET", "/v1/metrics").body.decode())
+    series = metrics.series("wactl_messages_total", tenant="alpha")
+    assert {s.labels["direction"]: s.value for s in series} == {"in": 5.0, "out": 6.0}
 
 
 def test_metrics_include_tenants_created_since_boot(cli: CLI, daemon: Daemon) -> None:

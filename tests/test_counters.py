@@ -54,3 +54,15 @@ def test_seeding_from_the_log_fills_the_hour_but_not_the_totals() -> None:
     assert (counts.total_in, counts.total_out) == (1, 0)
     clock.advance(minutes=11)  # the one from 50 minutes ago drops out
     assert counts.last_hour() == (2, 1)
+
+
+def test_totals_start_from_the_log_and_grow_from_there() -> None:
+    """A worker seeds its totals with what the log held (`logged_totals`), so they are the
+    tenant's and not this process's: a restarted worker or daemon reads the same."""
+    clock = Clock()
+    counts = HourlyCounts(clock)
+    counts.add("IN")  # counted before the totals were seeded: kept
+    counts.seed_totals(40, 38)
+    counts.add("OUT")
+    assert (counts.total_in, counts.total_out) == (41, 39)
+    assert counts.last_hour() == (1, 1)

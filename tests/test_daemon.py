@@ -5,6 +5,7 @@ Every wait polls a condition with a timeout; nothing sleeps a fixed time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -176,26 +177,45 @@ def test_crash_loop_is_quarantined(
     assert daemon.ps()["broken"]["state"] == "RUNNING"
 
 
-def test_hung_worker_is_replaced(cli: CLI, daemon: Daemon) -> None:
-    _create(cli, "alpha")
-    _start(cli, "alpha")
-    old = daemon.ps()["alpha"]["pid"]
-    os.kill(old, signal.SIGSTOP)
-    try:
-        poll_for(
-            lambda: (
-                daemon.ps()["alpha"]["pid"] not in (None, old)
-                and daemon.ps()["alpha"]["state"] == "RUNNING"
-            ),
-            timeout=20,
-        )
-    finally:
-        if _alive(old):
-            os.kill(old, signal.SIGKILL)
-    row = daemon.ps()["alpha"]
-    assert row["restarts"] == 1
-    assert "no heartbeat" in row["last_error"] and "(hung)" in row["last_error"]
-    poll_for(lambda: not _alive(old), timeout=10)
+@pytest.mark.parametrize(
+    ("interval", "reason"),
+    [
+        # A stopped worker is seen stopped once its heartbeat is two intervals late
+        # (test_faults.py tests that it goes before the timeout).
+        ("0.2", "stopped by a signal for "),
+        # The heartbeat timeout (8 s) comes before two intervals: the timeout applies
+        # whatever the process looks like. (3 s spare: a busy machine's late beat is no
+        # hang.)
+        ("5", "no heartbeat for "),
+    ],
+)
+def test_hung_worker_is_replaced(
+    cli: CLI, db_url: str, monkeypatch: pytest.MonkeyPatch, interval: str, reason: str
+) -> None:
+    env = {
+        "WACTL_DAEMON_HEARTBEAT_INTERVAL_SECONDS": interval,
+        "WACTL_DAEMON_HEARTBEAT_TIMEOUT_SECONDS": "8",
+    }
+    with daemon_for_cli(monkeypatch, env) as daemon:
+        _create(cli, "alpha")
+        _start(cli, "alpha")
+        old = daemon.ps()["alpha"]["pid"]
+        os.kill(old, signal.SIGSTOP)
+        try:
+            poll_for(
+                lambda: (
+                    daemon.ps()["alpha"]["pid"] not in (None, old)
+                    and daemon.ps()["alpha"]["state"] == "RUNNING"
+                ),
+                timeout=20,
+            )
+        finally:
+            if _alive(old):
+                os.kill(old, signal.SIGKILL)
+        row = daemon.ps()["alpha"]
+        assert row["restarts"] == 1
+        assert row["last_error"].startswith(reason) and row["last_error"].endswith("(hung)")
+        poll_for(lambda: not _alive(old), timeout=10)
 
 
 SPAWNER = """
@@ -601,3 +621,244 @@ def test_handoff_raises_an_event(cli: CLI, daemon: Daemon) -> None:
     poll_for(lambda: any(e["event"] == "handoff" for e in list(events)), timeout=10)
     handoff = next(e for e in events if e["event"] == "handoff")
     assert handoff["slug"] == "alpha" and handoff["chat"] == "+15551234567"
+
+
+#: What asyncio logs when a future's or task's exception was dropped: an error nobody saw.
+DROPPED = ("exception was never retrieved", "Task was destroyed but it is pending")
+
+
+def test_no_future_or_task_error_is_dropped(
+    cli: CLI, daemon: Daemon, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Starts, stops, crashes (of workers mid-request, of the fork server, a crash loop
+    to quarantine), restarts of the daemon: every failure is handled or logged with its
+    cause, never left for the garbage collector to report."""
+    import concurrent.futures
+
+    from wactl.errors import WactlError
+
+    _create(cli, "alpha", "beta", "broken")
+    _start(cli, "alpha", "beta")
+    for slug in ("alpha", "beta"):
+        assert cli("sandbox", "scan", slug).code == 0
+    session_file = isolated_env / ".local/share/wactl/sandbox/broken/session.json"
+    session_file.parent.mkdir(parents=True)
+    session_file.write_text("{not json")
+    assert cli("tenant", "start", "broken", "--timeout", "30").code == 6  # quarantined
+
+    def send(slug: str, n: int) -> None:
+        body = {"from": f"+1555030{n:04d}", "text": "hi", "id": f"{slug}-{n}"}
+        with contextlib.suppress(WactlError):
+            daemon.client.request("POST", f"/v1/tenants/{slug}/sandbox/send", body, timeout=30)
+
+    # Workers killed while requests to them are in flight, again and again.
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for round_ in range(6):
+            sends = [
+                pool.submit(send, slug, round_ * 10 + n)
+                for slug in ("alpha", "beta")
+                for n in range(3)
+            ]
+            victim = ("alpha", "beta")[round_ % 2]  # 3 crashes each: below quarantine
+            pid = daemon.ps()[victim]["pid"]
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            for future in sends:
+                future.result()
+            daemon.wait_state(victim, "RUNNING")
+    # The fork server dies; workers are started and stopped meanwhile.
+    for server in daemon.fork_servers():
+        server.kill()
+    _start(cli, "alpha", "beta")
+    assert cli("tenant", "restart", "beta").code == 0
+    assert cli("tenant", "stop", "alpha").code == 0
+    # The daemon restarts, re-adopts, and stops with its workers.
+    assert cli("daemon", "restart").code == 0
+    assert daemon.process is not None
+    daemon.process.wait(timeout=10)
+    daemon.process = None
+    assert cli("tenant", "restart", "beta").code == 0
+    assert cli("daemon", "stop", "--with-workers").code == 0
+    log = (isolated_env / ".local/share/wactl/logs/wactld.log").read_text()
+    assert "daemon stopped" in log
+    dropped = [line for line in log.splitlines() if any(text in line for text in DROPPED)]
+    assert dropped == [], log
+
+
+def _serving(db_url: str) -> Any:
+    from wactl.db.daemon_claim import serving_daemon
+    from wactl.db.engine import make_engine
+
+    engine = make_engine(db_url)
+    try:
+        return serving_daemon(engine)
+    finally:
+        engine.dispose()
+
+
+def _where(db_url: str) -> str:
+    from wactl.db.engine import display_url, normalize_url
+
+    return display_url(normalize_url(db_url))
+
+
+def test_one_daemon_per_database_whatever_its_runtime_dir(
+    cli: CLI, daemon: Daemon, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A system service (runtime dir /run/wactl) and an operator's shell (another
+    runtime dir) on one database: the second daemon refuses, naming the first; the
+    operator's commands use the running daemon and start none; a dead daemon's record
+    needs no cleanup."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    holder = _serving(db_url)
+    assert (holder.pid, holder.socket_path) == (daemon.pid, str(daemon.socket))
+    other = Path(tempfile.mkdtemp(prefix="wt", dir="/tmp"))
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "wactl.daemon"],
+            env={**daemon.env, "WACTL_PATHS_RUNTIME_DIR": str(other)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert (second.returncode, second.stderr) == (
+            6,
+            f"error: another daemon already serves the database {_where(db_url)}: "
+            f"{holder.describe()}; use that one (wactl finds it), or stop it first "
+            f"(`wactl daemon stop`, as {holder.os_user})\n",
+        )
+        monkeypatch.setenv("WACTL_PATHS_RUNTIME_DIR", str(other))
+        _create(cli, "alpha")
+        _start(cli, "alpha")
+        listed = cli("ps", "--json")
+        assert (listed.code, listed.err) == (0, "")  # no "started it": the running one
+        assert [row["slug"] for row in json.loads(listed.out)] == ["alpha"]
+        status = json.loads(cli("daemon", "status", "--json").out)
+        assert (status["pid"], status["socket"]) == (daemon.pid, str(daemon.socket))
+        assert cli("daemon", "start").err == f"the daemon is already running (pid {daemon.pid})\n"
+        assert not (other / "wactld.sock").exists()
+        assert daemon.ps()["alpha"]["state"] == "RUNNING"
+        # The daemon dies; its record stays, stale: the next command starts a new daemon
+        # (which adopts the worker), with no cleanup by anyone.
+        worker = daemon.ps()["alpha"]["pid"]
+        daemon.kill9()
+        listed = cli("ps", "--json")
+        assert listed.code == 0, listed.err
+        assert listed.err.startswith("wactl: the daemon was not running; started it (pid ")
+        assert json.loads(listed.out)[0]["pid"] == worker
+        holder = _serving(db_url)
+        assert holder.pid != daemon.pid and holder.socket_path == str(other / "wactld.sock")
+    finally:
+        cli("daemon", "stop", "--with-workers")
+        shutil.rmtree(other, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _claim_held_elsewhere(db_url: str, host: str, pid: int) -> Any:
+    """Another PostgreSQL session (this test's) holds the daemon claim, and the record
+    names ``host`` and ``pid``: as a daemon elsewhere, or a dead one, would leave it."""
+    import datetime as dt
+
+    from sqlalchemy import text
+
+    from wactl.db.daemon_claim import LOCK_KEYS
+    from wactl.db.engine import make_engine
+    from wactl.db.models import ServingDaemon
+
+    engine = make_engine(db_url)
+    connection = engine.connect()
+    try:
+        keys = {"k1": LOCK_KEYS[0], "k2": LOCK_KEYS[1]}
+        assert connection.execute(text("SELECT pg_try_advisory_lock(:k1, :k2)"), keys).scalar()
+        backend = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        connection.commit()
+        with db_session(db_url) as session:
+            session.add(
+                ServingDaemon(
+                    id=1,
+                    host=host,
+                    pid=pid,
+                    process_start=1.0,
+                    socket_path="/run/wactl/wactld.sock",
+                    os_user="wactl",
+                    version="0.1.0",
+                    backend_pid=backend,
+                    started_at=dt.datetime(2026, 12, 1, 8, 0, tzinfo=dt.UTC),
+                )
+            )
+        yield connection
+    finally:
+        connection.invalidate()
+        connection.close()
+        engine.dispose()
+
+
+def test_a_daemon_on_another_host_is_never_taken_over(
+    cli: CLI, db_url: str, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: a daemon on another host serves this database. Several daemons on one
+    database are not supported yet (issue 15): a second one refuses, and the CLI says
+    where the running one is instead of starting one."""
+    import subprocess
+    import sys
+
+    if backend == "sqlite":
+        pytest.skip("a SQLite database is one host's file")
+    with _claim_held_elsewhere(db_url, "db-host-2.example", 4242):
+        started = subprocess.run(
+            [sys.executable, "-m", "wactl.daemon"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        described = (
+            "pid 4242 on db-host-2.example (user wactl, wactl 0.1.0, "
+            "socket /run/wactl/wactld.sock, since 2026-12-01 08:00:00Z)"
+        )
+        assert (started.returncode, started.stderr) == (
+            6,
+            f"error: a daemon on another host already serves the database {_where(db_url)}: "
+            f"{described}; several daemons on one database are not supported yet (issue 15); "
+            "run wactl on db-host-2.example, or stop that daemon first\n",
+        )
+        listed = cli("ps")
+        assert (listed.code, listed.err) == (
+            7,
+            f"error: the daemon serving this database is {described}, another host; run "
+            "this on db-host-2.example; several daemons on one database are not supported "
+            "yet (issue 15)\n",
+        )
+
+
+def test_a_dead_daemon_s_lingering_session_is_ended(
+    cli: CLI, db_url: str, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: the claim is held by a session whose daemon (on this host) is gone,
+    as after a crash the server has not noticed yet. The next daemon ends that session
+    and serves the database; nobody cleans up by hand."""
+    import socket
+
+    if backend == "sqlite":
+        pytest.skip("a SQLite lock file is freed by the kernel with its process")
+    dead = subprocess_pid_that_exited()
+    with _claim_held_elsewhere(db_url, socket.gethostname(), dead):
+        assert _serving(db_url) is None  # the CLI sees it is stale, too
+        with daemon_for_cli(monkeypatch) as daemon:
+            holder = _serving(db_url)
+            assert (holder.pid, holder.socket_path) == (daemon.pid, str(daemon.socket))
+            _create(cli, "alpha")
+            _start(cli, "alpha")
+
+
+def subprocess_pid_that_exited() -> int:
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait(timeout=30)
+    return process.pid

@@ -24,6 +24,7 @@ TABLES = {
     "wajs_release",  # wa-js versions: installed, per-tenant canaries, the fleet default
     "wajs_tenant_override",
     "wajs_fleet_default",
+    "serving_daemon",  # which daemon serves the database (one per database)
 }
 
 
@@ -173,7 +174,8 @@ def test_unreachable_sqlite_directory(cli: CLI, monkeypatch: pytest.MonkeyPatch)
     assert result.code == 4
     assert result.err == (
         "error: cannot use database sqlite:////nonexistent-dir/x/wactl.db: "
-        "unable to open database file\n"
+        "unable to open database file; the directory /nonexistent-dir/x does not exist: "
+        "create it, or fix database.url\n"
     )
 
 

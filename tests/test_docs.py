@@ -225,7 +225,8 @@ def test_every_exit_code_is_documented() -> None:
     for code in ExitCode:
         assert rf"\fB{int(code)}\fR ({escape(code.name)})" in section
         assert manpage.EXIT_STATUS[code].strip()
-    assert rf"\fB{manpage.INTERRUPTED}\fR" in section
+    for status, _ in manpage.SIGNALLED:
+        assert rf"\fB{status}\fR" in section
 
 
 def test_every_config_key_is_documented() -> None:

@@ -29,6 +29,36 @@ def short_runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture
+def whatsapp_page(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """browser.url on a real HTTP server on loopback (WhatsApp Web is not reachable here)."""
+    import http.server
+    import threading
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<html>WhatsApp</html>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    monkeypatch.setenv("WACTL_BROWSER_URL", url)
+    try:
+        yield url
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
 def checks(cli: CLI, *, code: int = 0) -> dict[str, dict[str, Any]]:
     result = cli("doctor", "--json")
     assert result.code == code, (result.out, result.err)
@@ -94,7 +124,11 @@ def test_a_running_daemon_is_reported(cli: CLI, daemon: Daemon) -> None:
 
 
 def test_a_whatsapp_web_tenant_without_a_browser_fails_with_the_fix(
-    cli: CLI, db_url: str, short_runtime: Path, monkeypatch: pytest.MonkeyPatch
+    cli: CLI,
+    db_url: str,
+    short_runtime: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    whatsapp_page: str,
 ) -> None:
     assert cli("init").code == 0
     created = cli("tenant", "create", "shop", "--name", "Shop", "--engine", "whatsapp-web")
@@ -102,6 +136,7 @@ def test_a_whatsapp_web_tenant_without_a_browser_fails_with_the_fix(
     found = checks(cli)
     assert found["schema"]["detail"] == "current; 1 tenant(s), 1 on whatsapp-web"
     assert found["browser"]["status"] == "ok"
+    assert found["whatsapp"]["detail"] == f"{whatsapp_page} answers (HTTP 200)"
 
     monkeypatch.setenv("WACTL_BROWSER_EXECUTABLE_PATH", "/nonexistent/chromium")
     found = checks(cli, code=ExitCode.FAILURE)
@@ -115,6 +150,29 @@ def test_a_whatsapp_web_tenant_without_a_browser_fails_with_the_fix(
     text = cli("doctor")
     assert text.code == ExitCode.FAILURE
     assert "FAIL  browser      browser.executable_path /nonexistent/chromium" in text.out
+
+
+def test_whatsapp_web_not_answering_fails_with_the_fix(
+    cli: CLI, db_url: str, short_runtime: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checked only when a tenant uses whatsapp-web; a port nobody listens on."""
+    import socket
+
+    assert cli("init").code == 0
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{unused.getsockname()[1]}/"
+    monkeypatch.setenv("WACTL_BROWSER_URL", url)
+    assert "whatsapp" not in checks(cli)  # no whatsapp-web tenant: nothing to check
+    assert cli("tenant", "create", "shop", "--name", "Shop", "--engine", "whatsapp-web").code == 0
+    found = checks(cli, code=ExitCode.FAILURE)
+    assert found["whatsapp"] == {
+        "name": "whatsapp",
+        "status": "fail",
+        "detail": f"{url} does not answer: [Errno 111] Connection refused",
+        "fix": "whatsapp-web workers cannot link from this host: check its DNS, network and "
+        "proxy (HTTPS to web.whatsapp.com must work)",
+    }
 
 
 def test_without_whatsapp_web_tenants_a_missing_browser_is_only_a_warning(

@@ -61,8 +61,8 @@ def test_workers_are_forked_named_and_report_their_exit(cli: CLI, daemon: Daemon
     assert fork_server_of(long_one).pid == server.pid  # one fork server for all
     assert daemon.fork_servers() == [server]
     # Named for ps and top (15 bytes), each in a session of its own.
-    assert comm(alpha) == "wactl alpha"
-    assert comm(long_one) == "wactl a-long-sh" == proctree.worker_name("a-long-shop-name")
+    assert comm(alpha) == "alpha"
+    assert comm(long_one) == "a-long-~op-name" == proctree.worker_name("a-long-shop-name")
     assert os.getsid(alpha) == alpha and os.getsid(long_one) == long_one
     assert proctree.is_worker_of(psutil.Process(alpha), "alpha")
     assert not proctree.is_worker_of(psutil.Process(alpha), "beta")
@@ -81,8 +81,49 @@ def test_workers_are_forked_named_and_report_their_exit(cli: CLI, daemon: Daemon
     # Stopping leaves nothing behind; the fork server stays for the next start.
     third = int(row["pid"])  # type: ignore[call-overload]
     assert cli("tenant", "stop", "alpha").code == 0
-    poll_for(lambda: not psutil.pid_exists(third) or comm(third) != "wactl alpha", WAIT)
+    poll_for(lambda: not psutil.pid_exists(third) or comm(third) != "alpha", WAIT)
     assert daemon.fork_servers() == [server]
+
+
+def ps_field(pid: int, field: str) -> str:
+    return subprocess.run(
+        ["ps", "-o", f"{field}=", "-p", str(pid)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def pgrep(*args: str) -> list[int]:
+    found = subprocess.run(["pgrep", *args], capture_output=True, text=True, check=False)
+    return sorted(int(pid) for pid in found.stdout.split())
+
+
+@pytest.mark.parametrize("fork_workers", ["true", "false"])
+def test_each_worker_is_found_by_its_slug_with_ps_and_pgrep(
+    cli: CLI, db_url: str, monkeypatch: pytest.MonkeyPatch, fork_workers: str
+) -> None:
+    """Slugs longer than the kernel's 15-byte process name and sharing a long prefix:
+    each worker still has its own name, and its command line names its slug, whether it
+    was forked or started as `python -m wactl.bot SLUG`."""
+    slugs = ["bakery-downtown-north", "bakery-downtown-south", "bakery-do", "b"]
+    with daemon_for_cli(monkeypatch, {"WACTL_DAEMON_FORK_WORKERS": fork_workers}) as daemon:
+        create_and_start(cli, *slugs)
+        pids = {slug: int(daemon.ps()[slug]["pid"]) for slug in slugs}
+        names = {slug: ps_field(pid, "comm") for slug, pid in pids.items()}
+        assert names == {
+            "bakery-downtown-north": "bakery-~n-north",
+            "bakery-downtown-south": "bakery-~n-south",
+            "bakery-do": "bakery-do",
+            "b": "b",
+        }
+        for slug, pid in pids.items():
+            assert ps_field(pid, "args").endswith(f"wactl.bot {slug}")
+            assert pgrep("-f", f"wactl\\.bot {slug}$") == [pid]
+            assert pgrep("-x", names[slug]) == [pid]
+            assert proctree.is_worker_of(psutil.Process(pid), slug)
+        assert sorted(p.pid for p in daemon.worker_processes()) == sorted(pids.values())
+        # Found again by a new daemon, which adopts them rather than starting copies.
+        daemon.kill9()
+        daemon.start()
+        assert {slug: daemon.ps()[slug]["pid"] for slug in slugs} == pids
 
 
 def shared_libraries(pid: int) -> set[str]:

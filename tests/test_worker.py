@@ -420,7 +420,7 @@ def test_bad_requests_get_error_replies_and_the_worker_goes_on(
     )
     assert refused(b'{"type": "request", "id": 4, "op": "nope"}', 4) == (
         400,
-        "unknown op 'nope' (ops: logout, ping, scan, send)",
+        "unknown op 'nope' (ops: logout, pause, ping, scan, send)",
     )
     assert refused(b'{"type": "request", "id": 5, "op": "scan", "args": []}', 5) == (
         400,

@@ -6,10 +6,14 @@ import getpass
 import os
 
 
+def os_login() -> str:
+    """The login of the user running this process (``uid-N`` without a passwd entry)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        return f"uid-{os.getuid()}"
+
+
 def operator_actor() -> str:
     """The actor of CLI commands: ``os:<login>`` of the user running wactl."""
-    try:
-        login = getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (some containers)
-        login = f"uid-{os.getuid()}"
-    return f"os:{login}"
+    return f"os:{os_login()}"

@@ -1,6 +1,8 @@
 """``python -m wactl.bot SLUG``: the command line the daemon runs for each tenant.
 
-Only hands over to `wactl.bot.worker.main`; exit codes are documented there.
+Names the process as a forked worker is named (`wactl.daemon.proctree.worker_name`; its
+command line already ends in "wactl.bot SLUG"), then hands over to
+`wactl.bot.worker.main`; exit codes are documented there.
 """
 
 from __future__ import annotations
@@ -8,6 +10,10 @@ from __future__ import annotations
 import sys
 
 from wactl.bot.worker import main
+from wactl.daemon.proctree import name_worker_process
+from wactl.validation import SLUG_RE
 
 if __name__ == "__main__":
+    if len(sys.argv) == 2 and SLUG_RE.fullmatch(sys.argv[1]):
+        name_worker_process(sys.argv[1], title=False)  # its command line says it
     sys.exit(main(sys.argv[1:]))

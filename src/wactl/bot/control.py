@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from wactl.errors import ConfigError, ConflictError, NotFoundError, UsageError, WactlError
+from wactl.futures import log_failure
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +210,7 @@ class ControlServer:
                     request = asyncio.create_task(self._answer_to(writer, line))
                     self._handlers.add(request)
                     request.add_done_callback(self._handlers.discard)
+                    request.add_done_callback(log_failure(log, "answering a control request"))
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:

@@ -1,9 +1,11 @@
 """Messages in and out over the last hour, counted by the worker as it logs them.
 
 The daemon shows them in `wactl ps`, the TUI and /v1/metrics; the worker reports them
-with each heartbeat, so the daemon never counts rows in the database. Sixty one-minute
-buckets: the figure is exact to the minute, costs nothing per message but two integer
-additions, and is seeded from the log when a worker starts.
+with each heartbeat, so the daemon never counts rows in the database while workers run.
+Sixty one-minute buckets: the figure is exact to the minute, costs nothing per message
+but two integer additions, and is seeded from the log when a worker starts. The totals
+are the tenant's log, not this process's life: seeded from the log at start
+(`seed_totals`), so they survive worker and daemon restarts.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ def _minute(at: dt.datetime) -> int:
 
 class HourlyCounts:
     """Inbound and outbound messages in the last `WINDOW_MINUTES` minutes, and in all
-    since the counter was made (monotonic, for Prometheus counters)."""
+    (what `seed_totals` found in the log plus what was counted since; Prometheus
+    counters)."""
 
     def __init__(self, now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self._now = now
@@ -77,6 +80,11 @@ class HourlyCounts:
         """Add what the log holds for the last hour (at start-up)."""
         for direction, at in rows:
             self.add(direction, at, count=False)
+
+    def seed_totals(self, inbound: int, outbound: int) -> None:
+        """Add what the log held before this process counted anything (at start-up)."""
+        self.total_in += inbound
+        self.total_out += outbound
 
     def last_hour(self) -> tuple[int, int]:
         """(inbound, outbound) in the last hour."""

@@ -30,7 +30,6 @@ may hold a lock (the import lock, a logging lock) at the moment of a fork.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import importlib
 import json
@@ -51,9 +50,8 @@ OPTIONAL_PRELOADS = (
     "playwright.async_api",
     "psycopg",
     "sqlalchemy.dialects.postgresql.psycopg",
+    "setproctitle",
 )
-#: prctl(2) option that names the calling thread (what ps -o comm and top show).
-PR_SET_NAME = 15
 
 
 def preload() -> dict[str, float]:
@@ -189,10 +187,12 @@ def _send(channel: socket.socket, message: dict[str, Any]) -> None:
 def _become_worker(
     slug: str, env: dict[str, str], log_fd: int, channel: socket.socket, pipe: tuple[int, int]
 ) -> NoReturn:
-    from wactl.daemon.proctree import worker_name
+    from wactl.daemon.proctree import name_worker_process
 
     code = 1
     try:
+        # First: until then this process looks like the fork server to ps and pgrep.
+        name_worker_process(slug, title=True)
         os.setsid()
         signal.set_wakeup_fd(-1)
         for signum in (signal.SIGCHLD, signal.SIGINT):
@@ -209,7 +209,6 @@ def _become_worker(
         os.environ.clear()
         os.environ.update(env)
         sys.argv = ["wactl.bot", slug]
-        _name_process(worker_name(slug))
         from wactl.bot.worker import main as worker_main
 
         code = worker_main([slug])
@@ -225,14 +224,6 @@ def _become_worker(
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(code)
-
-
-def _name_process(name: str) -> None:
-    """What ps -o comm, top and pgrep show (the command line stays the fork server's);
-    the daemon tells its workers by it after a restart (`proctree.is_worker_of`)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NAME) failed")
 
 
 if __name__ == "__main__":

@@ -69,6 +69,7 @@ from wactl.bot.store import MessageStore, is_locked
 from wactl.config import load_config
 from wactl.config.model import Config
 from wactl.db.engine import display_url, engine_for, session_scope
+from wactl.db.messages import logged_totals
 from wactl.db.models import Tenant, TenantConfig, WhatsappSession, WorkerProcess
 from wactl.db.wajs_releases import tenant_effective
 from wactl.enums import EngineName, Language, SessionState, TemplateType, TenantStatus
@@ -361,6 +362,7 @@ class Worker:
             # the reason in its log before it links anything.
             await self._load_replies()
             await self.pipeline.load_counts()
+            await self._load_totals()
             await self.control.start()
             log.info("control socket %s", self.control.path)
             # The engine may take long to start (a browser); a stop signal must not wait.
@@ -448,8 +450,15 @@ class Worker:
             for area, (message, since) in sorted(self.problems.items())
         ]
 
+    async def _load_totals(self) -> None:
+        """Seed the message totals from the log, before the engine can add any."""
+        totals = await self._run_db(
+            partial(self._in_session, partial(logged_totals, tenant_id=self.tenant.id))
+        )
+        self.pipeline.counts.seed_totals(*totals.get(self.tenant.id, (0, 0)))
+
     def message_counts(self) -> dict[str, int]:
-        """Messages in and out in the last hour, and since this worker started."""
+        """Messages in and out in the last hour, and in all (the tenant's log)."""
         counts = self.pipeline.counts
         last_in, last_out = counts.last_hour()
         return {

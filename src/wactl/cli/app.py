@@ -33,6 +33,7 @@ from wactl.cli import (
 )
 from wactl.cli.context import AppContext
 from wactl.errors import ExitCode, WactlError
+from wactl.signals import Terminated, exit_like_interrupt, exit_status
 
 HELP = (
     "Run WhatsApp bots for many small businesses from a terminal.\n\n"
@@ -140,6 +141,10 @@ def run(args: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         _error("aborted; nothing was changed")
         return int(ExitCode.ABORTED)
+    except Terminated as exc:
+        # SIGTERM or SIGHUP (`wactl.signals`): what the command started is undone, and
+        # like Ctrl-C inside a command (typer: a silent 130) nothing more is said.
+        return exit_status(exc)
     except KeyboardInterrupt:
         _error("interrupted")
         return 130
@@ -159,4 +164,5 @@ def run(args: list[str] | None = None) -> int:
 
 
 def main() -> None:
+    exit_like_interrupt()
     sys.exit(run())

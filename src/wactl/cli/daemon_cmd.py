@@ -28,14 +28,12 @@ def run(ctx: typer.Context) -> None:
 @app.command("start")
 def start(ctx: typer.Context) -> None:
     """Start the daemon in the background; returns once it answers."""
-    from wactl.cli.daemon_client import spawn_daemon
-    from wactl.ipc.client import DaemonClient, DaemonNotRunning
-    from wactl.ipc.protocol import socket_path
+    from wactl.cli.daemon_client import find_daemon, spawn_daemon
+    from wactl.ipc.client import DaemonNotRunning
 
     app = app_context(ctx)
-    client = DaemonClient(socket_path(app.config.runtime_dir))
     try:
-        info = client.check_version()
+        info = find_daemon(app).check_version()
     except DaemonNotRunning:
         pid = spawn_daemon(app)
         app.err_console.print(f"daemon started (pid {pid})")
@@ -45,14 +43,13 @@ def start(ctx: typer.Context) -> None:
 
 def _stop(ctx: typer.Context, *, with_workers: bool, timeout: float) -> bool:
     """Ask the daemon to exit and wait for it; False when it was not running."""
-    from wactl.cli.daemon_client import pid_alive
+    from wactl.cli.daemon_client import find_daemon, pid_alive
     from wactl.errors import DaemonError
-    from wactl.ipc.client import DaemonClient, DaemonNotRunning
-    from wactl.ipc.protocol import socket_path
+    from wactl.ipc.client import DaemonNotRunning
 
     app = app_context(ctx)
-    client = DaemonClient(socket_path(app.config.runtime_dir))
     try:
+        client = find_daemon(app)
         answer = client.request(
             "POST", "/v1/shutdown", {"stop_workers": with_workers}, timeout=timeout
         )
@@ -105,13 +102,11 @@ def status(ctx: typer.Context, json_output: JsonFlag = False) -> None:
 
     Exits with 7 when the daemon is not running.
     """
+    from wactl.cli.daemon_client import find_daemon
     from wactl.cli.output import duration, emit_json
-    from wactl.ipc.client import DaemonClient
-    from wactl.ipc.protocol import socket_path
 
     app = app_context(ctx)
-    client = DaemonClient(socket_path(app.config.runtime_dir))
-    data = client.request("GET", "/v1/status")
+    data = find_daemon(app).request("GET", "/v1/status")
     if json_output:
         emit_json(data)
         return
@@ -137,3 +132,29 @@ def logs(
     from wactl.ipc.protocol import daemon_log_path
 
     tail_file(daemon_log_path(app_context(ctx).config.log_dir), lines=lines, follow=follow)
+
+
+@app.command("install-unit")
+def install_unit(
+    ctx: typer.Context,
+    user: Annotated[
+        str, typer.Option("--user", help="The system user the service runs as.", metavar="NAME")
+    ] = "wactl",
+) -> None:
+    """Print a systemd unit that runs this wactl's daemon as a system service.
+
+    It runs `daemon run` as --user with this command's config file (--config), which
+    must set paths.data_dir and paths.runtime_dir (a folder of /run): the service and
+    every wactl command read them from that file, so the commands find the service's
+    socket. Write it to /etc/systemd/system/wactld.service; the README lists every step.
+    """
+    from wactl.daemon.systemd_unit import render_unit
+    from wactl.errors import ConfigError
+
+    config = app_context(ctx).config
+    if not config.source.is_file():
+        raise ConfigError(
+            f"no config file at {config.source}",
+            hint=f"write it first, as {user}: `wactl --config {config.source} init`",
+        )
+    sys.stdout.write(render_unit(config, user=user, python=sys.executable))

@@ -124,14 +124,14 @@ class _Doctor:
         )
 
     def daemon(self) -> Check:
+        from wactl.cli.daemon_client import find_daemon
         from wactl.errors import DaemonError
-        from wactl.ipc.client import DaemonClient
         from wactl.ipc.protocol import socket_path
 
-        client = DaemonClient(socket_path(self.app.config.runtime_dir), timeout=5.0)
         try:
-            client.check_version()
-            status: dict[str, Any] = client.request("GET", "/v1/status")
+            # The daemon serving this database, also one with another runtime directory.
+            client = find_daemon(self.app)
+            status: dict[str, Any] = client.request("GET", "/v1/status", timeout=5.0)
         except DaemonError as exc:
             return Check(
                 "daemon",
@@ -143,6 +143,8 @@ class _Doctor:
         running = workers.get("RUNNING", 0)
         fatal = workers.get("FATAL", 0)
         detail = f"pid {status.get('pid')}, version {status.get('version')}, {running} running"
+        if client.path != socket_path(self.app.config.runtime_dir):
+            detail += f", socket {client.path} (not this config's paths.runtime_dir)"
         if fatal:
             return Check(
                 "daemon",

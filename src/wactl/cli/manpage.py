@@ -60,8 +60,15 @@ EXAMPLE_CONFIG = Path("examples/config.toml")
 #: What `--check` tells the developer to run.
 REGENERATE = "make docs"
 
-#: Exit status of an interrupted command (128 + SIGINT), returned by `wactl.cli.app.run`.
-INTERRUPTED = 130
+#: Exit statuses of a command ended by a signal (128 + its number; `wactl.signals`).
+SIGNALLED = (
+    (130, "Interrupted (Ctrl-C, SIGINT)."),
+    (
+        143,
+        "Terminated by SIGTERM (129: SIGHUP). The command undoes what it started, as "
+        "for Ctrl-C; `portal serve` and `daemon run` stop gracefully and exit 0 instead.",
+    ),
+)
 
 # --- hand-written parts, each checked against the code by tests/test_docs.py ------------
 
@@ -1077,7 +1084,8 @@ def _section_exit_status(page: _Roff) -> None:
     page.macro("SH", "EXIT STATUS")
     for code in ExitCode:
         page.tagged(rf"\fB{int(code)}\fR ({escape(code.name)})", EXIT_STATUS[code])
-    page.tagged(rf"\fB{INTERRUPTED}\fR", "Interrupted (Ctrl-C).")
+    for status, text in SIGNALLED:
+        page.tagged(rf"\fB{status}\fR", text)
 
 
 def _section_examples(page: _Roff) -> None:

@@ -31,14 +31,15 @@ def tui(ctx: typer.Context) -> None:
         raise UsageError("wactl tui needs a terminal", hint="for scripts, use `wactl ps --json`")
     from wactl.cli.daemon_client import client_for
 
+    socket = None
     try:
-        client_for(app)
+        socket = client_for(app).path  # the daemon serving this database, wherever it is
     except DaemonError as exc:
         # The dashboard opens anyway: its banner says what is wrong and it keeps trying.
         app.err_console.print(f"wactl: {exc.one_line()}")
     from wactl.tui.app import build_app  # Textual: ~180 ms, only on this path
 
-    dashboard = build_app(app)
+    dashboard = build_app(app, socket=socket)
     dashboard.run()
     if dashboard.return_code:
         raise typer.Exit(dashboard.return_code)  # Textual printed what went wrong

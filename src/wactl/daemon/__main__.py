@@ -40,6 +40,9 @@ def main(argv: list[str]) -> int:
     if detach:
         _detach()
 
+    from wactl.signals import Terminated, exit_like_interrupt, exit_status
+
+    exit_like_interrupt()  # until the daemon's own handlers take over
     from wactl.config import load_config
     from wactl.daemon.server import run_daemon
     from wactl.errors import WactlError
@@ -49,6 +52,8 @@ def main(argv: list[str]) -> int:
     except WactlError as exc:
         sys.stderr.write(f"error: {exc.one_line()}\n")
         return int(exc.exit_code)
+    except (Terminated, KeyboardInterrupt) as exc:
+        return exit_status(exc)
     return 0
 
 

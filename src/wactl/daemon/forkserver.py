@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from wactl.errors import WactlError
+from wactl.futures import log_failure, mark_retrieved
 
 log = logging.getLogger("wactl.daemon.forkserver")
 
@@ -121,6 +122,8 @@ class ForkServer:
         self._channel = ours
         self._children = set()
         self._ready = loop.create_future()
+        # `_gone` fails it even when its waiter timed out and left.
+        self._ready.add_done_callback(mark_retrieved)
         loop.add_reader(ours, self._readable)
         try:
             pid = await asyncio.wait_for(asyncio.shield(self._ready), READY_TIMEOUT)
@@ -135,6 +138,7 @@ class ForkServer:
         assert self._channel is not None
         loop = asyncio.get_running_loop()
         self._reply = loop.create_future()
+        self._reply.add_done_callback(mark_retrieved)  # likewise
         data = json.dumps(message).encode()
         for _ in range(100):
             try:
@@ -209,6 +213,7 @@ class ForkServer:
         if popen is not None and popen.poll() is None:
             # The socket closes a moment before the process is gone: reap it then.
             self._reaping = asyncio.get_running_loop().run_in_executor(None, popen.wait)
+            self._reaping.add_done_callback(log_failure(log, "reaping the old fork server"))
 
     async def _stop(self) -> None:
         channel, self._channel = self._channel, None

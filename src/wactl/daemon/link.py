@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from wactl.errors import ConflictError, DaemonError, NotFoundError, UsageError
+from wactl.futures import log_failure, mark_retrieved
 
 log = logging.getLogger("wactl.daemon.link")
 
@@ -45,6 +46,7 @@ class WorkerLink:
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"link-{self.slug}")
+        self._task.add_done_callback(log_failure(log, f"the control link of worker {self.slug}"))
 
     async def close(self) -> None:
         self._closed = True
@@ -117,6 +119,9 @@ class WorkerLink:
         assert writer is not None
         request_id = next(self._ids)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        # A broken connection fails every pending request, including one whose caller
+        # already gave up on it (its write failed, or it was cancelled).
+        future.add_done_callback(mark_retrieved)
         self._pending[request_id] = future
         line = {"type": "request", "id": request_id, "op": op, "args": args or {}}
         writer.write(json.dumps(line).encode() + b"\n")
@@ -124,13 +129,14 @@ class WorkerLink:
             await writer.drain()
             reply = await asyncio.wait_for(future, timeout)
         except TimeoutError:
-            self._pending.pop(request_id, None)
             raise DaemonError(
                 f"worker '{self.slug}' did not answer '{op}' within {timeout:g} s"
             ) from None
         except OSError as exc:
-            self._pending.pop(request_id, None)
             raise DaemonError(f"worker '{self.slug}': {exc}") from exc
+        finally:
+            self._pending.pop(request_id, None)
+            future.cancel()  # no-op once answered; else nobody will read it
         if reply.get("ok"):
             return reply.get("result")
         message = str(reply.get("error") or "the worker refused")

@@ -88,7 +88,9 @@ def render(views: list[dict[str, Any]], *, uptime: float, version: str) -> str:
     family(
         "wactl_messages_total",
         "counter",
-        "Messages logged by the tenant's worker while this daemon watched it, by direction.",
+        "Messages in the tenant's log, by direction (in: from customers; out: sent by the "
+        "bot or the owner); kept across worker and daemon restarts, less what retention "
+        "removed.",
     )
     for v in views:
         for direction in ("in", "out"):

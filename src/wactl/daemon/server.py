@@ -13,16 +13,24 @@ import fcntl
 import logging
 import logging.handlers
 import os
+import signal
 import socket
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from wactl.config import Config
 from wactl.errors import DaemonError
 from wactl.ipc.protocol import daemon_log_path, pid_path, socket_path
 
+if TYPE_CHECKING:
+    from wactl.db.daemon_claim import DaemonClaim
+
 log = logging.getLogger("wactl.daemon")
+
+#: How often the daemon checks that it still holds the database's claim.
+CLAIM_CHECK_SECONDS = 15.0
 
 
 def _setup_logging(config: Config, *, to_stderr: bool) -> None:
@@ -87,6 +95,7 @@ def _bind_socket(path: Path) -> socket.socket:
 
 def run_daemon(config: Config, *, foreground: bool) -> None:
     from wactl.db import schema
+    from wactl.db.daemon_claim import DaemonClaim, DaemonIdentity
     from wactl.db.engine import check_connection, engine_for
 
     runtime_dir = config.runtime_dir
@@ -101,24 +110,32 @@ def run_daemon(config: Config, *, foreground: bool) -> None:
         # Without Alembic: the daemon would carry its ~11 MB for its whole life.
         schema.ensure_current(engine)
         path = socket_path(runtime_dir)
-        sock = _bind_socket(path)
-        pidfile = pid_path(runtime_dir)
-        pidfile.write_text(f"{os.getpid()}\n")
+        # One daemon per database, whatever its runtime directory: a second one would
+        # supervise the same tenants (`wactl.db.daemon_claim`).
+        claim = DaemonClaim.take(engine, DaemonIdentity.of_this_process(path))
         try:
-            asyncio.run(_serve(config, engine, sock, str(path)))
+            sock = _bind_socket(path)
+            pidfile = pid_path(runtime_dir)
+            pidfile.write_text(f"{os.getpid()}\n")
+            try:
+                asyncio.run(_serve(config, engine, sock, str(path), claim))
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                with contextlib.suppress(FileNotFoundError):
+                    pidfile.unlink()
+                sock.close()
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            with contextlib.suppress(FileNotFoundError):
-                pidfile.unlink()
-            sock.close()
+            claim.release()
     finally:
         engine.dispose()
         lock.close()
         log.info("daemon stopped")
 
 
-async def _serve(config: Config, engine: object, sock: socket.socket, path: str) -> None:
+async def _serve(
+    config: Config, engine: object, sock: socket.socket, path: str, claim: DaemonClaim
+) -> None:
     import uvicorn
     from sqlalchemy.engine import Engine
 
@@ -146,13 +163,16 @@ async def _serve(config: Config, engine: object, sock: socket.socket, path: str)
         exit_requested.set()
 
     class Server(uvicorn.Server):
-        """uvicorn's server, with SIGTERM/SIGINT going through request_shutdown, and a
-        main loop that wakes once a second instead of ten times (uvicorn's own loop
-        polls `should_exit` every 0.1 s: ~0.05 % of a core in an idle daemon)."""
+        """uvicorn's server, leaving signals to the daemon, with a main loop that wakes
+        once a second instead of ten times (uvicorn's own loop polls `should_exit`
+        every 0.1 s: ~0.05 % of a core in an idle daemon)."""
 
-        def handle_exit(self, sig: int, frame: object) -> None:
-            request_shutdown(False)
-            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # uvicorn's would send the signal again once the server has stopped, which
+            # ends the process before the supervisor's shutdown (and for systemd, a
+            # SIGTERM that stopped the daemon cleanly is not a failure).
+            yield
 
         async def main_loop(self) -> None:
             counter = 0
@@ -182,20 +202,54 @@ async def _serve(config: Config, engine: object, sock: socket.socket, path: str)
         )
     )
     servers.append(server)
+    # From here on SIGTERM, SIGINT (Ctrl-C on `wactl daemon run`) and SIGHUP are the graceful
+    # stop, even while booting; the process exits 0 once everything is shut down.
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(signum, _on_signal, signum, request_shutdown)
     await supervisor.boot()
     log.info("daemon %d listening on %s", os.getpid(), path)
     jobs = [server.serve(sockets=[sock])]
     if config.daemon.metrics_address:
         jobs.append(_metrics_server(config.daemon.metrics_address, state, servers))
+    keeping = loop.create_task(_keep_claim(claim, request_shutdown), name="keep-claim")
     try:
         await asyncio.gather(*jobs)
     finally:
+        keeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeping
         if not hub.closed:
             hub.close()
         log.info(
             "shutting down (%s)", "stopping workers" if stop_workers else "workers keep running"
         )
         await supervisor.shutdown(stop_workers=stop_workers)
+
+
+async def _keep_claim(claim: DaemonClaim, request_shutdown: Callable[[bool], None]) -> None:
+    """Check the database claim now and then (a PostgreSQL restart ends the session that
+    holds it): take it again, or stop serving if another daemon took it meanwhile."""
+    from wactl.db.daemon_claim import ServedElsewhereError
+
+    while True:
+        await asyncio.sleep(CLAIM_CHECK_SECONDS)
+        if await asyncio.to_thread(claim.alive):
+            continue
+        try:
+            await asyncio.to_thread(claim.retake)
+            log.warning("the database claim was lost (its session ended) and taken again")
+        except ServedElsewhereError as exc:
+            log.error("stopping: %s", exc.message)
+            request_shutdown(False)
+            return
+        except Exception as exc:
+            log.warning("the database claim was lost and cannot be taken again yet: %s", exc)
+
+
+def _on_signal(signum: int, request_shutdown: Callable[[bool], None]) -> None:
+    log.info("%s received; shutting down", signal.Signals(signum).name)
+    request_shutdown(False)
 
 
 async def _metrics_server(address: str, state: object, servers: list[Any]) -> None:

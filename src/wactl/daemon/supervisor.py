@@ -46,6 +46,7 @@ from wactl.daemon.link import WorkerLink
 from wactl.daemon.states import RestartPolicy, State, WorkerMachine
 from wactl.db.base import utcnow
 from wactl.db.engine import session_scope
+from wactl.db.messages import logged_totals
 from wactl.db.models import Tenant, WorkerProcess
 from wactl.enums import DesiredState, TenantStatus
 from wactl.errors import ConflictError, DatabaseError, NotFoundError
@@ -116,29 +117,21 @@ class Worker:
     _cpu_mark: tuple[float, float] | None = None
     #: Messages in/out in the last hour, as the worker last reported them.
     messages_1h: tuple[int, int] | None = None
-    #: Messages logged by the worker since this daemon watches it (Prometheus counters).
+    #: Messages in the tenant's log, in and out (Prometheus counters): read from the
+    #: database at boot, then as the worker reports them (its totals are the log's too,
+    #: `wactl.bot.counters`), so they survive worker and daemon restarts.
     messages_total: tuple[int, int] = (0, 0)
-    #: The worker's own since-start totals at its last report (None: not reported yet
-    #: on this link), so a report adds only what is new.
-    _reported_totals: tuple[int, int] | None = None
     restart_handle: asyncio.TimerHandle | None = None
 
-    def count_messages(self, report: dict[str, Any], *, first: bool) -> None:
-        """Take the message counts of a hello or heartbeat. A hello starts a new link:
-        what the worker counted before it is its own business, not new to us."""
+    def count_messages(self, report: dict[str, Any]) -> None:
+        """Take the message counts of a hello or heartbeat."""
         try:
             hour = (int(report["messages_in_1h"]), int(report["messages_out_1h"]))
             totals = (int(report["messages_in_total"]), int(report["messages_out_total"]))
         except (KeyError, TypeError, ValueError):
             return  # a worker of an older wactl: no counts
         self.messages_1h = hour
-        previous = None if first else self._reported_totals
-        if previous is not None:
-            self.messages_total = (
-                self.messages_total[0] + max(0, totals[0] - previous[0]),
-                self.messages_total[1] + max(0, totals[1] - previous[1]),
-            )
-        self._reported_totals = totals
+        self.messages_total = totals
 
     def view(self, now: float) -> dict[str, Any]:
         """The stable shape of a worker in the API and `wactl ps --json`."""
@@ -280,14 +273,17 @@ class Supervisor:
     async def boot(self) -> None:
         """Load every tenant, re-adopt live workers, restore desired=RUNNING ones."""
 
-        def load(session: Session) -> list[tuple[Tenant, WorkerProcess | None]]:
+        def load(
+            session: Session,
+        ) -> tuple[list[tuple[Tenant, WorkerProcess | None]], dict[uuid.UUID, tuple[int, int]]]:
             tenants = session.scalars(select(Tenant).order_by(Tenant.slug)).all()
-            return [(t, t.worker) for t in tenants]
+            return [(t, t.worker) for t in tenants], logged_totals(session)
 
-        rows = await self._db(load)
+        rows, totals = await self._db(load)
         to_start: list[Worker] = []
         for tenant, row in rows:
             worker = self._new_worker(tenant)
+            worker.messages_total = totals.get(tenant.id, (0, 0))
             self.workers[tenant.slug] = worker
             if row is None:
                 continue
@@ -660,11 +656,15 @@ class Supervisor:
             self._connect(worker)
             up = asyncio.ensure_future(worker.up.wait())
             exited = asyncio.ensure_future(worker.exited.wait())
-            done, pending = await asyncio.wait(
-                {up, exited}, timeout=START_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
-            )
-            for future in pending:
-                future.cancel()
+            try:
+                done, _ = await asyncio.wait(
+                    {up, exited}, timeout=START_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                # Also when this start is cancelled (the daemon shuts down): no waiter
+                # is left pending for the loop to destroy.
+                up.cancel()
+                exited.cancel()
             if not done and worker.pid is not None:
                 worker.kill_reason = f"did not start within {START_TIMEOUT:g} s"
                 proctree.kill_tree(worker.pid)
@@ -731,7 +731,7 @@ class Supervisor:
         worker.last_heartbeat = time.monotonic()
         kind = message.get("type")
         if kind == "hello" or message.get("event") in ("heartbeat", "messages"):
-            worker.count_messages(message, first=kind == "hello")
+            worker.count_messages(message)
         if kind == "hello":
             worker.session_state = message.get("state")
             worker.qr = message.get("qr")

@@ -134,7 +134,24 @@ def describe_db_error(engine_or_url: Engine | str, exc: DBAPIError) -> DatabaseE
     first = next((line.strip() for line in cause.splitlines() if line.strip()), cause)
     lowered = first.lower()
     hint = next((text for words, text in _DB_ERROR_HINTS if any(w in lowered for w in words)), None)
+    missing = _missing_sqlite_directory(url) if "unable to open" in lowered else None
+    if missing is not None:
+        hint = f"the directory {missing} does not exist: create it, or fix database.url"
     return DatabaseError(f"cannot use database {display_url(url)}: {first}", hint=hint)
+
+
+def _missing_sqlite_directory(url: URL | str) -> str | None:
+    """The directory a SQLite URL's file would be in, when it does not exist."""
+    try:
+        parsed = url if isinstance(url, URL) else make_url(url)
+    except ArgumentError:
+        return None
+    if not parsed.drivername.startswith("sqlite") or not parsed.database:
+        return None
+    if parsed.database == ":memory:" or parsed.database.startswith("file:"):
+        return None
+    directory = Path(parsed.database).parent
+    return None if directory.is_dir() else str(directory)
 
 
 def check_connection(engine: Engine) -> None:

@@ -11,10 +11,11 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from wactl.db.models import MessageLog
+from wactl.enums import Direction, MessageState
 
 
 def message_json(row: MessageLog, slug: str) -> dict[str, Any]:
@@ -56,3 +57,32 @@ def recent_messages(
         return [message_json(r, slug) for r in session.scalars(query)]
     query = query.order_by(MessageLog.id.desc()).limit(limit)
     return list(reversed([message_json(r, slug) for r in session.scalars(query)]))
+
+
+def logged_totals(
+    session: Session, tenant_id: uuid.UUID | None = None
+) -> dict[uuid.UUID, tuple[int, int]]:
+    """(inbound, outbound) messages in the log of each tenant (or of ``tenant_id``), as
+    the worker's counters count them: every inbound message once recorded, a reply or
+    an owner's message once sent (a PENDING reply is counted when it goes out).
+
+    The worker seeds its totals with this at start and the daemon reads it at boot for
+    the tenants it finds stopped, so `messages_*_total` survive worker and daemon
+    restarts. Rows pruned by retention are no longer counted (a counter reset)."""
+    counted = or_(MessageLog.direction == Direction.IN, MessageLog.state != MessageState.PENDING)
+    query = (
+        select(MessageLog.tenant_id, MessageLog.direction, func.count())
+        .where(counted)
+        .group_by(MessageLog.tenant_id, MessageLog.direction)
+    )
+    if tenant_id is not None:
+        query = query.where(MessageLog.tenant_id == tenant_id)
+    totals: dict[uuid.UUID, tuple[int, int]] = {}
+    for owner, direction, count in session.execute(query):
+        inbound, outbound = totals.get(owner, (0, 0))
+        if direction == Direction.IN:
+            inbound = int(count)
+        else:
+            outbound = int(count)
+        totals[owner] = (inbound, outbound)
+    return totals

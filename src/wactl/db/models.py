@@ -331,3 +331,31 @@ class WajsFleetDefault(Base):
     version: Mapped[str] = mapped_column(ForeignKey("wajs_release.version"), index=True)
     set_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     actor: Mapped[str] = mapped_column(String(200))
+
+
+class ServingDaemon(Base):
+    """The daemon that serves this database now (`wactl.db.daemon_claim`): who it is and
+    where its socket is, so that a second daemon refuses to start and the CLI finds the
+    running one (DESIGN.md section 8: SQLite means one node; several nodes on one
+    PostgreSQL are not supported yet).
+
+    At most one row (id 1), written by the daemon that holds the claim (a lock file
+    beside a SQLite database, an advisory lock on PostgreSQL); a row whose claim is not
+    held is stale and means nothing."""
+
+    __tablename__ = "serving_daemon"
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    #: The kernel's start time of that pid (psutil create_time): a reused pid is not it.
+    process_start: Mapped[float] = mapped_column(Float)
+    #: Its Unix socket: where the CLI reaches it.
+    socket_path: Mapped[str] = mapped_column(Text)
+    #: The operating-system user it runs as.
+    os_user: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(64))
+    #: PostgreSQL: the server process of the session that holds the advisory lock.
+    backend_pid: Mapped[int | None] = mapped_column(Integer)
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from wactl.config import Config
 from wactl.errors import UsageError
 from wactl.portal.auth import setup_instructions
+from wactl.signals import Terminated
 
 if TYPE_CHECKING:
     import uvicorn
@@ -107,6 +108,12 @@ def serve(config: Config, *, host: str, port: int) -> None:
         server = uvicorn.Server(uvicorn_config(app))
         try:
             server.run(sockets=[sock])
+        except (KeyboardInterrupt, Terminated):
+            # uvicorn stops gracefully on SIGTERM or SIGINT, then sends the signal again
+            # (to end the process as the signal would have): that stop was asked for.
+            if not server.should_exit:
+                raise
+            log.info("stopped")
         finally:
             sock.close()
     finally:

@@ -19,8 +19,11 @@ Textual worker whose results come back as messages (`wactl.tui.messages`):
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import time
 from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -39,6 +42,9 @@ from wactl.tui.messages import (
 )
 from wactl.tui.model import Dashboard
 from wactl.tui.screens import MainScreen, QrScreen
+
+#: Signals that quit the dashboard as `q` does (exit status 128 + the signal).
+QUIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 
 if TYPE_CHECKING:
     from wactl.cli.context import AppContext
@@ -104,6 +110,13 @@ class DashboardApp(App[None]):
         return self._main
 
     def on_mount(self) -> None:
+        # Killed, hung up or interrupted, the dashboard quits as `q` does, so Textual
+        # gives the terminal back (a default SIGTERM left it in raw mode on the
+        # alternate screen). Ctrl-C in the dashboard is a key, not this signal.
+        loop = asyncio.get_running_loop()
+        for signum in QUIT_SIGNALS:
+            with contextlib.suppress(ValueError, RuntimeError):  # not the main thread
+                loop.add_signal_handler(signum, partial(self.exit, return_code=128 + signum))
         if self.follow_daemon:
             self.run_worker(self._follow(), name="daemon", group="daemon", exit_on_error=False)
         self.set_interval(self.refresh_seconds, self._tick, name="refresh")
@@ -123,6 +136,10 @@ class DashboardApp(App[None]):
         self._close_messages_no_wait()
 
     def on_unmount(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in QUIT_SIGNALS:
+            with contextlib.suppress(ValueError, RuntimeError):
+                loop.remove_signal_handler(signum)
         if self.store is not None:
             self.store.close()
 
@@ -363,16 +380,18 @@ def build_app(
     *,
     follow_daemon: bool = True,
     refresh_seconds: float | None = None,
+    socket: Path | None = None,
 ) -> DashboardApp:
     """The dashboard for ``app_context``'s configuration: its daemon socket, database and
-    log directory. ``follow_daemon=False`` leaves the daemon alone (rendering tests feed
+    log directory (``socket``: the daemon's, when `find_daemon` found it elsewhere).
+    ``follow_daemon=False`` leaves the daemon alone (rendering tests feed
     the app recorded /v1/tenants answers instead)."""
     from wactl.ipc.protocol import socket_path
     from wactl.tui.data import Store
 
     config = app_context.config
     return DashboardApp(
-        socket=socket_path(config.runtime_dir),
+        socket=socket or socket_path(config.runtime_dir),
         store=Store(app_context),
         refresh_seconds=refresh_seconds or config.tui.refresh_seconds,
         follow_daemon=follow_daemon,

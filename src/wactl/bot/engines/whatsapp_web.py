@@ -94,6 +94,7 @@ from wactl.bot.engines.base import Engine, EngineError, EngineEvents, InboundMes
 from wactl.config.model import Config
 from wactl.enums import EngineName
 from wactl.errors import ConfigError
+from wactl.futures import mark_retrieved
 from wactl.wajs import Pin
 
 if TYPE_CHECKING:
@@ -364,6 +365,9 @@ class WhatsAppWebEngine(Engine):
     async def start(self) -> None:
         bundle = await asyncio.to_thread(_bundle_script, self.config, self.wa_js)  # may download
         self._failure = asyncio.get_running_loop().create_future()
+        # A failure during start, or after the worker stopped watching, has been
+        # logged by `_fail` and must not be reported again as never retrieved.
+        self._failure.add_done_callback(mark_retrieved)
         self.lock.acquire()
         try:
             chromium.reap_leftovers(self.profile)
