@@ -31,6 +31,7 @@ from wactl.cli import (
     tui_cmd,
 )
 from wactl.cli.context import AppContext
+from wactl.display import printable
 from wactl.errors import ExitCode, WactlError
 
 HELP = (
@@ -113,7 +114,8 @@ def command() -> click.Command:
 
 
 def _error(text: str) -> None:
-    sys.stderr.write(f"error: {' '.join(text.split())}\n")
+    # The message may quote what was typed or stored (a name, a value): data.
+    sys.stderr.write(f"error: {printable(' '.join(text.split()))}\n")
 
 
 def run(args: list[str] | None = None) -> int:

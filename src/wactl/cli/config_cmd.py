@@ -11,6 +11,7 @@ from wactl import paths
 from wactl.cli.context import JsonFlag, app_context
 from wactl.config import apply_setting, write_config
 from wactl.config.loader import build_config, config_as_dict, read_file_sections, render_config
+from wactl.display import escape_serialised, printable
 from wactl.errors import ConfigError
 
 app = typer.Typer(help="Show, check and change the configuration file.", no_args_is_help=True)
@@ -21,7 +22,7 @@ def path(ctx: typer.Context) -> None:
     """Print the path of the config file in use (it may not exist yet)."""
     app_ctx = app_context(ctx)
     source = paths.config_file(app_ctx.config_path)
-    sys.stdout.write(f"{source}\n")
+    sys.stdout.write(f"{printable(source)}\n")
     if not source.exists():
         app_ctx.err_console.print("(it does not exist yet; `wactl init` writes it)")
 
@@ -38,7 +39,8 @@ def show(
     if json_output:
         emit_json(config_as_dict(config, redact=True))
     else:
-        sys.stdout.write(render_config(config, redact=True))
+        # TOML escapes control characters itself; not the C1 ones and bidi overrides.
+        sys.stdout.write(escape_serialised(render_config(config, redact=True)))
 
 
 @app.command("validate")
@@ -48,7 +50,7 @@ def validate(ctx: typer.Context) -> None:
     if not source.exists():
         raise ConfigError(f"config file {source} does not exist", hint="run `wactl init`")
     build_config(read_file_sections(source), source=source, where=f"config file {source}")
-    sys.stdout.write(f"{source}: valid\n")
+    sys.stdout.write(f"{printable(source)}: valid\n")
 
 
 @app.command("set")
@@ -69,5 +71,5 @@ def set_(
     write_config(updated, source)
     section, _, name = key.partition(".")
     shown = config_as_dict(updated, redact=True)[section][name]
-    # markup=False: a value such as "/srv/[x]" is data, not rich markup to interpret.
-    app_ctx.err_console.print(f"{source}: {key} = {shown!r}", markup=False)
+    # A value such as "/srv/[x]" is data: the console reads no markup in it.
+    app_ctx.err_console.print(f"{source}: {key} = {shown!r}")

@@ -46,21 +46,22 @@ class AppContext:
 
     @property
     def console(self) -> Console:
-        """Data for people goes to stdout."""
+        """Data for people goes to stdout. Strings printed on it are data: no markup,
+        control characters shown as escapes (`wactl.cli.console.DataConsole`)."""
         if self._console is None:
-            from rich.console import Console
+            from wactl.cli.console import DataConsole
 
-            self._console = Console(highlight=False, soft_wrap=False)
+            self._console = DataConsole(highlight=False, soft_wrap=False)
         return self._console
 
     @property
     def err_console(self) -> Console:
-        """Diagnostics and progress go to stderr."""
+        """Diagnostics and progress go to stderr (strings are data, as on `console`)."""
         if self._err_console is None:
-            from rich.console import Console
+            from wactl.cli.console import DataConsole
 
             # soft_wrap: a diagnostic is one line, however narrow the terminal.
-            self._err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+            self._err_console = DataConsole(stderr=True, highlight=False, soft_wrap=True)
         return self._err_console
 
     def engine(self, *, check_schema: bool = True) -> Engine:

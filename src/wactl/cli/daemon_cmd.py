@@ -106,6 +106,7 @@ def status(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     Exits with 7 when the daemon is not running.
     """
     from wactl.cli.output import duration, emit_json
+    from wactl.display import printable
     from wactl.ipc.client import DaemonClient
     from wactl.ipc.protocol import socket_path
 
@@ -119,7 +120,7 @@ def status(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     sys.stdout.write(
         f"running: pid {data['pid']}, wactl {data['version']}, "
         f"up {duration(data['uptime_seconds'])}\n"
-        f"socket: {data['socket']}\n"
+        f"socket: {printable(data['socket'])}\n"
         f"workers: {workers or 'none'}\n"
     )
 

@@ -15,6 +15,8 @@ import typer
 from wactl.cli.context import JsonFlag, app_context
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from wactl.ipc.client import DaemonClient
 
 Slugs = Annotated[
@@ -41,48 +43,53 @@ def ps(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     if json_output:
         emit_json(rows)
         return
-    from rich.table import Table
-
-    from wactl.cli.output import duration, human_bytes
-
     app = app_context(ctx)
     if not rows:
         app.err_console.print("no tenants yet; create one with `wactl tenant create`")
         return
-    table = Table(box=None, pad_edge=False)
-    for column in (
-        "SLUG",
-        "STATE",
-        "PID",
-        "UPTIME",
-        "RESTARTS",
-        "CPU%",
-        "MEM(USS)",
-        "BEAT",
-        "IN/OUT",
-        "ENGINE",
-        "LAST ERROR",
-    ):
-        table.add_column(
-            column,
-            no_wrap=column != "LAST ERROR",
-            justify="right" if column in ("PID", "RESTARTS", "CPU%", "MEM(USS)") else "left",
-        )
-    for row in rows:
-        table.add_row(
-            row["slug"],
-            row["state"],
-            str(row["pid"] or "-"),
-            duration(row["uptime_seconds"]),
-            str(row["restarts"]),
-            "-" if row["cpu_percent"] is None else f"{row['cpu_percent']:.1f}",
-            human_bytes(row["memory_uss_bytes"]),
-            duration(row["heartbeat_age_seconds"]),
-            _in_out(row.get("messages_in_1h"), row.get("messages_out_1h")),
-            row["engine"],
-            row["last_error"] or "",
-        )
-    app.console.print(table)
+    print_ps(app.console, rows)
+
+
+def print_ps(console: Console, rows: list[dict[str, Any]]) -> None:
+    """`wactl ps` for people: /v1/tenants views as a table that fits the console."""
+    from wactl.cli.console import Column, print_table
+    from wactl.cli.output import duration, human_bytes
+
+    # At 80 columns the least telling figures go first (ENGINE, BEAT, CPU%...); slug,
+    # state, pid and restarts stay whole, and the last error gets a line of its own.
+    columns = (
+        Column("SLUG"),
+        Column("STATE"),
+        Column("PID", right=True),
+        Column("UPTIME", right=True, drop=1),
+        Column("RST", right=True),
+        Column("CPU%", right=True, drop=4),
+        Column("MEM(USS)", right=True, drop=3),
+        Column("BEAT", right=True, drop=5),
+        Column("IN/OUT", right=True, drop=2),
+        Column("ENGINE", drop=6),
+        Column("LAST ERROR", below="cut"),
+    )
+    print_table(
+        console,
+        columns,
+        [
+            (
+                row["slug"],
+                row["state"],
+                row["pid"] or "-",
+                duration(row["uptime_seconds"]),
+                row["restarts"],
+                "-" if row["cpu_percent"] is None else f"{row['cpu_percent']:.1f}",
+                human_bytes(row["memory_uss_bytes"]),
+                duration(row["heartbeat_age_seconds"]),
+                _in_out(row.get("messages_in_1h"), row.get("messages_out_1h")),
+                row["engine"],
+                " ".join((row["last_error"] or "").split()),
+            )
+            for row in rows
+        ],
+    )
 
 
 def _in_out(inbound: int | None, outbound: int | None) -> str:
@@ -235,9 +242,13 @@ def qr(
         if info["qr"] and info["qr"] != shown:
             _draw_qr(info["qr"], clear=interactive and shown is not None)
             shown = info["qr"]
-            app.err_console.print(
-                f"{slug}: scan this with WhatsApp on the business's phone "
-                "(Settings > Linked devices > Link a device)"
+            from wactl.cli.console import print_wrapped
+
+            # Two lines, each wrapped at the terminal's width (a slug is up to 40 long).
+            print_wrapped(
+                app.err_console,
+                f"{slug}: scan this with WhatsApp on the business's phone:\n"
+                "Settings > Linked devices > Link a device",
             )
             if not wait:
                 return
@@ -288,9 +299,13 @@ _WHY_IGNORED = {
 
 
 def _describe(answer: dict[str, Any]) -> str:
+    """The bot's reply, or why there is none, for people. The reply is data: the
+    template's words with the owner's business information and texts in them."""
+    from wactl.display import printable
+
     if answer["status"] == "replied":
-        return str(answer["reply"])
-    reason = answer.get("reason") or ""
+        return printable(answer["reply"], multiline=True)
+    reason = printable(answer.get("reason") or "")
     if answer["status"] == "ignored":
         return f"(no reply: {_WHY_IGNORED.get(reason, reason)})"
     return f"(no reply: {answer['status']}{': ' + reason if reason else ''})"

@@ -35,7 +35,8 @@ class TenantDetail:
 
     slug: str
     summary: list[tuple[str, str]] = field(default_factory=list)
-    conversation: list[str] = field(default_factory=list)
+    #: Each message's lead (when, chat, direction) and text (`message_parts`).
+    conversation: list[tuple[str, str]] = field(default_factory=list)
     log_lines: list[str] = field(default_factory=list)
     log_note: str = ""
     problem: str | None = None
@@ -79,7 +80,7 @@ class Store:
                 return {}
 
     def detail(self, slug: str) -> TenantDetail:
-        from wactl.cli.logs_cmd import message_line
+        from wactl.cli.logs_cmd import message_parts
         from wactl.cli.tenant_cmd import detail_fields
         from wactl.db import tenants, wajs_releases
         from wactl.db.messages import recent_messages
@@ -104,7 +105,7 @@ class Store:
         return TenantDetail(
             slug,
             summary=summary,
-            conversation=[message_line(m) for m in messages],
+            conversation=[message_parts(m) for m in messages],
             log_lines=log_lines,
             log_note=log_note,
             wa_js=wa_js.version,
