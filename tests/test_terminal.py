@@ -13,7 +13,11 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import os
 import re
+import subprocess
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -276,6 +280,74 @@ def test_sandbox_replies_with_owner_texts_are_shown_as_text(
     chat = cli("sandbox", "chat", "shop", "--from", "+15559876543", input="hello\n")
     assert chat.code == 0, chat.err
     assert_text_only(chat.out, expected)
+
+
+# --- 2. a committed change is never failed by its display ---------------------------------
+
+
+def _wactl(*args: str, stdout: int | None = None, stderr: int | None = None) -> int:
+    return subprocess.run(
+        [sys.executable, "-m", "wactl", *args],
+        stdout=stdout,
+        stderr=stderr,
+        timeout=60,
+        env=dict(os.environ),
+        check=False,
+    ).returncode
+
+
+@pytest.fixture
+def full_disk() -> Iterator[int]:
+    """A file descriptor every write to fails with ENOSPC (/dev/full): the output of a
+    command on a full disk, or a terminal gone."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this system")
+    fd = os.open("/dev/full", os.O_WRONLY)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def test_a_change_whose_result_cannot_be_written_still_succeeds(
+    cli: CLI, db_url: str, full_disk: int, tmp_path: Path
+) -> None:
+    """Before: `tenant create --json > /dev/full` created the tenant and exited 1
+    ("unexpected OSError"), and so did `tenant edit 2> /dev/full` after its change."""
+    from wactl.db.models import Tenant
+
+    errors = tmp_path / "stderr"
+    with errors.open("w") as err:
+        code = _wactl(
+            "tenant",
+            "create",
+            "shop",
+            "--name",
+            "Shop",
+            "--json",
+            stdout=full_disk,
+            stderr=err.fileno(),
+        )
+    assert code == 0
+    assert errors.read_text() == (
+        "warning: the change was committed, but showing the result failed: "
+        "OSError: [Errno 28] No space left on device\n"
+    )
+    assert _wactl("tenant", "edit", "shop", "--name", "Shop Two", stderr=full_disk) == 0
+    with db_session(db_url) as session:
+        assert session.query(Tenant).filter_by(slug="shop").one().name == "Shop Two"
+    # Nothing committed: a result that cannot be written is the command's failure.
+    assert _wactl("tenant", "list", "--json", stdout=full_disk, stderr=subprocess.DEVNULL) == 1
+
+
+def test_an_edit_with_markup_in_the_name_prints_it_and_succeeds(cli: CLI, db_url: str) -> None:
+    assert cli("tenant", "create", "shop", "--name", "Shop").code == 0
+    result = cli("tenant", "edit", "shop", "--name", "[/x] Shop [link=https://evil.test]x")
+    assert result.code == 0
+    assert result.err == (
+        "shop: name: Shop -> [/x] Shop [link=https://evil.test]x\n"
+        "shop: business_name: Shop -> [/x] Shop [link=https://evil.test]x\n"
+    )
 
 
 # --- 3. every list and detail reads well at 80 columns ------------------------------------

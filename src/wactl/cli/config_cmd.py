@@ -69,6 +69,7 @@ def set_(
     current = build_config(read_file_sections(source), source=source, where=f"config file {source}")
     updated = apply_setting(current, key, value)
     write_config(updated, source)
+    app_ctx.changed(f"{source} was written")
     section, _, name = key.partition(".")
     shown = config_as_dict(updated, redact=True)[section][name]
     # A value such as "/srv/[x]" is data: the console reads no markup in it.

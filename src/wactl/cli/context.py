@@ -31,6 +31,14 @@ class AppContext:
         self._engine: Engine | None = None
         self._console: Console | None = None
         self._err_console: Console | None = None
+        #: What the command changed for good, once it did (a database commit that
+        #: wrote, a file written, an action the daemon took): from then on, a failure
+        #: to show the result cannot make the command fail (`wactl.cli.app.run`).
+        self.committed: str | None = None
+
+    def changed(self, what: str) -> None:
+        """Record that the command changed something for good (see ``committed``)."""
+        self.committed = self.committed or what
 
     @property
     def config(self) -> Config:
@@ -76,12 +84,36 @@ class AppContext:
             except BaseException:
                 engine.dispose()
                 raise
+            self._watch_commits(engine)
             self._engine = engine
         if check_schema:
             from wactl.db.schema import ensure_current  # no Alembic import (~40 ms)
 
             ensure_current(self._engine)
         return self._engine
+
+    def _watch_commits(self, engine: Engine) -> None:
+        """Set ``committed`` when a transaction that wrote (INSERT, UPDATE, DELETE, a
+        migration) commits: every command's changes, however it makes them."""
+        from sqlalchemy import event
+
+        def executed(connection: Any, *args: Any) -> None:
+            context = args[3]
+            if context is not None and (
+                context.isinsert or context.isupdate or context.isdelete or context.isddl
+            ):
+                connection.info["wrote"] = True
+
+        def committed(connection: Any) -> None:
+            if connection.info.pop("wrote", False):
+                self.changed("the change was committed")
+
+        def rolled_back(connection: Any) -> None:
+            connection.info.pop("wrote", None)
+
+        event.listen(engine, "after_cursor_execute", executed)
+        event.listen(engine, "commit", committed)
+        event.listen(engine, "rollback", rolled_back)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

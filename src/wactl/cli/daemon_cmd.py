@@ -38,6 +38,7 @@ def start(ctx: typer.Context) -> None:
         info = client.check_version()
     except DaemonNotRunning:
         pid = spawn_daemon(app)
+        app.changed(f"the daemon was started (pid {pid})")
         app.err_console.print(f"daemon started (pid {pid})")
         return
     app.err_console.print(f"the daemon is already running (pid {info['pid']})")
@@ -82,6 +83,7 @@ def stop(
     --with-workers."""
     app = app_context(ctx)
     if _stop(ctx, with_workers=with_workers, timeout=timeout):
+        app.changed("the daemon was stopped")
         note = "workers stopped too" if with_workers else "workers keep running"
         app.err_console.print(f"daemon stopped; {note}")
     else:
@@ -96,6 +98,7 @@ def restart(ctx: typer.Context) -> None:
     app = app_context(ctx)
     _stop(ctx, with_workers=False, timeout=60.0)
     pid = spawn_daemon(app)
+    app.changed(f"the daemon was restarted (pid {pid})")
     app.err_console.print(f"daemon restarted (pid {pid}); workers kept running")
 
 

@@ -233,6 +233,8 @@ def install(
             markup=False,
         )
     found = wajs.install(config, pin=pin, use_npm=use_npm[source], force=force)
+    if fetch:
+        app_ctx.changed(f"{pin.spec} was installed")
     if not pin.is_pinned:
         from wactl.db import audit, wajs_releases
 

@@ -143,6 +143,7 @@ def _act(
     answer = client.request(
         "POST", f"/v1/{action}", _targets(slugs, everything), timeout=max(timeout, 30.0)
     )
+    app.changed(f"the daemon took the {action} request")
     for message in answer.get("errors", []):
         app.err_console.print(f"error: {message}")
     workers = answer["workers"]
@@ -260,6 +261,7 @@ def qr(
 def logout(ctx: typer.Context, slug: Slug) -> None:
     """Log the tenant out of WhatsApp; it shows a new QR to link again."""
     _client(ctx).request("POST", f"/v1/tenants/{slug}/logout", {})
+    app_context(ctx).changed(f"'{slug}' was logged out")
     app_context(ctx).err_console.print(f"{slug}: logged out; a new QR is showing")
 
 
@@ -273,6 +275,7 @@ def sandbox_scan(
     """Link a sandbox tenant, as a phone scanning its QR would."""
     body = {"qr": qr_payload} if qr_payload else {}
     _client(ctx).request("POST", f"/v1/tenants/{slug}/sandbox/scan", body)
+    app_context(ctx).changed(f"'{slug}' was linked")
     app_context(ctx).err_console.print(f"{slug}: linked (sandbox)")
 
 
@@ -288,6 +291,7 @@ def _send(ctx: typer.Context, slug: str, sender: str, text: str) -> dict[str, An
     answer: dict[str, Any] = _client(ctx).request(
         "POST", f"/v1/tenants/{slug}/sandbox/send", {"from": number, "text": text}, timeout=90
     )
+    app_context(ctx).changed("the message was delivered")
     return answer
 
 
