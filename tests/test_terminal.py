@@ -16,18 +16,22 @@ import json
 import os
 import re
 import subprocess
-import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from rich.cells import cell_len
 
 from tests.conftest import CLI
 from tests.daemon_support import Daemon
-from tests.support import Result, db_session, poll_for
+from tests.support import Result, db_session, poll_for, run_wactl
 from wactl.display import escape_serialised, json_text, printable
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 #: Characters that must never reach the terminal raw: C0 but the line break, DEL, C1,
 #: bidi overrides and isolates.
@@ -68,6 +72,67 @@ def assert_text_only(output: str, expected: list[str]) -> None:
         assert " ".join(piece.split()) in flat, (piece, output)
 
 
+MESSAGE_AT = dt.datetime(2026, 11, 2, 12, 30, tzinfo=dt.UTC)
+
+
+def add_rows(
+    session: Session,
+    slug: str,
+    *,
+    business_name: str,
+    number: str,
+    notes: str,
+    actor: str,
+    messages: list[tuple[str, str]],
+) -> int:
+    """A setup request, an audit event with ``business_name`` and ``notes`` in its
+    payload, and ``messages`` ((text, chat) pairs, alternately in and out) for the
+    tenant ``slug``, written as they are; the request's id."""
+    from wactl.db.models import MessageLog, PortalEventLog, SetupRequest, Tenant
+    from wactl.enums import Direction, Language, MessageState, TemplateType
+
+    tenant = session.query(Tenant).filter_by(slug=slug).one()
+    request = SetupRequest(
+        tenant_id=tenant.id,
+        business_name=business_name,
+        template_type=TemplateType.RESTAURANT,
+        language=Language.ES,
+        whatsapp_number=number,
+        hours_json={"weekly": {"mon": ["09:00-14:00", "17:00-21:00"]}},
+        timezone="America/Argentina/ComodRivadavia",
+        notes=notes,
+    )
+    session.add(request)
+    payload = {"business_name": business_name, "notes": notes}
+    session.add(
+        PortalEventLog(
+            tenant_id=tenant.id,
+            tenant_slug=slug,
+            actor=actor,
+            event_type="portal.request",
+            payload_json=payload,
+        )
+    )
+    for index, (text, chat) in enumerate(messages):
+        inbound = index % 2 == 0
+        session.add(
+            MessageLog(
+                tenant_id=tenant.id,
+                direction=Direction.IN if inbound else Direction.OUT,
+                from_number="+34600111222" if inbound else "+34910000000",
+                to_number="+34910000000" if inbound else "+34600111222",
+                message_text=text,
+                wa_message_id=f"{slug}-{index}",
+                chat=chat,
+                state=MessageState.ANSWERED if inbound else MessageState.SENT,
+                kind=None if inbound else "greeting",
+                created_at=MESSAGE_AT + dt.timedelta(minutes=index),
+            )
+        )
+    session.flush()
+    return request.id
+
+
 @dataclass(frozen=True)
 class Planted:
     name: str
@@ -79,8 +144,7 @@ class Planted:
 def planted(cli: CLI, db_url: str, backend: str, monkeypatch: pytest.MonkeyPatch) -> Planted:
     """A tenant whose name, business name, setup request, audit event, messages and
     chat id are hostile; wide columns, so that checks need not follow wrapping."""
-    from wactl.db.models import MessageLog, PortalEventLog, SetupRequest, Tenant
-    from wactl.enums import Direction, Language, MessageState, TemplateType
+    from wactl.db.models import Tenant
 
     monkeypatch.setenv("COLUMNS", "1000")
     assert cli("tenant", "create", "casa-pepe", "--name", "Casa Pepe").code == 0
@@ -90,43 +154,15 @@ def planted(cli: CLI, db_url: str, backend: str, monkeypatch: pytest.MonkeyPatch
         tenant.name = name
         assert tenant.config is not None
         tenant.config.business_name = name
-        request = SetupRequest(
-            tenant_id=tenant.id,
+        request_id = add_rows(
+            session,
+            "casa-pepe",
             business_name=name,
-            template_type=TemplateType.RESTAURANT,
-            language=Language.ES,
-            whatsapp_number="+34600\x1b[2J",
-            hours_json={"weekly": {"mon": ["09:00-14:00"]}},
-            timezone="Europe/Madrid",
+            number="+34600\x1b[2J",
             notes=f"first line\n{name}",
+            actor=f"portal:{name}",
+            messages=[(f"IN: {name}", "+3460\x1b[2J"), (f"OUT: {name}", "+3460\x1b[2J")],
         )
-        session.add(request)
-        session.add(
-            PortalEventLog(
-                tenant_id=tenant.id,
-                tenant_slug="casa-pepe",
-                actor=f"portal:{name}",
-                event_type="portal.request",
-                payload_json={"business_name": name},
-            )
-        )
-        start = dt.datetime(2026, 11, 2, 12, 30, tzinfo=dt.UTC)
-        for number, direction in enumerate((Direction.IN, Direction.OUT)):
-            session.add(
-                MessageLog(
-                    tenant_id=tenant.id,
-                    direction=direction,
-                    from_number="+34600111222",
-                    to_number="+34910000000",
-                    message_text=f"{direction.value}: {name}",
-                    wa_message_id=f"hostile-{number}",
-                    chat="+3460\x1b[2J",
-                    state=MessageState.ANSWERED if number == 0 else MessageState.SENT,
-                    created_at=start + dt.timedelta(minutes=number),
-                )
-            )
-        session.flush()
-        request_id = request.id
     return Planted(name, shown(backend), request_id)
 
 
@@ -286,14 +322,7 @@ def test_sandbox_replies_with_owner_texts_are_shown_as_text(
 
 
 def _wactl(*args: str, stdout: int | None = None, stderr: int | None = None) -> int:
-    return subprocess.run(
-        [sys.executable, "-m", "wactl", *args],
-        stdout=stdout,
-        stderr=stderr,
-        timeout=60,
-        env=dict(os.environ),
-        check=False,
-    ).returncode
+    return run_wactl(*args, stdout=stdout, stderr=stderr).returncode
 
 
 @pytest.fixture
@@ -355,6 +384,9 @@ def test_an_edit_with_markup_in_the_name_prints_it_and_succeeds(cli: CLI, db_url
 WIDTH = 80
 LONG_SLUG = "casa-pepe-restaurante-del-mar-y-la-sierr"  # 40 characters, the longest
 NAME = "Restaurante Casa Pepe del Mar y la Sierra, cocina tradicional desde 1952"
+NOTES = "Please set it up before the summer; " * 3 + "a" * 100
+ACTOR = "portal:maria.fernandez-de-la-vega@restaurante-casa-pepe.example"
+REPLY = "¡Hola! Gracias por escribir a Casa Pepe. Responde con un número del menú: " * 2
 LONG_ERROR = (
     "cannot open https://web.whatsapp.com/: net::ERR_NAME_NOT_RESOLVED (the host has no "
     "route to WhatsApp; check DNS and the proxy settings)"
@@ -447,41 +479,27 @@ def test_ps_of_a_real_daemon_at_80_columns(
 
 @pytest.fixture
 def narrow(cli: CLI, db_url: str, monkeypatch: pytest.MonkeyPatch) -> CLI:
-    """Tenants, a setup request and audit events with long values; COLUMNS=80."""
-    from wactl.db.models import PortalEventLog, SetupRequest, Tenant
-    from wactl.enums import Language, TemplateType
-
-    long_name = NAME
+    """Tenants, a setup request, an audit event and messages with long values;
+    COLUMNS=80 and TZ=UTC."""
     for slug, name, phone in (
-        (LONG_SLUG, long_name, "+34600123456"),
+        (LONG_SLUG, NAME, "+34600123456"),
         ("bodega", "Bodega Luis", "+34600654321"),
     ):
         result = cli("tenant", "create", slug, "--name", name, "--phone", phone)
         assert result.code == 0, result.err
     with db_session(db_url) as session:
-        tenant = session.query(Tenant).filter_by(slug=LONG_SLUG).one()
-        session.add(
-            SetupRequest(
-                tenant_id=tenant.id,
-                business_name=long_name,
-                template_type=TemplateType.RESTAURANT,
-                language=Language.ES,
-                whatsapp_number="+34600123456",
-                hours_json={"weekly": {"mon": ["09:00-14:00", "17:00-21:00"]}},
-                timezone="America/Argentina/ComodRivadavia",
-                notes="Please set it up before the summer; " * 6,
-            )
-        )
-        session.add(
-            PortalEventLog(
-                tenant_id=tenant.id,
-                tenant_slug=LONG_SLUG,
-                actor="portal:maria.fernandez-de-la-vega@restaurante-casa-pepe.example",
-                event_type="portal.request",
-                payload_json={"business_name": long_name, "notes": "a" * 150},
-            )
+        add_rows(
+            session,
+            LONG_SLUG,
+            business_name=NAME,
+            number="+34600123456",
+            notes=NOTES,
+            actor=ACTOR,
+            messages=[("hola", "+34600111222"), (REPLY, "+34600111222")],
         )
     monkeypatch.setenv("COLUMNS", str(WIDTH))
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
     return cli
 
 
@@ -517,17 +535,16 @@ def test_audit_details_fold_on_lines_of_their_own_at_80_columns(narrow: CLI) -> 
     assert lines[0].split() == ["TIME", "TENANT", "EVENT"]
     event = next(i for i, line in enumerate(lines) if "portal.request" in line)
     assert lines[event].split()[2:] == [LONG_SLUG, "portal.request"]
-    actor = "portal:maria.fernandez-de-la-vega@restaurante-casa-pepe.example"
-    assert lines[event + 1] == f"  actor: {actor}"
+    assert lines[event + 1] == f"  actor: {ACTOR}"
     details = lines[event + 2 :]
     assert details[0].startswith('  details: {"business_name": "Restaurante Casa Pepe')
     assert all(line.startswith("    ") for line in details[1:])
-    payload = {"business_name": NAME, "notes": "a" * 150}
+    payload = {"business_name": NAME, "notes": NOTES}
     expected = "details: " + json.dumps(payload, separators=(", ", ": "))
     assert re.sub(r"\s", "", "".join(details)) == re.sub(r"\s", "", expected)
-    assert len(details) <= 5  # ~250 characters on lines of 76
+    assert len(details) <= len(expected) // 60 + 1  # lines of up to 76, not of 1
     wide = narrow("audit", "--json")
-    assert json.loads(wide.out)[-1]["payload"]["notes"] == "a" * 150
+    assert json.loads(wide.out)[-1]["payload"]["notes"] == NOTES
 
 
 def test_engine_status_and_doctor_at_80_columns(narrow: CLI) -> None:
@@ -546,40 +563,15 @@ def test_engine_status_and_doctor_at_80_columns(narrow: CLI) -> None:
         assert line.startswith(("ok  ", "warn", "FAIL", " " * 6)), line
 
 
-def test_tenant_logs_wrap_under_the_text_at_80_columns(
-    narrow: CLI, db_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from wactl.db.models import MessageLog, Tenant
-    from wactl.enums import Direction, MessageState
-
-    monkeypatch.setenv("TZ", "UTC")
-    import time
-
-    time.tzset()
-    reply = "¡Hola! Gracias por escribir a Casa Pepe. Responde con un número del menú: " * 2
-    with db_session(db_url) as session:
-        tenant = session.query(Tenant).filter_by(slug="bodega").one()
-        session.add(
-            MessageLog(
-                tenant_id=tenant.id,
-                direction=Direction.OUT,
-                from_number="+34910000000",
-                to_number="+34600111222",
-                message_text=reply,
-                wa_message_id="long",
-                chat="+34600111222",
-                state=MessageState.SENT,
-                kind="greeting",
-                created_at=dt.datetime(2026, 11, 2, 12, 30, tzinfo=dt.UTC),
-            )
-        )
-    result = narrow("tenant", "logs", "bodega")
+def test_tenant_logs_wrap_under_the_text_at_80_columns(narrow: CLI) -> None:
+    result = narrow("tenant", "logs", LONG_SLUG)
     lines = assert_fits(result.out)
-    lead = "2026-11-02 12:30     +34600111222 -> "
-    assert lines[0].startswith(lead + "(greeting) ¡Hola! Gracias")
-    assert all(line.startswith(" " * len(lead)) for line in lines[1:])
-    assert " ".join(line.strip() for line in lines) == (
-        lead.strip() + " (greeting) " + reply.strip()
+    lead = "2026-11-02 12:31     +34600111222 -> "
+    assert lines[0] == "2026-11-02 12:30     +34600111222 <- hola"
+    assert lines[1].startswith(lead + "(greeting) ¡Hola! Gracias")
+    assert all(line.startswith(" " * len(lead)) for line in lines[2:])
+    assert " ".join(line.strip() for line in lines[1:]) == (
+        lead.strip() + " (greeting) " + REPLY.strip()
     )
 
 
