@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -11,7 +13,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
@@ -49,6 +51,18 @@ def run_cli(
     code = run(list(args))
     captured = capsys.readouterr()
     return Result(code, captured.out, captured.err)
+
+
+def run_wactl(*args: str, **options: Any) -> subprocess.CompletedProcess[Any]:
+    """``python -m wactl ARGS`` as a process of its own, in this test's environment;
+    ``options`` go to `subprocess.run` (what to do with its output)."""
+    return subprocess.run(
+        [sys.executable, "-m", "wactl", *args],
+        timeout=60,
+        env=dict(os.environ),
+        check=False,
+        **options,
+    )
 
 
 def poll_for(condition: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> None:

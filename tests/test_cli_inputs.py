@@ -21,6 +21,7 @@ from tests.daemon_support import Daemon
 from tests.support import poll_for
 from wactl.cli.app import command
 from wactl.cli.context import MAX_ROW_ID, MAX_ROWS, MAX_WAIT_SECONDS
+from wactl.display import printable
 from wactl.errors import ExitCode
 
 HUGE = "1" + "0" * 30  # 10**30: more than any database integer
@@ -214,7 +215,8 @@ def test_every_slug_is_checked_before_use(
         args.insert(args.index(slug), "--")
     result = cli(*args)
     assert result.code == ExitCode.USAGE, result.err
-    assert error_of(result.err).startswith(f"slug: '{slug}' is not a valid slug; use 1-40"), (
+    shown = printable(slug)  # an escape in it is shown as text
+    assert error_of(result.err).startswith(f"slug: '{shown}' is not a valid slug; use 1-40"), (
         result.err
     )
     assert not (isolated_env / ".local").exists()  # no data dir, no database file

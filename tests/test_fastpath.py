@@ -4,7 +4,6 @@ import neither typer nor click, and hand every unusual case to the full CLI."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -12,16 +11,12 @@ import pytest
 
 from tests.conftest import CLI
 from tests.daemon_support import Daemon
+from tests.support import run_wactl
 
 
 def _wactl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "wactl", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=dict(os.environ),
-    )
+    result: subprocess.CompletedProcess[str] = run_wactl(*args, capture_output=True, text=True)
+    return result
 
 
 def test_same_output_as_the_full_cli(cli: CLI, daemon: Daemon) -> None:

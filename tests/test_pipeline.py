@@ -1344,11 +1344,12 @@ def test_quickstart_on_embedded_defaults_twice(
             log.engine.dispose()
         assert len(replies) == 4
         for run, said in ((first, replies[:2]), (second, replies[2:])):
-            assert run.out.startswith("\nA customer (+15551234567) writes to Demo Bistro:\n\n")
+            assert run.out.startswith("\nA customer (+15550000042) writes to Demo Bistro:\n\n")
             assert "  customer> Hi!\n" in run.out and "  customer> 2\n" in run.out
-            for reply in said:
+            for reply in said:  # wrapped under itself at the terminal's width
                 printed = "  bot>      " + reply.text.replace("\n", "\n            ")
-                assert printed in run.out
+                assert " ".join(printed.split()) in " ".join(run.out.split())
+            assert all(len(line) <= 120 for line in run.out.splitlines())  # COLUMNS=120
             assert "(no reply" not in run.out
             assert "\nNext:\n  wactl sandbox chat demo " in run.out
             assert "  wactl tenant logs demo " in run.out

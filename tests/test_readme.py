@@ -28,7 +28,14 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 #: A bash comment that starts with "needs:" marks a command the test does not run.
 #: What it names must be one of these (README.md, "Using it", lists them).
-SKIP_REASONS = ("a real phone", "Google credentials", "the network", "PostgreSQL", "an owner's")
+SKIP_REASONS = (
+    "a real phone",
+    "Google credentials",
+    "the network",
+    "PostgreSQL",
+    "an owner's",
+    "root",
+)
 _NEEDS = re.compile(r"(?:^|\s)# needs: (?P<what>\S.*)$")
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import re
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -610,18 +611,27 @@ def test_the_database_is_read_at_most_once_a_second(cli: CLI, daemon: Daemon) ->
     for slug in ("alpha", "beta", "gamma", "delta"):
         create(cli, slug)
     reads: list[float] = []
+    queries: list[str] = []
 
     async def scenario() -> None:
         app = make_app(refresh_seconds=1.0)
         async with app.run_test(size=(120, 40)) as pilot:
             await until(pilot, lambda: has_row(app, "delta"), "the tenants")
             await until(pilot, lambda: app.main._detail is not None, "a first detail")
-            engine = app.store._context.engine()
+            store = app.store
+            engine = store._context.engine()
+            read_detail = store.detail
+
+            def detail(slug: str) -> Any:
+                # When a read starts: its queries may come late within it on a busy
+                # machine, the reads themselves must be a second apart.
+                reads.append(time.monotonic())
+                return read_detail(slug)
 
             def count(*args: Any) -> None:
-                if "message_log" in str(args[2]):  # one per detail read
-                    reads.append(time.monotonic())
+                queries.append(str(args[2]))
 
+            store.detail = detail
             event.listen(engine, "before_cursor_execute", count)
             started = time.monotonic()
             for _ in range(15):  # an operator scrolling up and down fast
@@ -629,11 +639,13 @@ def test_the_database_is_read_at_most_once_a_second(cli: CLI, daemon: Daemon) ->
             await pilot.pause(3.0)
             elapsed = time.monotonic() - started
             event.remove(engine, "before_cursor_execute", count)
+            store.detail = read_detail
             assert 1 <= len(reads) <= elapsed + 1
+            # Every query went through a detail read (one message_log query each; one
+            # more from a read in flight when counting began).
+            assert sum("message_log" in query for query in queries) <= len(reads) + 1
             gaps = [b - a for a, b in itertools.pairwise(reads)]
-            # A read's queries come at slightly different moments within it on a busy
-            # machine; a read every 0.2 s (keys pressed that fast) would show as 0.2.
-            assert all(gap >= 0.8 for gap in gaps), gaps
+            assert all(gap >= 0.99 for gap in gaps), gaps
 
     run(scenario)
 
@@ -937,6 +949,122 @@ def test_snapshot_confirm_help_filter_and_banner(
         await until(pilot, lambda: app.main.query_one("#banner").has_class("shown"), "banner")
         await pilot.pause()
         await compare_snapshot(app, pilot, "banner_80x24", tmp_path)
+
+    asyncio.run(recorded(steps))
+
+
+#: Characters that must never reach the terminal raw (see tests/test_terminal.py).
+RAW = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+HOSTILE = (
+    "[/bold] x [link=https://evil.test/pay]Pay[/link] \x1b]0;pwned\x07 \x1b[2J \x9b1m \u202eexe"
+)
+#: How it shows: as text, each control character as an escape.
+ESCAPED = (
+    "[/bold] x [link=https://evil.test/pay]Pay[/link] \\x1b]0;pwned\\x07 \\x1b[2J \\x9b1m "
+    "\\u202eexe"
+)
+
+
+@sqlite_only()
+def test_hostile_text_shows_as_text_in_every_part_of_the_dashboard(
+    recorded: Any, db_url: str, tmp_path: Path
+) -> None:
+    """Table cells, summary, conversation, worker log, banner and notifications show
+    stored and relayed text as text. Before: the name `[/bold] x` in the summary
+    crashed the dashboard with a MarkupError."""
+    from textual.widgets import TabbedContent
+
+    from wactl.config import load_config
+    from wactl.db.models import MessageLog, Tenant
+    from wactl.ipc.protocol import worker_log_path
+    from wactl.tui.messages import DaemonEvent, DaemonLost, TenantsLoaded
+
+    with db_session(db_url) as session:
+        alpha = session.query(Tenant).filter_by(slug="alpha").one()
+        alpha.name = HOSTILE
+        assert alpha.config is not None
+        alpha.config.business_name = HOSTILE
+        for row in session.query(MessageLog).filter_by(tenant_id=alpha.id):
+            row.message_text = f"{row.message_text} {HOSTILE}"
+            row.chat = "+3460\x1b[2J"
+    log = worker_log_path(load_config().log_dir, "alpha")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(f"12:00 INFO replied to {HOSTILE}\n", encoding="utf-8")
+    views = [dict(row) for row in RECORDED]
+    views[0].update(last_error=HOSTILE, reason=HOSTILE)
+
+    def pane(app: Any, name: str) -> str:
+        return text_of(app.main.query_one(f"#{name}-text"))
+
+    async def steps(app: Any, pilot: Any) -> None:
+        app.post_message(TenantsLoaded(views))
+        await until(pilot, lambda: pane(app, "summary").count(ESCAPED) == 4, "all of it")
+        summary = pane(app, "summary")  # the reason, last error, name and business name
+        assert RAW.search(summary) is None
+        cell_text = app.main.table.get_cell("alpha", "last_error")
+        assert cell_text.plain == ESCAPED
+        detail = app.main.query_one("#detail", TabbedContent)
+        detail.active = "conversation"
+        await until(pilot, lambda: ESCAPED in pane(app, "conversation"), "the conversation")
+        assert "+3460\\x1b[2J <- hola" in pane(app, "conversation")
+        detail.active = "log"
+        await until(pilot, lambda: ESCAPED in pane(app, "log"), "the worker log")
+        app.post_message(DaemonLost(f"unexpected OSError: {HOSTILE}", 2.0))
+        await until(pilot, lambda: ESCAPED in text_of(app.main.query_one("#banner")), "banner")
+        app.post_message(DaemonEvent({"event": "handoff", "slug": "alpha", "chat": HOSTILE}))
+        await until(pilot, lambda: any(ESCAPED in note for note in notes(app)), "the note")
+        for part in ("summary", "conversation", "log"):
+            assert RAW.search(pane(app, part)) is None, part
+        assert all(RAW.search(note) is None for note in notes(app))
+        await pilot.pause()
+        assert app.is_running  # nothing crashed the dashboard
+
+    asyncio.run(recorded(steps))
+
+
+@sqlite_only()
+def test_the_dashboard_reads_well_at_80x24(recorded: Any, tmp_path: Path) -> None:
+    """Before: the footer hid `? Help` and `q Quit`, the status line broke inside a
+    count, and the conversation cut long replies at the pane's edge."""
+    from textual.widgets import TabbedContent
+    from textual.widgets._footer import FooterKey
+
+    async def steps(app: Any, pilot: Any) -> None:
+        await until(pilot, lambda: bool(app.screen.query(FooterKey)), "the footer")
+        await pilot.pause()
+        keys = {key.key: key for key in app.screen.query(FooterKey)}
+        for wanted in ("s", "x", "r", "u", "c", "l", "slash", "question_mark", "q"):
+            assert wanted in keys, wanted
+            region = keys[wanted].region
+            assert region.width > 0 and region.right <= 80, (wanted, region)
+        status = text_of(app.main.query_one("#status")).splitlines()
+        assert status == [
+            "wactl · 6 tenants",
+            "1 FATAL 1 BACKOFF 1 STARTING 1 STOPPING 1 RUNNING 1 STOPPED · sort SLUG ▲",
+        ]
+        for slug, view in zip(shown(app), RECORDED, strict=True):
+            assert cell(app, slug, "slug") == view["slug"]
+            assert cell(app, slug, "state") == view["state"]
+        summary = app.main.query_one("#summary-text")
+        assert "last error" not in text_of(summary)
+        await pilot.press("down", "down")  # clinica-sol, FATAL: its error in the summary
+        await until(
+            pilot,
+            lambda: (
+                "quarantined: 5 crashes within 300 s (last: killed by SIGKILL)" in text_of(summary)
+            ),
+            "the error",
+        )
+        await pilot.press("up", "up")
+        app.main.query_one("#detail", TabbedContent).active = "conversation"
+        widget = app.main.query_one("#conversation-text")
+        await until(pilot, lambda: "Abrimos" in text_of(widget), "the conversation")
+        await pilot.pause()
+        # Wrapped beside its lead, the whole reply is on screen at 78 columns.
+        rendered = widget.render_lines(widget.region.reset_offset)
+        text = "\n".join("".join(seg.text for seg in strip).rstrip() for strip in rendered)
+        assert "¡Hola! Gracias por escribir a" in text and "Responde con un número" in text
+        assert all(len(line) <= 78 for line in text.splitlines())
 
     asyncio.run(recorded(steps))
 

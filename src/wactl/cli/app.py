@@ -32,6 +32,7 @@ from wactl.cli import (
     tui_cmd,
 )
 from wactl.cli.context import AppContext
+from wactl.display import printable
 from wactl.errors import ExitCode, WactlError
 from wactl.signals import Terminated, exit_like_interrupt, exit_status
 
@@ -78,7 +79,9 @@ def root(
         ),
     ] = False,
 ) -> None:
-    app_ctx = AppContext(config)
+    # `run` passes its context in, to read afterwards whether the command committed.
+    app_ctx = ctx.obj if isinstance(ctx.obj, AppContext) else AppContext(None)
+    app_ctx.config_path = config
     ctx.obj = app_ctx
     ctx.call_on_close(app_ctx.close)
 
@@ -116,14 +119,33 @@ def command() -> click.Command:
 
 
 def _error(text: str) -> None:
-    sys.stderr.write(f"error: {' '.join(text.split())}\n")
+    # The message may quote what was typed or stored (a name, a value): data.
+    sys.stderr.write(f"error: {printable(' '.join(text.split()))}\n")
+
+
+def _done_anyway(app_ctx: AppContext, exc: Exception) -> int:
+    """A failure after the command committed its change (writing the result to a full
+    disk or a closed terminal, ...): the change stands, so the command succeeded; say
+    what could not be shown."""
+    try:
+        sys.stderr.write(
+            f"warning: {printable(app_ctx.committed)}, but showing the result failed: "
+            f"{type(exc).__name__}: {printable(' '.join(str(exc).split()))}\n"
+        )
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass  # stderr is what failed: nothing more can be said
+    return int(ExitCode.OK)
 
 
 def run(args: list[str] | None = None) -> int:
     """Run the CLI with ``args`` and return the exit code; never raises for errors."""
     cli = command()
+    app_ctx = AppContext(None)
     try:
-        result = cli.main(args=args, prog_name="wactl", standalone_mode=False)
+        result = cli.main(args=args, prog_name="wactl", standalone_mode=False, obj=app_ctx)
+        # Inside the edge: a result that cannot be written fails here, not at exit.
+        sys.stdout.flush()
     except WactlError as exc:
         _error(exc.one_line())
         return int(exc.exit_code)
@@ -153,6 +175,8 @@ def run(args: list[str] | None = None) -> int:
         sys.stderr.close()
         return int(ExitCode.OK)
     except Exception as exc:
+        if app_ctx.committed is not None:
+            return _done_anyway(app_ctx, exc)
         if os.environ.get("WACTL_DEBUG"):
             raise
         _error(
@@ -163,6 +187,22 @@ def run(args: list[str] | None = None) -> int:
     return int(result) if isinstance(result, int) else int(ExitCode.OK)
 
 
+def _drop_unwritten_output() -> None:
+    """Output that could not be written (a full disk, a closed terminal) is dropped, so
+    that the interpreter's own flush at exit cannot fail again and change the exit
+    status (to 120) after `run` decided it."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+
+
 def main() -> None:
     exit_like_interrupt()
-    sys.exit(run())
+    code = run()
+    _drop_unwritten_output()
+    sys.exit(code)

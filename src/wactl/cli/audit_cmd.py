@@ -23,8 +23,7 @@ def audit(
     json_output: JsonFlag = False,
 ) -> None:
     """Show who did what and when, oldest first."""
-    from rich.table import Table
-
+    from wactl.cli.console import Column, print_table
     from wactl.cli.output import emit_json, local_time, or_dash, parse_since
     from wactl.db import audit as audit_log
 
@@ -39,12 +38,25 @@ def audit(
     if not rows:
         app_ctx.err_console.print("no audit events match")
         return
-    table = Table(box=None, pad_edge=False)
-    for column in ("TIME", "TENANT", "ACTOR", "EVENT", "DETAILS"):
-        table.add_column(column, no_wrap=column != "DETAILS", overflow="fold")
-    for row, when in rows:
-        details = json.dumps(row["payload"], ensure_ascii=False, separators=(",", ":"))
-        table.add_row(
-            local_time(when), or_dash(row["tenant"]), row["actor"], row["event_type"], details
-        )
-    app_ctx.console.print(table)
+    columns = (
+        Column("TIME"),
+        Column("TENANT"),
+        Column("EVENT"),
+        # Beside the row when there is room, else folded on lines of their own.
+        Column("ACTOR", below="fold"),
+        Column("DETAILS", below="fold"),
+    )
+    print_table(
+        app_ctx.console,
+        columns,
+        [
+            (
+                local_time(when),
+                or_dash(row["tenant"]),
+                row["event_type"],
+                row["actor"],
+                json.dumps(row["payload"], ensure_ascii=False, separators=(", ", ": ")),
+            )
+            for row, when in rows
+        ],
+    )

@@ -46,9 +46,8 @@ def list_(
     """
     import datetime as dt
 
-    from rich.table import Table
-
-    from wactl.cli.output import emit_json, local_time, printable
+    from wactl.cli.console import Column, print_table
+    from wactl.cli.output import emit_json, local_time
     from wactl.db import chats, tenants
 
     app_ctx = app_context(ctx)
@@ -62,22 +61,32 @@ def list_(
         what = "paused chats" if paused else "chats"
         app_ctx.err_console.print(f"'{slug}' has no {what}", markup=False)
         return
-    table = Table(box=None, pad_edge=False)
-    for column in ("CHAT", "MESSAGES", "LAST", "PAUSED UNTIL", "WHY"):
-        table.add_column(column, no_wrap=True, justify="right" if column == "MESSAGES" else "left")
-    for row in rows:
 
-        def when(value: str | None) -> str:
-            return local_time(dt.datetime.fromisoformat(value)) if value else "-"
+    def when(value: str | None) -> str:
+        return local_time(dt.datetime.fromisoformat(value)) if value else "-"
 
-        table.add_row(
-            printable(row["chat"]),
-            str(row["messages"]),
-            when(row["last_message_at"]),
-            when(row["paused_until"]),
-            _why(row["pause_reason"]),
-        )
-    app_ctx.console.print(table)
+    # At 80 columns LAST goes first; the chat and the pause stay whole.
+    columns = (
+        Column("CHAT"),
+        Column("MESSAGES", right=True),
+        Column("LAST", drop=1),
+        Column("PAUSED UNTIL"),
+        Column("WHY", below="fold"),
+    )
+    print_table(
+        app_ctx.console,
+        columns,
+        [
+            (
+                row["chat"],
+                row["messages"],
+                when(row["last_message_at"]),
+                when(row["paused_until"]),
+                _why(row["pause_reason"]),
+            )
+            for row in rows
+        ],
+    )
 
 
 def _why(reason: str | None) -> str:

@@ -11,6 +11,7 @@ from wactl import paths
 from wactl.cli.context import JsonFlag, app_context
 from wactl.config import apply_settings, write_config
 from wactl.config.loader import build_config, config_as_dict, read_file_sections, render_config
+from wactl.display import escape_serialised, printable
 from wactl.errors import ConfigError
 
 app = typer.Typer(help="Show, check and change the configuration file.", no_args_is_help=True)
@@ -21,7 +22,7 @@ def path(ctx: typer.Context) -> None:
     """Print the path of the config file in use (it may not exist yet)."""
     app_ctx = app_context(ctx)
     source = paths.config_file(app_ctx.config_path)
-    sys.stdout.write(f"{source}\n")
+    sys.stdout.write(f"{printable(source)}\n")
     if not source.exists():
         app_ctx.err_console.print("(it does not exist yet; `wactl init` writes it)")
 
@@ -38,7 +39,8 @@ def show(
     if json_output:
         emit_json(config_as_dict(config, redact=True))
     else:
-        sys.stdout.write(render_config(config, redact=True))
+        # TOML escapes control characters itself; not the C1 ones and bidi overrides.
+        sys.stdout.write(escape_serialised(render_config(config, redact=True)))
 
 
 @app.command("validate")
@@ -54,7 +56,7 @@ def validate(ctx: typer.Context) -> None:
     check_portal_credentials(
         build_config(read_file_sections(source), source=source, where=where), where=where
     )
-    sys.stdout.write(f"{source}: valid\n")
+    sys.stdout.write(f"{printable(source)}: valid\n")
 
 
 @app.command("set")
@@ -90,8 +92,9 @@ def set_(
     current = build_config(read_file_sections(source), source=source, where=f"config file {source}")
     updated = apply_settings(current, settings)
     write_config(updated, source)
+    app_ctx.changed(f"{source} was written")
     shown = config_as_dict(updated, redact=True)
     for key, _ in settings:
         section, _, name = key.partition(".")
-        # markup=False: a value such as "/srv/[x]" is data, not rich markup to interpret.
-        app_ctx.err_console.print(f"{source}: {key} = {shown[section][name]!r}", markup=False)
+        # A value such as "/srv/[x]" is data: the console reads no markup in it.
+        app_ctx.err_console.print(f"{source}: {key} = {shown[section][name]!r}")

@@ -93,6 +93,14 @@ class AppContext:
         self._engine: Engine | None = None
         self._console: Console | None = None
         self._err_console: Console | None = None
+        #: What the command changed for good, once it did (a database commit that
+        #: wrote, a file written, an action the daemon took): from then on, a failure
+        #: to show the result cannot make the command fail (`wactl.cli.app.run`).
+        self.committed: str | None = None
+
+    def changed(self, what: str) -> None:
+        """Record that the command changed something for good (see ``committed``)."""
+        self.committed = self.committed or what
 
     @property
     def config(self) -> Config:
@@ -108,21 +116,22 @@ class AppContext:
 
     @property
     def console(self) -> Console:
-        """Data for people goes to stdout."""
+        """Data for people goes to stdout. Strings printed on it are data: no markup,
+        control characters shown as escapes (`wactl.cli.console.DataConsole`)."""
         if self._console is None:
-            from rich.console import Console
+            from wactl.cli.console import DataConsole
 
-            self._console = Console(highlight=False, soft_wrap=False)
+            self._console = DataConsole(highlight=False, soft_wrap=False)
         return self._console
 
     @property
     def err_console(self) -> Console:
-        """Diagnostics and progress go to stderr."""
+        """Diagnostics and progress go to stderr (strings are data, as on `console`)."""
         if self._err_console is None:
-            from rich.console import Console
+            from wactl.cli.console import DataConsole
 
             # soft_wrap: a diagnostic is one line, however narrow the terminal.
-            self._err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+            self._err_console = DataConsole(stderr=True, highlight=False, soft_wrap=True)
         return self._err_console
 
     def engine(self, *, check_schema: bool = True) -> Engine:
@@ -137,12 +146,36 @@ class AppContext:
             except BaseException:
                 engine.dispose()
                 raise
+            self._watch_commits(engine)
             self._engine = engine
         if check_schema:
             from wactl.db.schema import ensure_current  # no Alembic import (~40 ms)
 
             ensure_current(self._engine)
         return self._engine
+
+    def _watch_commits(self, engine: Engine) -> None:
+        """Set ``committed`` when a transaction that wrote (INSERT, UPDATE, DELETE, a
+        migration) commits: every command's changes, however it makes them."""
+        from sqlalchemy import event
+
+        def executed(connection: Any, *args: Any) -> None:
+            context = args[3]
+            if context is not None and (
+                context.isinsert or context.isupdate or context.isdelete or context.isddl
+            ):
+                connection.info["wrote"] = True
+
+        def committed(connection: Any) -> None:
+            if connection.info.pop("wrote", False):
+                self.changed("the change was committed")
+
+        def rolled_back(connection: Any) -> None:
+            connection.info.pop("wrote", None)
+
+        event.listen(engine, "after_cursor_execute", executed)
+        event.listen(engine, "commit", committed)
+        event.listen(engine, "rollback", rolled_back)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -36,6 +36,7 @@ def start(ctx: typer.Context) -> None:
         info = find_daemon(app).check_version()
     except DaemonNotRunning:
         pid = spawn_daemon(app)
+        app.changed(f"the daemon was started (pid {pid})")
         app.err_console.print(f"daemon started (pid {pid})")
         return
     app.err_console.print(f"the daemon is already running (pid {info['pid']})")
@@ -79,6 +80,7 @@ def stop(
     --with-workers."""
     app = app_context(ctx)
     if _stop(ctx, with_workers=with_workers, timeout=timeout):
+        app.changed("the daemon was stopped")
         note = "workers stopped too" if with_workers else "workers keep running"
         app.err_console.print(f"daemon stopped; {note}")
     else:
@@ -93,6 +95,7 @@ def restart(ctx: typer.Context) -> None:
     app = app_context(ctx)
     _stop(ctx, with_workers=False, timeout=60.0)
     pid = spawn_daemon(app)
+    app.changed(f"the daemon was restarted (pid {pid})")
     app.err_console.print(f"daemon restarted (pid {pid}); workers kept running")
 
 
@@ -104,6 +107,7 @@ def status(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     """
     from wactl.cli.daemon_client import find_daemon
     from wactl.cli.output import duration, emit_json
+    from wactl.display import printable
 
     app = app_context(ctx)
     data = find_daemon(app).request("GET", "/v1/status")
@@ -114,7 +118,7 @@ def status(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     sys.stdout.write(
         f"running: pid {data['pid']}, wactl {data['version']}, "
         f"up {duration(data['uptime_seconds'])}\n"
-        f"socket: {data['socket']}\n"
+        f"socket: {printable(data['socket'])}\n"
         f"workers: {workers or 'none'}\n"
     )
 

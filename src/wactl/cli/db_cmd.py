@@ -57,8 +57,12 @@ def downgrade(
     where = display_url(engine.url)
     before = migrate.current_revision(engine)
     if not yes:
+        from wactl.display import printable
+
         typer.confirm(
-            f"Downgrade {where} from {before} to {revision}? Data in removed tables is lost",
+            printable(
+                f"Downgrade {where} from {before} to {revision}? Data in removed tables is lost"
+            ),
             abort=True,
             err=True,
         )
@@ -83,6 +87,7 @@ def current(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     from wactl.cli.output import emit_json
     from wactl.db import migrate
     from wactl.db.engine import display_url
+    from wactl.display import printable
 
     engine = app_context(ctx).engine(check_schema=False)
     revision = migrate.current_revision(engine)
@@ -97,7 +102,7 @@ def current(ctx: typer.Context, json_output: JsonFlag = False) -> None:
         emit_json(data)
         return
     state = "up to date" if revision == head else f"needs `wactl db upgrade` to {head}"
-    sys.stdout.write(f"{revision or 'empty'} ({state})\n")
+    sys.stdout.write(f"{printable(revision or 'empty')} ({state})\n")
 
 
 @app.command("history")

@@ -367,11 +367,21 @@ def doctor(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     if json_output:
         emit_json({"ok": not failed, "checks": [asdict(c) for c in checks]})
     else:
-        width = max(len(c.name) for c in checks)
+        from wactl.cli.console import Column, print_table
+
+        rows: list[tuple[str, str, str]] = []
         for check in checks:
-            label = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}[check.status]
-            app.console.print(f"{label}  {check.name:<{width}}  {check.detail}", markup=False)
+            rows.append(
+                (
+                    {"ok": "ok", "warn": "warn", "fail": "FAIL"}[check.status],
+                    check.name,
+                    check.detail,
+                )
+            )
             if check.fix:
-                app.console.print(f"{'':4}  {'':<{width}}  fix: {check.fix}", markup=False)
+                rows.append(("", "", f"fix: {check.fix}"))
+        # What was found and the fix wrap beside the check's name (paths fold).
+        columns = (Column("STATUS"), Column("CHECK"), Column("FOUND", wrap=True))
+        print_table(app.console, columns, rows, header=False)
     if failed:
         raise typer.Exit(1)

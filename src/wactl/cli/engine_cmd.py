@@ -162,11 +162,10 @@ def _check(found: InstalledBundle, pin: Pin) -> CheckReport:
 
 
 def _print_report(app_ctx: AppContext, report: CheckReport) -> None:
-    from wactl.cli.output import printable
-
+    # One line each (soft-wrapped): a difference is copied and searched whole.
     for difference in report.differences:
-        app_ctx.console.print(printable(difference.line()), markup=False, soft_wrap=True)
-    app_ctx.console.print(printable(report.summary()), markup=False, soft_wrap=True)
+        app_ctx.console.print(difference.line(), soft_wrap=True)
+    app_ctx.console.print(report.summary(), soft_wrap=True)
 
 
 @app.command("install")
@@ -234,6 +233,8 @@ def install(
             markup=False,
         )
     found = wajs.install(config, pin=pin, use_npm=use_npm[source], force=force)
+    if fetch:
+        app_ctx.changed(f"{pin.spec} was installed")
     if not pin.is_pinned:
         from wactl.db import audit, wajs_releases
 
@@ -301,9 +302,8 @@ def status(ctx: typer.Context, version: VersionOpt = None, json_output: JsonFlag
 
 
 def _print_status(app_ctx: AppContext, pin: Pin, found: InstalledBundle | None) -> None:
-    from rich.table import Table
-
     from wactl import wajs
+    from wactl.cli.console import print_fields
     from wactl.cli.output import or_dash
 
     row = bundle_json(pin, found, str(wajs.bundle_path(app_ctx.config, pin)))
@@ -313,18 +313,20 @@ def _print_status(app_ctx: AppContext, pin: Pin, found: InstalledBundle | None) 
         verified = "yes"
     else:
         verified = f"NO: {found.problem}"
-    table = Table(box=None, pad_edge=False, show_header=False)
-    table.add_column(no_wrap=True)
-    table.add_column(overflow="fold")
     kind = "pinned" if pin.is_pinned else "installed with --version"
-    table.add_row("package", f"{row['package']} {row['version']} ({kind})")
-    table.add_row("pinned integrity", row["pinned_integrity"])
-    table.add_row("path", row["path"])
-    table.add_row("verified", verified)
-    table.add_row("sha256", or_dash(row["sha256"]))
-    table.add_row("installed at", or_dash(row["installed_at"]))
-    table.add_row("source", or_dash(row["source"] and f"{row['source']} ({row['registry']})"))
-    app_ctx.console.print(table)
+    # A hash or a path too long to sit beside its label gets lines of its own.
+    print_fields(
+        app_ctx.console,
+        [
+            ("package", f"{row['package']} {row['version']} ({kind})"),
+            ("pinned integrity", row["pinned_integrity"]),
+            ("path", row["path"]),
+            ("verified", verified),
+            ("sha256", or_dash(row["sha256"])),
+            ("installed at", or_dash(row["installed_at"])),
+            ("source", or_dash(row["source"] and f"{row['source']} ({row['registry']})")),
+        ],
+    )
 
 
 @app.command("check")

@@ -18,6 +18,7 @@ import json
 import socket
 import sys
 
+from wactl.display import json_text
 from wactl.ipc.protocol import PROTOCOL_HEADER, PROTOCOL_VERSION, socket_path
 
 
@@ -82,6 +83,6 @@ def try_fast(argv: list[str]) -> int | None:
     if not isinstance(rows, list):
         return None
     # The same bytes `wactl.cli.output.emit_json` prints.
-    sys.stdout.write(json.dumps(rows, indent=2, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.write(json_text(rows, indent=2) + "\n")
     sys.stdout.flush()
     return 0

@@ -33,6 +33,7 @@ def init(ctx: typer.Context) -> None:
         else:
             # Only this key changes; the other keys are the file's, not the environment's.
             write_config(apply_setting(config, "portal.session_secret", new_secret), config.source)
+            app.changed(f"{config.source} was written")
             changed.append("config")
             say(f"config: generated portal.session_secret in {config.source}")
     else:
@@ -40,6 +41,7 @@ def init(ctx: typer.Context) -> None:
             portal = dataclasses.replace(config.portal, session_secret=new_secret)
             config = dataclasses.replace(config, portal=portal)
         write_config(config, config.source)
+        app.changed(f"{config.source} was written")
         changed.append("config")
         say(f"config: wrote {config.source}")
     if new_secret is not None:

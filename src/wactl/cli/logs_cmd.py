@@ -14,19 +14,20 @@ from wactl.cli.context import Slug, app_context, rows_option, slug_option
 app = typer.Typer(help="Keep the conversation log bounded.", no_args_is_help=True)
 
 
-def message_line(row: dict[str, Any]) -> str:
-    """One logged message for people (`message_json` shape): when, chat, direction, text."""
+def message_parts(row: dict[str, Any]) -> tuple[str, str]:
+    """One logged message for people (`message_json` shape): its lead (when, chat,
+    direction) and its text (with what kind of reply it is, and its state when not
+    the usual one). Both are data: show them with `wactl.display.printable`."""
     import datetime as dt
 
     from wactl.cli.output import local_time
 
     when = local_time(dt.datetime.fromisoformat(row["created_at"]))
     arrow = "<-" if row["direction"] == "IN" else "->"
-    note = "" if row["state"] in ("ANSWERED", "SENT") else f" [{row['state'].lower()}]"
-    kind = f" ({row['kind']})" if row["kind"] and row["kind"] != "owner" else ""
-    who = " (business)" if row["kind"] == "owner" else ""
-    text = row["text"].replace("\n", "\n" + " " * 24)
-    return f"{when} {row['chat']:>16} {arrow}{who}{kind}{note} {text}"
+    note = "" if row["state"] in ("ANSWERED", "SENT") else f"[{row['state'].lower()}] "
+    kind = f"({row['kind']}) " if row["kind"] and row["kind"] != "owner" else ""
+    who = "(business) " if row["kind"] == "owner" else ""
+    return f"{when} {row['chat']:>16} {arrow}", f"{who}{kind}{note}{row['text']}"
 
 
 def tenant_logs(
@@ -90,13 +91,15 @@ def tenant_logs(
             )
 
     def show(rows: list[dict[str, Any]]) -> None:
-        for row in rows:
-            if json_output:
-                import json
+        if json_output:
+            from wactl.display import json_text
 
-                sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
-                continue
-            sys.stdout.write(message_line(row) + "\n")
+            for row in rows:
+                sys.stdout.write(json_text(row) + "\n")
+        else:
+            from wactl.cli.console import print_hanging
+
+            print_hanging(app.console, [message_parts(row) for row in rows])
         sys.stdout.flush()
 
     rows = fetch(None)

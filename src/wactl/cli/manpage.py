@@ -76,7 +76,10 @@ SIGNALLED = (
 #: program cannot read back, so the wording lives here; a test fails when a member of
 #: `ExitCode` has no entry.
 EXIT_STATUS: dict[ExitCode, str] = {
-    ExitCode.OK: "Success.",
+    ExitCode.OK: (
+        "Success. Also when a command made its change but could not print the result "
+        "(a full disk, a closed terminal): a warning on stderr says so."
+    ),
     ExitCode.FAILURE: (
         "A failure the message describes: wa-js could not be fetched, did not match its "
         "integrity or fails verification on disk (`wactl engine install | status | "
@@ -915,6 +918,16 @@ def _section_description(page: _Roff, docs: list[CommandDoc]) -> None:
         "(see JSON OUTPUT). Commands that delete or destroy data ask for confirmation "
         "unless given `--yes`."
     )
+    page.macro("PP")
+    page.text(
+        "Output for people fits the terminal's width, 80 columns included: a list drops "
+        "its least telling columns first and keeps the others whole, and a long last "
+        "column (a last error, event details) gets lines of its own under its row. Text "
+        "that did not come from wactl (names, notes, customers' messages, log lines, "
+        "paths) is shown as stored: markup in it is not interpreted, and control "
+        "characters and bidirectional overrides in it show as escapes such as \\x1b "
+        "and \\u202e, so that it cannot drive the terminal."
+    )
 
 
 def _section_options(page: _Roff, root: CommandDoc) -> None:
@@ -1068,7 +1081,9 @@ def _section_json(page: _Roff) -> None:
         "With `--json`, commands print JSON on stdout and nothing else there: two-space "
         "indented, keys in the order listed below. These shapes are stable: a key listed "
         "here keeps its name and meaning, and new keys may be added, so scripts should "
-        "ignore keys they do not know. Timestamps are ISO 8601 strings in UTC."
+        "ignore keys they do not know. Timestamps are ISO 8601 strings in UTC. Strings "
+        "are UTF-8, but DEL, the C1 control characters and bidirectional overrides in them are "
+        "written as \\u escapes (JSON already escapes the other control characters)."
     )
     for shape in json_shapes():
         page.macro("SS", shape.title)

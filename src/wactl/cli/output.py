@@ -1,33 +1,27 @@
-"""Printing: stable JSON for scripts, rich tables for people, times and durations."""
+"""Printing: stable JSON for scripts, text for people, times and durations.
+
+Text from outside wactl is shown with `printable` (from `wactl.display`, shared with
+the TUI); tables and details for people are laid out by `wactl.cli.console`.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 import sys
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from wactl.display import json_text, printable
 from wactl.errors import NotFoundError, UsageError
 
 _DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def printable(text: str) -> str:
-    """Text from outside wactl (a package's declarations, ...) safe for a terminal:
-    control characters, which could move the cursor or rewrite the screen, are shown
-    as ``\\xNN``. Print it with ``markup=False`` too, so Rich reads no markup in it."""
-    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
-
-
 def emit_json(data: Any) -> None:
     """Plain, stable JSON on stdout: two-space indent, keys in their defined order."""
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.write(json_text(data, indent=2) + "\n")
 
 
 def local_time(value: dt.datetime | None) -> str:
@@ -141,12 +135,13 @@ def tail_file(path: Path, *, lines: int, follow: bool) -> None:
     except FileNotFoundError:
         raise NotFoundError(f"no log file at {path} yet") from None
     with handle:
-        sys.stdout.write("".join(_tail(handle, lines)))
+        # A log holds what workers were told by customers and WhatsApp: data.
+        sys.stdout.write(printable("".join(_tail(handle, lines)), multiline=True))
         sys.stdout.flush()
         while follow:
             chunk = handle.readline()
             if chunk:
-                sys.stdout.write(chunk.decode("utf-8", "replace"))
+                sys.stdout.write(printable(chunk.decode("utf-8", "replace"), multiline=True))
                 sys.stdout.flush()
                 continue
             try:

@@ -15,6 +15,8 @@ import typer
 from wactl.cli.context import JsonFlag, Slug, Slugs, app_context, wait_option
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from wactl.ipc.client import DaemonClient
 
 AllFlag = Annotated[bool, typer.Option("--all", help="Every tenant.")]
@@ -37,49 +39,54 @@ def ps(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     if json_output:
         emit_json(rows)
         return
-    from rich.table import Table
-
-    from wactl.cli.output import duration, human_bytes
-
     app = app_context(ctx)
     if not rows:
         app.err_console.print("no tenants yet; create one with `wactl tenant create`")
         return
-    table = Table(box=None, pad_edge=False)
-    for column in (
-        "SLUG",
-        "STATE",
-        "PID",
-        "UPTIME",
-        "RESTARTS",
-        "CPU%",
-        "MEM(USS)",
-        "BEAT",
-        "IN/OUT",
-        "ENGINE",
-        "LAST ERROR",
-    ):
-        table.add_column(
-            column,
-            no_wrap=column != "LAST ERROR",
-            justify="right" if column in ("PID", "RESTARTS", "CPU%", "MEM(USS)") else "left",
-        )
-    for row in rows:
-        table.add_row(
-            row["slug"],
-            row["state"],
-            str(row["pid"] or "-"),
-            duration(row["uptime_seconds"]),
-            str(row["restarts"]),
-            "-" if row["cpu_percent"] is None else f"{row['cpu_percent']:.1f}",
-            human_bytes(row["memory_uss_bytes"]),
-            duration(row["heartbeat_age_seconds"]),
-            _in_out(row.get("messages_in_1h"), row.get("messages_out_1h")),
-            row["engine"],
-            error_text(row),
-        )
-    app.console.print(table)
+    print_ps(app.console, rows)
     _warn_if_database_fails(ctx)
+
+
+def print_ps(console: Console, rows: list[dict[str, Any]]) -> None:
+    """`wactl ps` for people: /v1/tenants views as a table that fits the console."""
+    from wactl.cli.console import Column, print_table
+    from wactl.cli.output import duration, human_bytes
+
+    # At 80 columns the least telling figures go first (ENGINE, BEAT, CPU%...); slug,
+    # state, pid and restarts stay whole, and the last error gets a line of its own.
+    columns = (
+        Column("SLUG"),
+        Column("STATE"),
+        Column("PID", right=True),
+        Column("UPTIME", right=True, drop=1),
+        Column("RST", right=True),
+        Column("CPU%", right=True, drop=4),
+        Column("MEM(USS)", right=True, drop=3),
+        Column("BEAT", right=True, drop=5),
+        Column("IN/OUT", right=True, drop=2),
+        Column("ENGINE", drop=6),
+        Column("LAST ERROR", below="cut"),
+    )
+    print_table(
+        console,
+        columns,
+        [
+            (
+                row["slug"],
+                row["state"],
+                row["pid"] or "-",
+                duration(row["uptime_seconds"]),
+                row["restarts"],
+                "-" if row["cpu_percent"] is None else f"{row['cpu_percent']:.1f}",
+                human_bytes(row["memory_uss_bytes"]),
+                duration(row["heartbeat_age_seconds"]),
+                _in_out(row.get("messages_in_1h"), row.get("messages_out_1h")),
+                row["engine"],
+                " ".join(error_text(row).split()),
+            )
+            for row in rows
+        ],
+    )
 
 
 def error_text(row: dict[str, Any]) -> str:
@@ -163,6 +170,7 @@ def _act(
     answer = client.request(
         "POST", f"/v1/{action}", _targets(slugs, everything), timeout=max(timeout, 30.0)
     )
+    app.changed(f"the daemon took the {action} request")
     for message in answer.get("errors", []):
         app.err_console.print(f"error: {message}")
     workers = answer["workers"]
@@ -271,9 +279,13 @@ def qr(
         if info["qr"] and info["qr"] != shown:
             _draw_qr(info["qr"], clear=interactive and shown is not None)
             shown = info["qr"]
-            app.err_console.print(
-                f"{slug}: scan this with WhatsApp on the business's phone "
-                "(Settings > Linked devices > Link a device)"
+            from wactl.cli.console import print_wrapped
+
+            # Two lines, each wrapped at the terminal's width (a slug is up to 40 long).
+            print_wrapped(
+                app.err_console,
+                f"{slug}: scan this with WhatsApp on the business's phone:\n"
+                "Settings > Linked devices > Link a device",
             )
             if not wait:
                 return
@@ -285,6 +297,7 @@ def qr(
 def logout(ctx: typer.Context, slug: Slug) -> None:
     """Log the tenant out of WhatsApp; it shows a new QR to link again."""
     _client(ctx).request("POST", f"/v1/tenants/{slug}/logout", {})
+    app_context(ctx).changed(f"'{slug}' was logged out")
     app_context(ctx).err_console.print(f"{slug}: logged out; a new QR is showing")
 
 
@@ -302,6 +315,7 @@ def sandbox_scan(
         raise UsageError("--qr: must not be empty", hint="leave --qr out to scan the current QR")
     body = {"qr": qr_payload} if qr_payload is not None else {}
     _client(ctx).request("POST", f"/v1/tenants/{slug}/sandbox/scan", body)
+    app_context(ctx).changed(f"'{slug}' was linked")
     app_context(ctx).err_console.print(f"{slug}: linked (sandbox)")
 
 
@@ -362,9 +376,13 @@ _WHY_IGNORED = {
 
 
 def _describe(answer: dict[str, Any]) -> str:
+    """The bot's reply, or why there is none, for people. The reply is data: the
+    template's words with the owner's business information and texts in them."""
+    from wactl.display import printable
+
     if answer["status"] == "replied":
-        return str(answer["reply"])
-    reason = answer.get("reason") or ""
+        return printable(answer["reply"], multiline=True)
+    reason = printable(answer.get("reason") or "")
     if answer["status"] == "ignored":
         return f"(no reply: {_WHY_IGNORED.get(reason, reason)})"
     return f"(no reply: {answer['status']}{': ' + reason if reason else ''})"
@@ -387,6 +405,7 @@ def sandbox_send(
 
     number = normalize_chat_number(sender, "--from")
     answer = _send(_client(ctx), slug, number, text)
+    app_context(ctx).changed("the message was delivered")
     if json_output:
         emit_json(answer)
         return
@@ -428,5 +447,6 @@ def sandbox_chat(ctx: typer.Context, slug: Slug, sender: FromOpt = "+15551234567
         if not text:
             continue
         answer = _send(client, slug, number, text)
+        app.changed("the message was delivered")
         sys.stdout.write(f"bot> {_describe(answer)}\n")
         sys.stdout.flush()

@@ -97,6 +97,8 @@ def quickstart(ctx: typer.Context) -> None:
 
             raise WaitTimeoutError(f"'{DEMO}' did not show a QR within 30 s")
         time.sleep(0.1)
+    from wactl.cli.console import print_hanging
+
     out = sys.stdout
     out.write(f"\nA customer ({CUSTOMER}) writes to Demo Bistro:\n\n")
     for text in ("Hi!", "2"):
@@ -106,20 +108,25 @@ def quickstart(ctx: typer.Context) -> None:
             {"from": CUSTOMER, "text": text},
             timeout=60,
         )
-        out.write(f"  customer> {text}\n")
         if not answer.get("reply"):
             from wactl.errors import ConflictError
 
-            out.write(f"  bot>      (no reply: {answer.get('reason') or answer['status']})\n\n")
+            reason = answer.get("reason") or answer["status"]
+            print_hanging(app.console, [("  customer>", text), ("  bot>", f"(no reply: {reason})")])
+            out.write("\n")
             raise ConflictError(
-                f"the demo bot did not answer ({answer.get('reason') or answer['status']})",
+                f"the demo bot did not answer ({reason})",
                 hint=f"if it is paused in this chat, `wactl chats resume {DEMO} {CUSTOMER}` "
                 "hands it back; `wactl tenant logs demo --worker` says more",
             )
-        reply = str(answer["reply"])
-        out.write("  bot>      " + reply.replace("\n", "\n            ") + "\n\n")
-    # Descriptions line up after the commands; a long command has its own line.
-    width = 44
+        # The reply is data: the template's words with the demo tenant's texts, which
+        # an operator may have changed (`tenant config apply`). It wraps under itself.
+        print_hanging(app.console, [("  customer>", text), ("  bot>", str(answer["reply"]))])
+        out.write("\n")
+    # Descriptions line up after the commands, in a column that leaves them room before
+    # the terminal's edge; a longer command has its own line.
+    longest = max(len(what) for _, what in NEXT_STEPS)
+    width = max(min(44, app.console.width - 5 - longest), 16)
     out.write("Next:\n")
     for command, what in NEXT_STEPS:
         if len(command) > width:

@@ -32,8 +32,7 @@ def list_(
     json_output: JsonFlag = False,
 ) -> None:
     """List setup requests, oldest first."""
-    from rich.table import Table
-
+    from wactl.cli.console import Column, print_table
     from wactl.cli.output import emit_json, local_time
     from wactl.db import requests
 
@@ -49,28 +48,39 @@ def list_(
         which = f"{status.value.lower()} " if status else ""
         app_ctx.err_console.print(f"no {which}setup requests")
         return
-    table = Table(box=None, pad_edge=False)
-    for column in ("ID", "TENANT", "STATUS", "BUSINESS", "TEMPLATE", "LANG", "NUMBER", "SENT"):
-        table.add_column(column, no_wrap=column != "BUSINESS")
-    for row, when in zip(rows, created, strict=True):
-        table.add_row(
-            str(row["id"]),
-            row["tenant"],
-            row["status"],
-            row["business_name"],
-            row["template_type"],
-            row["language"],
-            row["whatsapp_number"],
-            local_time(when),
-        )
-    app_ctx.console.print(table)
+    columns = (
+        Column("ID", right=True),
+        Column("TENANT"),
+        Column("STATUS"),
+        Column("BUSINESS", wrap=True),
+        Column("TEMPLATE", drop=2),
+        Column("LANG", drop=3),
+        Column("NUMBER", drop=1),
+        Column("SENT", drop=4),
+    )
+    print_table(
+        app_ctx.console,
+        columns,
+        [
+            (
+                row["id"],
+                row["tenant"],
+                row["status"],
+                row["business_name"],
+                row["template_type"],
+                row["language"],
+                row["whatsapp_number"],
+                local_time(when),
+            )
+            for row, when in zip(rows, created, strict=True)
+        ],
+    )
 
 
 @app.command("show")
 def show(ctx: typer.Context, request_id: RequestId, json_output: JsonFlag = False) -> None:
     """Show one setup request in full."""
-    from rich.table import Table
-
+    from wactl.cli.console import print_fields
     from wactl.cli.output import emit_json, or_dash
     from wactl.db import requests
 
@@ -80,9 +90,7 @@ def show(ctx: typer.Context, request_id: RequestId, json_output: JsonFlag = Fals
     if json_output:
         emit_json(data)
         return
-    table = Table(box=None, show_header=False, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
+    fields: list[tuple[str, object]] = []
     for key in (
         "id",
         "tenant",
@@ -93,13 +101,13 @@ def show(ctx: typer.Context, request_id: RequestId, json_output: JsonFlag = Fals
         "whatsapp_number",
         "timezone",
     ):
-        table.add_row(key.replace("_", " "), str(data[key]))
+        fields.append((key.replace("_", " "), data[key]))
     for day, ranges in data["hours"].items():
-        table.add_row(f"hours {day}", ", ".join(ranges) or "closed")
-    table.add_row("holidays", ", ".join(data["holidays"]) or "-")
+        fields.append((f"hours {day}", ", ".join(ranges) or "closed"))
+    fields.append(("holidays", ", ".join(data["holidays"]) or "-"))
     for key in ("notes", "decision_reason", "decided_by", "decided_at", "created_at"):
-        table.add_row(key.replace("_", " "), or_dash(data[key]))
-    app_ctx.console.print(table)
+        fields.append((key.replace("_", " "), or_dash(data[key])))
+    print_fields(app_ctx.console, fields)
 
 
 @app.command("approve")

@@ -12,8 +12,6 @@ from wactl.cli.context import JsonFlag, Slug, app_context
 from wactl.enums import EngineName, Language, TemplateType
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from wactl.cli.context import AppContext
     from wactl.db.models import Tenant
     from wactl.db.wajs_releases import Effective
@@ -101,8 +99,7 @@ def create(
 @app.command("list")
 def list_(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     """List every tenant."""
-    from rich.table import Table
-
+    from wactl.cli.console import Column, print_table
     from wactl.cli.output import emit_json, local_time, or_dash
     from wactl.db import tenants
 
@@ -117,25 +114,38 @@ def list_(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     if not rows:
         app_ctx.err_console.print("no tenants yet; create one with `wactl tenant create`")
         return
-    table = Table(box=None, pad_edge=False)
-    for column in ("SLUG", "NAME", "STATUS", "ENGINE", "PHONE", "TEMPLATE", "LANG", "CREATED"):
-        table.add_column(column, no_wrap=column != "NAME")
-    for row in rows:
-        table.add_row(
-            row["slug"],
-            row["name"],
-            row["status"],
-            row["engine"],
-            or_dash(row["phone_number"]),
-            or_dash(row["template_type"]),
-            or_dash(row["language"]),
-            local_time(created[row["slug"]]),
-        )
-    app_ctx.console.print(table)
+    columns = (
+        Column("SLUG"),
+        Column("NAME", wrap=True),
+        Column("STATUS"),
+        Column("ENGINE", drop=1),
+        Column("PHONE", drop=2),
+        Column("TEMPLATE", drop=3),
+        Column("LANG", drop=4),
+        Column("CREATED", drop=5),
+    )
+    print_table(
+        app_ctx.console,
+        columns,
+        [
+            (
+                row["slug"],
+                row["name"],
+                row["status"],
+                row["engine"],
+                or_dash(row["phone_number"]),
+                or_dash(row["template_type"]),
+                or_dash(row["language"]),
+                local_time(created[row["slug"]]),
+            )
+            for row in rows
+        ],
+    )
 
 
-def detail_fields(tenant: Tenant, wa_js: Effective) -> list[tuple[str, str]]:
-    """`tenant show` for people: (label, value) pairs, also the TUI's summary."""
+def detail_fields(tenant: Tenant, wa_js: Effective, *, ages: bool = True) -> list[tuple[str, str]]:
+    """`tenant show` for people: (label, value) pairs, also the TUI's summary (without
+    ``ages``: the dashboard shows the daemon's live state and heartbeat beside it)."""
     from wactl.cli.output import local_time, or_dash
     from wactl.db.tenants import tenant_detail_json
     from wactl.enums import EngineName
@@ -164,7 +174,7 @@ def detail_fields(tenant: Tenant, wa_js: Effective) -> list[tuple[str, str]]:
         fields.append((f"hours {day}", ", ".join(hours.get(day, [])) or "closed"))
     fields.append(("holidays", ", ".join(data["holidays"]) or "-"))
     if data["session"]:
-        fields.append(("whatsapp", _session_text(tenant)))
+        fields.append(("whatsapp", _session_text(tenant) if ages else data["session"]["state"]))
     if data["worker"]:
         worker = data["worker"]
         fields.append(("worker", f"{worker['status']} (wants {worker['desired']})"))
@@ -197,17 +207,6 @@ def _session_text(tenant: Tenant) -> str:
     return f"{state} when its worker last ran, {age} ago (it does not run now)"
 
 
-def _print_detail(console: Console, tenant: Tenant, wa_js: Effective) -> None:
-    from rich.table import Table
-
-    table = Table(box=None, show_header=False, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
-    for label, value in detail_fields(tenant, wa_js):
-        table.add_row(label, value)
-    console.print(table)
-
-
 @app.command("show")
 def show(ctx: typer.Context, slug: Slug, json_output: JsonFlag = False) -> None:
     """Show one tenant: settings, hours, WhatsApp link and worker."""
@@ -221,7 +220,9 @@ def show(ctx: typer.Context, slug: Slug, json_output: JsonFlag = False) -> None:
         if json_output:
             emit_json(tenants.tenant_detail_json(tenant, wa_js))
         else:
-            _print_detail(app_ctx.console, tenant, wa_js)
+            from wactl.cli.console import print_fields
+
+            print_fields(app_ctx.console, detail_fields(tenant, wa_js))
 
 
 @app.command("edit")
@@ -336,8 +337,11 @@ def delete(
     with app_ctx.session() as session:
         tenant = tenants.get_tenant(session, slug)
         if not yes:
+            from wactl.display import printable
+
             typer.confirm(
-                f"Delete tenant '{slug}' ({tenant.name}) with its messages and requests?",
+                f"Delete tenant '{slug}' ({printable(tenant.name)}) with its messages and "
+                "requests?",
                 abort=True,
                 err=True,
             )
@@ -366,10 +370,13 @@ def _stop_worker_if_running(app_ctx: AppContext, slug: str) -> None:
 def config_export(ctx: typer.Context, slug: Slug) -> None:
     """Print the tenant's configuration as TOML (edit it, then `config apply`)."""
     from wactl.db import tenants
+    from wactl.display import escape_serialised
 
     with app_context(ctx).session() as session:
         tenant = tenants.get_tenant(session, slug)
-        sys.stdout.write(tenants.render_document(slug, tenants.export_document(tenant)))
+        document = tenants.render_document(slug, tenants.export_document(tenant))
+    # TOML escapes control characters itself; not the C1 ones and bidi overrides.
+    sys.stdout.write(escape_serialised(document))
 
 
 @config_app.command("apply")
@@ -392,6 +399,7 @@ def config_apply(
     stdin (at most 1 MiB too); exit status 2 otherwise.
     """
     from wactl.db import audit, tenants
+    from wactl.display import escape_serialised
     from wactl.errors import UsageError
     from wactl.inputs import InputFileError, read_stdin_text, read_text_file
 
@@ -407,7 +415,7 @@ def config_apply(
         tenant = tenants.get_tenant(session, slug)
         doc = tenants.parse_document(text, source=source, slug=slug)
         diff = tenants.document_diff(slug, tenants.export_document(tenant), doc)
-        sys.stdout.write(diff)
+        sys.stdout.write(escape_serialised(diff))
         if not diff:
             app_ctx.err_console.print(f"{slug}: no changes")
             return

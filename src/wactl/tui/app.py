@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from textual.app import App, SystemCommand
 from textual.screen import Screen
 
+from wactl.display import printable
 from wactl.errors import WactlError
 from wactl.ipc.aio import AsyncDaemonClient
 from wactl.tui.messages import (
@@ -47,6 +48,8 @@ from wactl.tui.screens import MainScreen, QrScreen
 QUIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 
 if TYPE_CHECKING:
+    from textual.notifications import SeverityLevel
+
     from wactl.cli.context import AppContext
     from wactl.tui.data import Store
 
@@ -191,14 +194,14 @@ class DashboardApp(App[None]):
     def on_daemon_connected(self, message: DaemonConnected) -> None:
         pid = message.info.get("pid")
         if self.problem is not None and self.daemon_pid is not None:
-            self.notify(f"reconnected to the daemon (pid {pid})")
+            self.say(f"reconnected to the daemon (pid {pid})")
         self.daemon_pid = pid if isinstance(pid, int) else None
         self.problem = None
         self.main.show_problem(None)
 
     def on_daemon_lost(self, message: DaemonLost) -> None:
         self.problem = (
-            f"⚠ daemon unreachable: {message.reason}. Reconnecting by itself "
+            f"⚠ daemon unreachable: {printable(message.reason)}. Reconnecting by itself "
             f"(next try in {message.retry_in:g} s); the table shows the last known state."
         )
         self.main.show_problem(self.problem)
@@ -222,7 +225,7 @@ class DashboardApp(App[None]):
                 if kind == "handoff"
                 else "the business answered by hand"
             )
-            self.notify(f"{event.get('slug')}: {what} in chat {event.get('chat', '?')}")
+            self.say(f"{event.get('slug')}: {what} in chat {event.get('chat', '?')}")
             return
         slug = self.model.apply(event)
         if slug is None:
@@ -241,13 +244,13 @@ class DashboardApp(App[None]):
         try:
             info = await self.client.request("GET", f"/v1/tenants/{slug}/qr")
         except WactlError as exc:
-            self.notify(exc.one_line(), title=f"QR of {slug}", severity="error")
+            self.say(exc.one_line(), title=f"QR of {slug}", severity="error")
             return
         if info.get("session_state") == "CONNECTED":
-            self.notify(f"{slug} is linked already; `u` logs it out", title=f"QR of {slug}")
+            self.say(f"{slug} is linked already; `u` logs it out", title=f"QR of {slug}")
             return
         if info.get("state") not in LIVE_STATES:
-            self.notify(
+            self.say(
                 f"{slug} is not running (state {info.get('state')}); `s` starts it",
                 title=f"QR of {slug}",
                 severity="warning",
@@ -266,10 +269,10 @@ class DashboardApp(App[None]):
             screen.show_qr(event.get("qr"))
         elif view.get("session_state") == "CONNECTED":
             screen.dismiss(None)
-            self.notify(f"{slug}: linked")
+            self.say(f"{slug}: linked")
         elif kind == "worker" and view.get("state") not in LIVE_STATES:
             screen.dismiss(None)
-            self.notify(f"{slug}: the worker is {view.get('state')}", severity="warning")
+            self.say(f"{slug}: the worker is {view.get('state')}", severity="warning")
 
     # --- actions -----------------------------------------------------------------
 
@@ -286,11 +289,18 @@ class DashboardApp(App[None]):
                     "POST", f"/v1/{action}", {"tenants": [slug]}, timeout=90.0
                 )
                 for message in answer.get("errors", []):
-                    self.notify(str(message), title=f"{action} {slug}", severity="error")
+                    self.say(str(message), title=f"{action} {slug}", severity="error")
         except WactlError as exc:
-            self.notify(exc.one_line(), title=f"{action} {slug}", severity="error")
+            self.say(exc.one_line(), title=f"{action} {slug}", severity="error")
             return
-        self.notify(f"{slug}: {_ACTION_DONE[action]}")
+        self.say(f"{slug}: {_ACTION_DONE[action]}")
+
+    def say(
+        self, message: str, *, title: str = "", severity: SeverityLevel = "information"
+    ) -> None:
+        """A notification. Its words may quote data (a chat, a name, an error the
+        daemon relays): shown as text, never markup, control characters escaped."""
+        self.notify(printable(message), title=printable(title), severity=severity, markup=False)
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         """The command palette offers the screen's actions, named as in `?`."""

@@ -35,7 +35,8 @@ class TenantDetail:
 
     slug: str
     summary: list[tuple[str, str]] = field(default_factory=list)
-    conversation: list[str] = field(default_factory=list)
+    #: Each message's lead (when, chat, direction) and text (`message_parts`).
+    conversation: list[tuple[str, str]] = field(default_factory=list)
     log_lines: list[str] = field(default_factory=list)
     log_note: str = ""
     problem: str | None = None
@@ -79,7 +80,7 @@ class Store:
                 return {}
 
     def detail(self, slug: str) -> TenantDetail:
-        from wactl.cli.logs_cmd import message_line
+        from wactl.cli.logs_cmd import message_parts
         from wactl.cli.tenant_cmd import detail_fields
         from wactl.db import tenants, wajs_releases
         from wactl.db.messages import recent_messages
@@ -91,7 +92,9 @@ class Store:
                     tenant = tenants.get_tenant(session, slug)
                     wa_js = wajs_releases.tenant_effective(session, tenant.id)
                     summary = [
-                        f for f in detail_fields(tenant, wa_js) if f[0] not in _HIDDEN_FIELDS
+                        f
+                        for f in detail_fields(tenant, wa_js, ages=False)
+                        if f[0] not in _HIDDEN_FIELDS
                     ]
                     messages = recent_messages(session, tenant.id, slug, limit=CONVERSATION_LINES)
             except WactlError as exc:
@@ -104,7 +107,7 @@ class Store:
         return TenantDetail(
             slug,
             summary=summary,
-            conversation=[message_line(m) for m in messages],
+            conversation=[message_parts(m) for m in messages],
             log_lines=log_lines,
             log_note=log_note,
             wa_js=wa_js.version,

@@ -10,6 +10,7 @@ import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar
 
+from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -28,6 +29,7 @@ from textual.widgets import (
     TabPane,
 )
 
+from wactl.display import printable
 from wactl.tui.model import ABSENT, COLUMNS, Dashboard, column
 from wactl.tui.qr import qr_lines
 
@@ -64,15 +66,17 @@ WIDTHS = {
 }
 
 
-def _cell(key: str, text: str) -> Text | str:
-    """A table cell: the state coloured, numbers to the right, errors in red."""
+def _cell(key: str, text: str) -> Text:
+    """A table cell: the state coloured, numbers to the right, errors in red. Always a
+    Text of `printable` text: a string cell would be read as markup."""
+    shown = printable(text)
     if key == "state":
-        return Text(text, style=STATE_STYLES.get(text, ""))
+        return Text(shown, style=STATE_STYLES.get(text, ""))
     if key == "last_error":
-        return Text(text, style="red", no_wrap=True, overflow="ellipsis")
+        return Text(shown, style="red", no_wrap=True, overflow="ellipsis")
     if column(key).right:
-        return Text(text, justify="right")
-    return text
+        return Text(shown, justify="right")
+    return Text(shown)
 
 
 P = ParamSpec("P")
@@ -122,7 +126,8 @@ class MainScreen(Screen[None]):
         Binding("c", "qr", "QR"),
         Binding("l", "logs", "Logs"),
         Binding("slash", "filter", "Filter"),
-        Binding("o", "sort", "Sort"),
+        # Clicking a header sorts too; the footer keeps room for ? and q at 80 columns.
+        Binding("o", "sort", "Sort", show=False),
         Binding("O", "reverse_sort", "Reverse sort", show=False),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
@@ -144,7 +149,7 @@ class MainScreen(Screen[None]):
 
     DEFAULT_CSS = """
     MainScreen { layout: vertical; }
-    #status { height: auto; max-height: 2; padding: 0 1; background: $panel; }
+    #status { height: auto; max-height: 3; padding: 0 1; background: $panel; }
     #banner { height: auto; padding: 0 1; background: $error; color: $text; display: none; }
     #banner.shown { display: block; }
     #tenants { height: 1fr; }
@@ -195,7 +200,8 @@ class MainScreen(Screen[None]):
             with TabPane("Worker log", id="log"), VerticalScroll():
                 yield Static("", id="log-text")
         yield FilterInput(placeholder="filter: slug, name or state", id="filter")
-        yield Footer()
+        # ctrl+p is in `?`; its key on the footer would push ? and q out at 80 columns.
+        yield Footer(show_command_palette=False)
 
     def on_unmount(self) -> None:
         self._ready = False
@@ -266,19 +272,25 @@ class MainScreen(Screen[None]):
     def _show_status(self) -> None:
         model = self.model
         counts = model.counts()
-        parts = [f"{len(model.views)} tenants"]
+        parts = ["wactl", f"{len(model.views)} tenants"]
         if counts:
             parts.append(" ".join(f"{n} {state}" for state, n in counts.items()))
         arrow = "▼" if model.sort_reverse else "▲"
         parts.append(f"sort {column(model.sort_key).label} {arrow}")
         if model.filter_text:
-            parts.append(f"filter '{model.filter_text}': {len(self._shown)} shown")
-        self._set("status", Text("wactl · " + " · ".join(parts)))
+            parts.append(f"filter '{printable(model.filter_text)}': {len(self._shown)} shown")
+        status = self.query_one("#status", Static)
+        width = status.content_size.width or self.app.size.width - 2
+        self._set("status", Text("\n".join(_pack(parts, " · ", width))))
+
+    def on_resize(self) -> None:
+        if self._ready:
+            self._show_status()
 
     @_while_shown
     def show_problem(self, text: str | None) -> None:
         banner = self.query_one("#banner", Static)
-        banner.update(Text(text or ""))
+        banner.update(Text(printable(text or "")))
         banner.set_class(text is not None, "shown")
 
     def _select(self, slug: str | None) -> None:
@@ -313,16 +325,22 @@ class MainScreen(Screen[None]):
             self._set("conversation-text", Text("loading…", style="dim"))
             self._set("log-text", Text("loading…", style="dim"))
         elif stored.problem:
-            self._set("conversation-text", Text(stored.problem, style="red"))
+            self._set("conversation-text", Text(printable(stored.problem), style="red"))
         elif stored.conversation:
-            self._set("conversation-text", Text("\n".join(stored.conversation), no_wrap=True))
+            self._set(
+                "conversation-text",
+                _conversation(stored.conversation),
+                signature=tuple(stored.conversation),
+            )
         else:
             self._set("conversation-text", Text("no messages yet", style="dim"))
         if stored is not None:
             if stored.log_lines:
-                self._set("log-text", Text("\n".join(stored.log_lines), no_wrap=True))
+                # Long lines fold at the pane's edge rather than run out of sight.
+                lines = printable("\n".join(stored.log_lines), multiline=True)
+                self._set("log-text", Text(lines, overflow="fold"))
             else:
-                self._set("log-text", Text(stored.log_note, style="dim"))
+                self._set("log-text", Text(printable(stored.log_note), style="dim"))
 
     def _set(self, widget_id: str, content: Text | Table, signature: object = None) -> None:
         """Update a pane only when what it shows changed (an idle dashboard stays idle)."""
@@ -441,36 +459,60 @@ class MainScreen(Screen[None]):
         self.app.exit()
 
 
+def _pack(parts: list[str], separator: str, width: int) -> list[str]:
+    """``parts`` joined by ``separator`` into lines of at most ``width`` cells, each part
+    whole on one line (a narrow status line breaks between its parts, not inside)."""
+    lines: list[str] = []
+    for part in parts:
+        if lines and cell_len(lines[-1] + separator + part) <= width:
+            lines[-1] += separator + part
+        else:
+            lines.append(part)
+    return lines
+
+
+def _conversation(messages: list[tuple[str, str]]) -> Table:
+    """The conversation pane: each message's text wraps beside its lead (when, chat,
+    direction), so nothing runs out of sight at 80 columns; all of it is data."""
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
+    for lead, text in messages:
+        grid.add_row(Text(printable(lead)), Text(printable(text, multiline=True)))
+    return grid
+
+
 def _summary(view: dict[str, Any], stored: TenantDetail | None) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column()
-    state = str(view.get("state", ABSENT))
+    state = printable(view.get("state", ABSENT))
     live = Text(state, style=STATE_STYLES.get(state, ""))
     if view.get("pid"):
         live.append(f"  pid {view['pid']}")
     if view.get("reason"):
-        live.append(f"  ({view['reason']})", style="dim")
+        live.append(f"  ({printable(view['reason'])})", style="dim")
     grid.add_row("worker", live)
     session = view.get("session_state")
     if session:
-        grid.add_row("whatsapp", Text(str(session), style=SESSION_STYLES.get(str(session), "")))
+        style = SESSION_STYLES.get(str(session), "")
+        grid.add_row("whatsapp", Text(printable(session), style=style))
     if view.get("last_error"):
-        grid.add_row("last error", Text(str(view["last_error"]), style="red"))
+        grid.add_row("last error", Text(printable(view["last_error"]), style="red"))
     running = view.get("wa_js_version") if view.get("pid") else None
     if running:
-        grid.add_row("wa-js", _wa_js_text(str(running), stored))
+        grid.add_row("wa-js", _wa_js_text(printable(running), stored))
     if stored is None:
         grid.add_row("", Text("loading the configuration…", style="dim"))
     elif stored.problem:
-        grid.add_row("database", Text(stored.problem, style="red"))
+        grid.add_row("database", Text(printable(stored.problem), style="red"))
     else:
         for label, value in stored.summary:
             if label in ("slug", "last error", "worker", "whatsapp", "restarts"):
                 continue  # the live fields above say it, and fresher
             if label == "wa-js" and running:
                 continue  # what the worker runs, above
-            grid.add_row(label, value)
+            grid.add_row(label, Text(printable(value)))  # a str would be read as markup
     return grid
 
 
@@ -483,7 +525,7 @@ def _wa_js_text(running: str, stored: TenantDetail | None) -> Text:
     if stored.wa_js_fleet is not None and running != stored.wa_js_fleet:
         text.append(" (canary)", style="bold yellow")
     if stored.wa_js is not None and stored.wa_js != running:
-        text.append(f"  {stored.wa_js} from its next start", style="dim")
+        text.append(f"  {printable(stored.wa_js)} from its next start", style="dim")
     return text
 
 
@@ -509,7 +551,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(self.question, id="question")
+            yield Static(Text(printable(self.question)), id="question")
             with Horizontal():
                 yield Button("No", id="no")
                 yield Button("Yes", id="yes", variant="warning")
@@ -547,8 +589,10 @@ class QrScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static(
-                f"{self.slug}: scan with WhatsApp on the business's phone "
-                "(Settings › Linked devices › Link a device)",
+                Text(
+                    f"{printable(self.slug)}: scan with WhatsApp on the business's phone "
+                    "(Settings › Linked devices › Link a device)"
+                ),
                 id="qr-title",
             )
             with Center():
