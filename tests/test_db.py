@@ -24,6 +24,7 @@ TABLES = {
     "wajs_release",  # wa-js versions: installed, per-tenant canaries, the fleet default
     "wajs_tenant_override",
     "wajs_fleet_default",
+    "portal_signin",  # portal sign-ins started and not finished (state and nonce, used once)
 }
 
 
