@@ -429,6 +429,7 @@ def _stream(url: str, path: str, headers: dict[str, str], limit: int) -> tuple[i
     chunk = b"x" * 65536
     framed = b"%x\r\n" % len(chunk) + chunk + b"\r\n"
     sent = 0
+    pending = b""  # what is left of the chunk being sent (a send may take only part)
     answer = b""
     with socket.create_connection((host, int(port)), timeout=30) as sock:
         sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
@@ -441,7 +442,10 @@ def _stream(url: str, path: str, headers: dict[str, str], limit: int) -> tuple[i
             except BlockingIOError:
                 pass
             try:
-                sent += sock.send(framed)
+                pending = pending or framed
+                taken = sock.send(pending)
+                sent += taken
+                pending = pending[taken:]
             except BlockingIOError:
                 time.sleep(0.001)  # the portal does not read: its buffers are full
             except OSError:
