@@ -775,6 +775,16 @@ def test_the_longest_email_address_signs_in(
             "/.well-known/openid-configuration",
             (200, "application/json", b'{"issuer": 7, "token_endpoint": ["x"], "jwks_uri": {}}'),
         ),
+        (
+            "/.well-known/openid-configuration",
+            (
+                200,
+                "application/json",
+                b'{"issuer": "https://x.example/\\u0000", "authorization_endpoint": "https://x.'
+                b'example/a", "token_endpoint": "https://x.example/t", "jwks_uri": "https://x.'
+                b'example/k"}',
+            ),
+        ),
         ("/jwks", (200, "application/json", b'{"keys": null}')),
         ("/jwks", (200, "application/json", b"[]")),
         ("/jwks", (404, "text/html", b"<h1>Not Found</h1>")),
@@ -807,6 +817,7 @@ def test_the_longest_email_address_signs_in(
         "metadata-null",
         "metadata-html",
         "metadata-types",
+        "metadata-nul-issuer",
         "jwks-keys-null",
         "jwks-array",
         "jwks-404",

@@ -135,8 +135,9 @@ class OidcSignIn:
             for key in ("issuer", "authorization_endpoint", "token_endpoint", "jwks_uri")
             if not isinstance(metadata.get(key), str) or not metadata[key]
         ]
-        if len(str(metadata.get("issuer", ""))) > MAX_ISSUER_LENGTH:
-            missing.append(f"an issuer of at most {MAX_ISSUER_LENGTH} characters")
+        issuer = str(metadata.get("issuer", ""))
+        if len(issuer) > MAX_ISSUER_LENGTH or not issuer.isprintable():
+            missing.append(f"a printable issuer of at most {MAX_ISSUER_LENGTH} characters")
         if missing:
             client.server_metadata.clear()  # load it again next time
             log.error("the OpenID metadata at %s lacks %s", url, ", ".join(missing))
