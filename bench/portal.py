@@ -157,6 +157,8 @@ def seed(install: Install, users: int, messages: int) -> tuple[list[str], str]:
             with session_scope(engine) as session:
                 signed = store.sign_in(
                     session,
+                    issuer="https://accounts.bench.example",
+                    subject=f"bench-owner-{number}",
                     email=f"owner{number}@bench.example",
                     name=f"Owner {number}",
                     engine=EngineName.SANDBOX,

@@ -5,7 +5,10 @@ It plays Google's part in the authorization-code flow: /authorize signs in whoev
 `identity` says (no login page: a test has no person to type a password) and sends
 the browser back with a code; /token checks the client's credentials, the redirect
 URI and the PKCE verifier, and answers with an id_token carrying the nonce it was
-given. `overrides` and `sign_with` let a test make that id_token wrong in one way.
+given. `overrides` and `sign_with` let a test make that id_token wrong in one way;
+`answers` replaces what an endpoint answers (an HTML error page, a JSON array...);
+`reuse_codes` makes codes usable more than once (Google refuses a used code, but the
+portal must not depend on every provider doing so).
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ class Provider:
     overrides: dict[str, Any] = field(default_factory=dict)
     #: Sign id_tokens with this key instead (same kid): a bad signature.
     sign_with: RSAKey | None = None
+    #: Raw answers by path ("/token", "/jwks"): (status, content type, body).
+    answers: dict[str, tuple[int, str, bytes]] = field(default_factory=dict)
+    reuse_codes: bool = False
     grants: dict[str, Grant] = field(default_factory=dict)
     token_requests: int = 0
 
@@ -62,9 +68,12 @@ class Provider:
 
     def id_token(self, grant: Grant) -> str:
         now = int(time.time())
+        # One account per address, whatever its case (a test signs in as another
+        # account with the same address by giving "sub" to sign_in_as).
+        account = str(grant.identity.get("email")).lower()
         claims: dict[str, Any] = {
             "iss": self.url,
-            "sub": hashlib.sha256(str(grant.identity.get("email")).encode()).hexdigest()[:21],
+            "sub": hashlib.sha256(account.encode()).hexdigest()[:21],
             "aud": grant.client_id,
             "azp": grant.client_id,
             "iat": now,
@@ -92,8 +101,22 @@ def _handler(provider: Provider) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
+        def _raw(self, path: str) -> bool:
+            """Answer with the test's raw answer for ``path``, if it set one."""
+            if path not in provider.answers:
+                return False
+            status, content_type, body = provider.answers[path]
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return True
+
         def do_GET(self) -> None:
             parts = urlsplit(self.path)
+            if self._raw(parts.path):
+                return
             if parts.path == "/.well-known/openid-configuration":
                 self._json(
                     200,
@@ -144,6 +167,8 @@ def _handler(provider: Provider) -> type[BaseHTTPRequestHandler]:
             provider.token_requests += 1
             length = int(self.headers.get("Content-Length", "0"))
             form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+            if self._raw("/token"):
+                return
             client_id, client_secret = form.get("client_id"), form.get("client_secret")
             auth = self.headers.get("Authorization", "")
             if auth.startswith("Basic "):
@@ -152,7 +177,9 @@ def _handler(provider: Provider) -> type[BaseHTTPRequestHandler]:
             if (client_id, client_secret) != (CLIENT_ID, CLIENT_SECRET):
                 self._json(401, {"error": "invalid_client"})
                 return
-            grant = provider.grants.pop(form.get("code", ""), None)
+            code = form.get("code", "")
+            grant = provider.grants.get(code) if provider.reuse_codes else None
+            grant = grant or provider.grants.pop(code, None)
             if (
                 grant is None
                 or form.get("grant_type") != "authorization_code"

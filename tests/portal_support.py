@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import httpx2
 import pytest
 import uvicorn
+from starlette.applications import Starlette
 
 from tests.oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider
 from tests.support import poll_for
@@ -36,6 +37,7 @@ def portal_env(monkeypatch: pytest.MonkeyPatch, provider: Provider | None) -> No
 class RunningPortal:
     url: str
     server: uvicorn.Server
+    app: Starlette
 
     def client(self) -> httpx2.Client:
         """A browser-like client: keeps cookies, does not follow redirects by itself."""
@@ -57,7 +59,7 @@ def running_portal() -> Iterator[RunningPortal]:
     thread.start()
     try:
         poll_for(lambda: server.started, timeout=30)
-        yield RunningPortal(url=f"http://127.0.0.1:{port}", server=server)
+        yield RunningPortal(url=f"http://127.0.0.1:{port}", server=server, app=app)
     finally:
         server.should_exit = True
         thread.join(timeout=30)

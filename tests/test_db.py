@@ -25,6 +25,7 @@ TABLES = {
     "wajs_tenant_override",
     "wajs_fleet_default",
     "serving_daemon",  # which daemon serves the database (one per database)
+    "portal_signin",  # portal sign-ins started and not finished (state and nonce, used once)
 }
 
 

@@ -273,7 +273,7 @@ def test_api_status_and_setup_request(owner: Owner, db_url: str) -> None:
     )
     assert (huge.status_code, huge.json()) == (
         413,
-        {"error": "the request body is larger than 65536 bytes"},
+        {"error": "The request body is larger than 65536 bytes, the most the portal takes."},
     )
     assert _requests(db_url) == []
 
@@ -348,7 +348,7 @@ def test_api_logs_pages_and_searches(owner: Owner, db_url: str) -> None:
     for bad in ({"limit": "0"}, {"limit": "201"}, {"limit": "x"}):
         assert owner.browser.get(api, params=bad).status_code == 400
     assert owner.browser.get(api, params={"before": "-1"}).json() == {
-        "error": "'before' must be a message number"
+        "error": "'before' must be a number from 1 to 9223372036854775807"
     }
 
 
@@ -722,6 +722,12 @@ def test_init_keeps_a_secret_given_by_the_environment(
             '"casapepe.es, example.com"',
         ),
         (
+            "portal.trusted_proxies",
+            "127.0.0.1, proxy.internal",
+            "portal.trusted_proxies: 'proxy.internal' is not an IP address or network; e.g. "
+            '"127.0.0.1, 10.0.0.0/8"',
+        ),
+        (
             "portal.signin_per_minute",
             "0",
             "portal.signin_per_minute must be greater than 0, not 0.0",
@@ -754,6 +760,8 @@ def test_sign_in_race_creates_one_tenant(db_url: str) -> None:
                     with session_scope(engine) as session:
                         return store.sign_in(
                             session,
+                            issuer="https://accounts.example",
+                            subject="twin-1",
                             email="twin@example.com",
                             name="Twin",
                             engine=EngineName.SANDBOX,

@@ -39,30 +39,49 @@ def validate_slug(slug: str) -> str:
     return slug
 
 
+#: The longest name or business name (the columns are 200 characters wide).
+NAME_LIMIT = 200
+
 #: Characters a name may not hold: C0 and C1 controls (ESC, NUL, BEL...: they would
 #: drive a terminal that shows the name), and the bidirectional overrides and isolates
 #: (they reorder what a terminal or page shows around them).
 _NOT_IN_NAMES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
-def validate_name(field: str, name: str) -> str:
-    """A name or business name as people read it: runs of spaces, tabs and line breaks
-    become one space; control characters are refused (not silently dropped: what the
-    owner typed is not what they would see)."""
-    bad = _NOT_IN_NAMES.search(name)
+def refuse_control_characters(field: str, text: str, *, kind: str = "names") -> str:
+    """``text`` unchanged, or `ValidationError` naming the first control character (tab
+    and line breaks are allowed: multi-line text such as notes keeps them)."""
+    bad = _NOT_IN_NAMES.search(text)
     if bad is not None:
         raise ValidationError(
             field,
             f"contains the control character U+{ord(bad.group()):04X} at position "
             f"{bad.start() + 1}",
-            hint="names are plain text: remove it",
+            hint=f"{kind} are plain text: remove it",
         )
+    return text
+
+
+def validate_name(field: str, name: str) -> str:
+    """A name or business name as people read it: runs of spaces, tabs and line breaks
+    become one space; control characters are refused (not silently dropped: what the
+    owner typed is not what they would see)."""
+    refuse_control_characters(field, name)
     cleaned = " ".join(name.split())
     if not cleaned:
         raise ValidationError(field, "must not be empty")
-    if len(cleaned) > 200:
-        raise ValidationError(field, f"is {len(cleaned)} characters long; the limit is 200")
+    if len(cleaned) > NAME_LIMIT:
+        raise ValidationError(
+            field, f"is {len(cleaned)} characters long; the limit is {NAME_LIMIT}"
+        )
     return cleaned
+
+
+def clean_name(text: str) -> str:
+    """A name that came from elsewhere (an identity provider's ``name`` claim) made
+    plain: where `validate_name` would refuse, this replaces each control character
+    with a space, collapses whitespace and cuts at the limit. May return ""."""
+    return " ".join(_NOT_IN_NAMES.sub(" ", text).split())[:NAME_LIMIT].rstrip()
 
 
 def normalize_phone(number: str, field: str = "phone") -> str:

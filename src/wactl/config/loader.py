@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import math
 import os
 import re
@@ -301,6 +302,24 @@ def email_domains(value: str) -> list[str]:
     return [part.strip().lower() for part in value.split(",") if part.strip()]
 
 
+def is_domain_name(text: str) -> bool:
+    """A lowercase DNS name of two labels or more, such as "casapepe.es"."""
+    return _DOMAIN_RE.fullmatch(text) is not None
+
+
+def trusted_networks(value: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """`portal.trusted_proxies` as networks (an address is a network of one); raises
+    ValueError naming the first entry that is neither."""
+    networks = []
+    for part in value.split(","):
+        if part.strip():
+            try:
+                networks.append(ipaddress.ip_network(part.strip(), strict=False))
+            except ValueError:
+                raise ValueError(part.strip()) from None
+    return networks
+
+
 def _check_web_url(where: str, key: str, url: str, example: str) -> None:
     from urllib.parse import urlsplit
 
@@ -338,11 +357,18 @@ def _validate_portal(config: Config, where: str) -> None:
             hint="empty it and run `wactl init`, which generates one",
         )
     for domain in email_domains(portal.allowed_email_domains):
-        if not _DOMAIN_RE.fullmatch(domain):
+        if not is_domain_name(domain):
             raise ConfigError(
                 f"{where}: portal.allowed_email_domains: '{domain}' is not a domain name",
                 hint='e.g. "casapepe.es, example.com"',
             )
+    try:
+        trusted_networks(portal.trusted_proxies)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{where}: portal.trusted_proxies: '{exc}' is not an IP address or network",
+            hint='e.g. "127.0.0.1, 10.0.0.0/8"',
+        ) from None
 
 
 def check_portal_credentials(config: Config, *, where: str) -> None:

@@ -524,7 +524,18 @@ class PortalConfig:
         default="",
         metadata=_doc(
             'Comma-separated email domains allowed to sign in, such as "casapepe.es, '
-            'example.com". Empty: any account whose email the provider has verified.'
+            'example.com". Empty: any account whose email the provider has verified. '
+            "Checked on every request: narrowing it ends the sessions of other domains."
+        ),
+    )
+    trusted_proxies: str = field(
+        default="",
+        metadata=_doc(
+            "Comma-separated addresses or networks of the reverse proxies in front of the "
+            'portal, such as "127.0.0.1" or "10.0.0.0/8, ::1". Only a request that comes '
+            "from one of them has its X-Forwarded-For (the client's address, which the "
+            "sign-in rate limit counts) and X-Forwarded-Proto (https: Secure cookie) "
+            "believed. Empty: none; the connection's own address is the client's."
         ),
     )
     signin_per_minute: float = field(

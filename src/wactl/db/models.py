@@ -214,14 +214,24 @@ class ChatState(Base):
 
 
 class User(Base):
-    """A portal user (a business owner or their staff)."""
+    """A portal user (a business owner or their staff).
+
+    The identity provider's issuer and ``sub`` are who the user is (DESIGN.md section
+    7); the email is an attribute. Both are set at the user's first sign-in (users
+    created before they existed get them at their next one).
+    """
 
     __tablename__ = "user"
+    __table_args__ = (Index(None, "oidc_issuer", "oidc_subject", unique=True),)
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     tenant_id: Mapped[uuid.UUID] = _tenant_fk()
     name: Mapped[str] = mapped_column(String(200))
     email: Mapped[str] = mapped_column(String(320), unique=True)
+    #: The identity provider's ``iss`` (its issuer URL) and ``sub`` (at most 255
+    #: characters, OpenID Connect Core 1.0 section 2); None until the first sign-in.
+    oidc_issuer: Mapped[str | None] = mapped_column(String(255))
+    oidc_subject: Mapped[str | None] = mapped_column(String(255))
     phone: Mapped[str | None] = mapped_column(String(20))
     role: Mapped[Role] = mapped_column(enum_column(Role, "role"), default=Role.OWNER)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -275,11 +285,25 @@ class PortalEventLog(Base):
     user_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("user.id", ondelete="SET NULL"), index=True
     )
-    #: Who did it: "os:<login>" for operator commands, "portal:<email>" for the portal.
-    actor: Mapped[str] = mapped_column(String(200))
+    #: Who did it: "os:<login>" for operator commands, "portal:<email>" for the portal
+    #: (320 wide: "portal:" and the longest email address, 254 characters, fit).
+    actor: Mapped[str] = mapped_column(String(320))
     event_type: Mapped[str] = mapped_column(String(64))
     payload_json: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PortalSignin(Base):
+    """A portal sign-in started and not finished yet: its ``state`` and ``nonce`` (as
+    sha256, hex), so that each is used once, across every portal process on this
+    database. The callback deletes the row it uses; rows older than the sign-in
+    window are deleted when another sign-in starts."""
+
+    __tablename__ = "portal_signin"
+
+    state_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    nonce_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
 # --- wa-js versions (wactl engine install --version, tenant edit --wa-js, engine rollout) ---

@@ -18,24 +18,62 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session, joinedload
 
 from wactl import validation
 from wactl.db import audit
-from wactl.db.models import MessageLog, PortalEventLog, SetupRequest, Tenant, User
+from wactl.db.base import utcnow
+from wactl.db.models import (
+    MessageLog,
+    PortalEventLog,
+    PortalSignin,
+    SetupRequest,
+    Tenant,
+    User,
+)
 from wactl.db.tenants import new_tenant_rows, tenant_json
 from wactl.enums import EngineName, Role, TenantStatus
-from wactl.errors import NotFoundError
+from wactl.errors import ConflictError, NotFoundError
 
 #: Page size of the conversation log and the activity page (and the API's upper bound).
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
+#: The largest id of a message or an audit event (64-bit keys), and of a setup request
+#: (a 32-bit integer column): a number past it is no row, and the database would refuse
+#: it as a parameter (SQLite: OverflowError; PostgreSQL: out of range).
+MAX_ROW_ID = 2**63 - 1
+MAX_REQUEST_ID = 2**31 - 1
 
 
 def portal_actor(email: str) -> str:
     """The audit actor of an owner's action."""
     return f"portal:{email}"
+
+
+#: How long a started sign-in may take to come back from the provider (the person signs
+#: in there meanwhile, perhaps with a second factor).
+SIGNIN_WINDOW = dt.timedelta(minutes=15)
+
+
+def start_signin(session: Session, *, state_sha256: str, nonce_sha256: str) -> None:
+    """Record a sign-in that is starting; forget the ones past `SIGNIN_WINDOW`."""
+    session.execute(delete(PortalSignin).where(PortalSignin.created_at < utcnow() - SIGNIN_WINDOW))
+    session.add(PortalSignin(state_sha256=state_sha256, nonce_sha256=nonce_sha256))
+
+
+def use_signin(session: Session, *, state_sha256: str) -> str | None:
+    """Use up the started sign-in of this state: its nonce's sha256, or None when there
+    is none (never started, already used, or too old). One statement, so that of two
+    callbacks with one state, on any portal process, only one gets it."""
+    return session.scalar(
+        delete(PortalSignin)
+        .where(
+            PortalSignin.state_sha256 == state_sha256,
+            PortalSignin.created_at >= utcnow() - SIGNIN_WINDOW,
+        )
+        .returning(PortalSignin.nonce_sha256)
+    )
 
 
 @dataclass(frozen=True)
@@ -47,6 +85,15 @@ class SignIn:
     created: bool
     #: `User.session_generation` at this sign-in; the session cookie keeps it.
     generation: int
+
+
+class AccountMismatchError(ConflictError):
+    """The email belongs to a user bound to another identity (issuer + sub)."""
+
+    def __init__(self, user_id: uuid.UUID, email: str) -> None:
+        super().__init__(f"{email} is bound to another identity at the sign-in service")
+        self.user_id = user_id
+        self.email = email
 
 
 def slug_base(email: str) -> str:
@@ -71,26 +118,74 @@ def _free_slug(session: Session, base: str) -> str:
     return f"{base}-{secrets.token_hex(3)}"
 
 
-def sign_in(session: Session, *, email: str, name: str, engine: EngineName) -> SignIn:
+def _account(
+    session: Session, *, issuer: str, subject: str, email: str
+) -> tuple[User | None, dict[str, Any]]:
+    """The user this identity signs in as (None: a first sign-in), and what changed.
+
+    The identity (issuer + sub) decides. A user not bound yet (created before users
+    were bound) is found by email and bound now. A user bound to another identity is
+    never signed into with this one (`AccountMismatchError`), whatever the email says.
+    """
+    user = session.scalar(
+        select(User).where(User.oidc_issuer == issuer, User.oidc_subject == subject)
+    )
+    if user is not None:
+        if user.email == email:
+            return user, {}
+        # The address changed at the provider: follow it, unless another user has it.
+        if session.scalar(select(User.id).where(User.email == email)) is not None:
+            return user, {}
+        old, user.email = user.email, email
+        return user, {"email_was": old}
+    user = session.scalar(select(User).where(User.email == email))
+    if user is None:
+        return None, {}
+    if user.oidc_subject is not None:
+        raise AccountMismatchError(user.id, email)
+    user.oidc_issuer, user.oidc_subject = issuer, subject
+    return user, {"bound": True}
+
+
+def sign_in(
+    session: Session,
+    *,
+    issuer: str,
+    subject: str,
+    email: str,
+    name: str,
+    engine: EngineName,
+) -> SignIn:
     """Load the owner's user and tenant, or create them on the first sign-in.
 
     The first sign-in creates, in the caller's one transaction, the tenant (NEW) with
-    its WhatsApp session and worker rows, and the user (OWNER); a concurrent first
-    sign-in of the same email makes the commit fail on the unique email, and the
-    caller retries (the retry then finds the user).
+    its WhatsApp session and worker rows, and the user (OWNER) bound to the identity;
+    a concurrent first sign-in of the same identity or email makes the commit fail on
+    a unique index, and the caller retries (the retry then finds the user). ``name``
+    is plain text already (`validation.clean_name`); empty, the email's local part
+    stands in.
     """
     email = email.strip().lower()
     actor = portal_actor(email)
-    user = session.scalar(select(User).where(User.email == email))
+    user, changes = _account(session, issuer=issuer, subject=subject, email=email)
     created = False
     if user is None:
-        display = validation.validate_name("name", (name or email.split("@", 1)[0])[:200])
+        display = validation.validate_name(
+            "name", name or validation.clean_name(email.split("@", 1)[0]) or "owner"
+        )
         slug = validation.validate_slug(_free_slug(session, slug_base(email)))
         tenant = Tenant(slug=slug, name=display, status=TenantStatus.NEW, engine=engine)
         new_tenant_rows(tenant)
         session.add(tenant)
         session.flush()
-        user = User(tenant_id=tenant.id, name=display, email=email, role=Role.OWNER)
+        user = User(
+            tenant_id=tenant.id,
+            name=display,
+            email=email,
+            role=Role.OWNER,
+            oidc_issuer=issuer,
+            oidc_subject=subject,
+        )
         session.add(user)
         session.flush()
         payload = tenant_json(tenant)
@@ -112,9 +207,27 @@ def sign_in(session: Session, *, email: str, name: str, engine: EngineName) -> S
         event_type="portal.signed_in",
         tenant=tenant,
         user_id=user.id,
-        payload={"first": created},
+        payload={"first": created, **changes},
     )
     return SignIn(user.id, tenant.id, email, tenant.slug, created, user.session_generation)
+
+
+def record_refused_sign_in(
+    session: Session, refused: AccountMismatchError, *, issuer: str, subject: str
+) -> None:
+    """The audit row of a sign-in refused because the email's user is bound to another
+    identity: on the user's tenant, so the owner sees it on their activity page."""
+    user = session.get(User, refused.user_id)
+    if user is None:
+        return  # deleted meanwhile: nothing left to protect
+    audit.record(
+        session,
+        actor=portal_actor(refused.email),
+        event_type="portal.signin_refused",
+        tenant=user.tenant,
+        user_id=user.id,
+        payload={"reason": "another identity", "issuer": issuer, "subject": subject},
+    )
 
 
 def record(
@@ -169,6 +282,8 @@ def latest_request(session: Session, tenant_id: uuid.UUID) -> SetupRequest | Non
 
 def get_request(session: Session, tenant_id: uuid.UUID, request_id: int) -> SetupRequest:
     """One of the tenant's setup requests; another tenant's number is "not found"."""
+    if not 1 <= request_id <= MAX_REQUEST_ID:
+        raise NotFoundError(f"no setup request #{request_id}")
     request = session.scalar(
         select(SetupRequest).where(
             SetupRequest.id == request_id, SetupRequest.tenant_id == tenant_id

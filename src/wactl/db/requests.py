@@ -58,7 +58,8 @@ def submit_request(
         whatsapp_number=validation.normalize_phone(whatsapp_number, "whatsapp_number"),
         timezone=validation.validate_timezone(timezone),
         hours_json=validation.hours_document(weekly_hours or {}, holidays or []),
-        notes=(notes or "").strip() or None,
+        notes=validation.refuse_control_characters("notes", (notes or "").strip(), kind="notes")
+        or None,
     )
     session.add(request)
     tenant.status = TenantStatus.SETUP_REQUESTED

@@ -14,7 +14,6 @@ import jinja2
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
@@ -22,11 +21,19 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from wactl.config.loader import trusted_networks
 from wactl.errors import ConfigError
 from wactl.portal import routes
-from wactl.portal.auth import OidcSignIn
-from wactl.portal.security import RateLimits, SecurityHeaders
-from wactl.portal.views import event_words
+from wactl.portal.auth import OidcSignIn, SignInError
+from wactl.portal.security import (
+    MAX_BODY_BYTES,
+    BodyLimit,
+    ForwardedHeaders,
+    RateLimits,
+    SecurityHeaders,
+    SessionCookie,
+)
+from wactl.portal.views import event_who, event_words
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -54,6 +61,7 @@ def _templates() -> Jinja2Templates:
     )
     environment.filters["when"] = _when
     environment.filters["event_words"] = event_words
+    environment.filters["event_who"] = event_who
     return Jinja2Templates(env=environment)
 
 
@@ -64,6 +72,25 @@ def _when(value: object) -> str:
     if not isinstance(value, dt.datetime):
         return ""
     return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+_TOO_LARGE = (
+    "Too much data",
+    f"The request body is larger than {MAX_BODY_BYTES} bytes, the most the portal takes.",
+)
+
+
+def _too_large(scope: Scope) -> Response:
+    """The 413 of `BodyLimit`; the connection is closed after it, so the rest of the
+    body is never read."""
+    response = routes.error_page(Request(scope), 413, *_TOO_LARGE)
+    response.headers["connection"] = "close"
+    return response
+
+
+async def _signin_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SignInError)
+    return routes.error_page(request, exc.status, exc.title, exc.message)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -118,6 +145,8 @@ def create_app(config: Config, engine: Engine) -> Starlette:
             "portal.session_secret is empty; the portal cannot sign its session cookie",
             hint="run `wactl init` (it generates one) or set WACTL_PORTAL_SESSION_SECRET",
         )
+    # Secure cookie and HSTS: always when the public address is https, else per request
+    # when a trusted proxy says the client came over https (`security.is_https`).
     https = portal_config.public_base_url.startswith("https://")
     portal = routes.Portal(
         config=config,
@@ -149,18 +178,19 @@ def create_app(config: Config, engine: Engine) -> Starlette:
             Mount("/static", StaticFiles(packages=[("wactl.portal", "static")]), name="static"),
         ],
         middleware=[
+            Middleware(ForwardedHeaders, trusted=trusted_networks(portal_config.trusted_proxies)),
             Middleware(SecurityHeaders, https=https),
+            Middleware(BodyLimit, limit=MAX_BODY_BYTES, refuse=_too_large),
             Middleware(
-                SessionMiddleware,
+                SessionCookie,
+                https=https,
                 secret_key=portal_config.session_secret,
                 session_cookie=SESSION_COOKIE,
                 max_age=int(portal_config.session_hours * 3600),
-                same_site="lax",
-                https_only=https,
             ),
             Middleware(CatchErrors),
         ],
-        exception_handlers={HTTPException: _http_error},
+        exception_handlers={HTTPException: _http_error, SignInError: _signin_error},
     )
     app.state.portal = portal
     return app

@@ -2,7 +2,9 @@
 
 Validation reuses `wactl.validation` (phone numbers with phonenumbers, time zones,
 hours) field by field, so the page can show each error beside its field at once
-instead of one error per attempt. Nothing is written unless the whole form is valid;
+instead of one error per attempt. Every field refuses control characters (notes keep
+their line breaks and tabs), and in the JSON API a value of another type than text is
+an error of its field. Nothing is written unless the whole form is valid;
 `wactl.db.requests.submit_request` then stores it (and validates it again).
 """
 
@@ -58,11 +60,43 @@ class SetupForm:
         return not self.errors
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
+#: What the single-line fields hold, for the hint of a refused control character.
+_KINDS = {
+    "template_type": "choices",
+    "language": "choices",
+    "whatsapp_number": "phone numbers",
+    "timezone": "time zones",
+}
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return "null"
+
+
+def _read_text(form: SetupForm, data: Mapping[str, Any], name: str, *, from_json: bool) -> str:
+    """The field as text; a JSON value of another type is an error of that field (a
+    form field that is a file, or absent, reads as empty)."""
+    value = data.get(name)
+    if isinstance(value, str):
+        return value
+    if from_json and name in data and not (value is None and name == "notes"):
+        form.errors[name] = f"must be text, not {_json_kind(value)}"
+    return ""
 
 
 def _check(form: SetupForm, name: str, check: Callable[[], Any]) -> Any:
+    """``check()``, or None with its error kept under ``name`` (the first error of a
+    field is the one shown)."""
+    if name in form.errors:
+        return None
     try:
         return check()
     except ValidationError as exc:
@@ -84,8 +118,8 @@ def read_setup(data: Mapping[str, Any], *, from_json: bool = False) -> SetupForm
     """
     form = SetupForm()
     for name in ("business_name", "template_type", "language", "whatsapp_number", "timezone"):
-        form.values[name] = _text(data.get(name)).strip()
-    form.values["notes"] = _text(data.get("notes"))
+        form.values[name] = _read_text(form, data, name, from_json=from_json).strip()
+    form.values["notes"] = _read_text(form, data, "notes", from_json=from_json)
     weekly: dict[str, Any] = {}
     if from_json:
         hours = data.get("hours", {})
@@ -98,11 +132,20 @@ def read_setup(data: Mapping[str, Any], *, from_json: bool = False) -> SetupForm
                     form.values[f"hours_{day}"] = ", ".join(str(r) for r in ranges)
     else:
         for day in validation.DAYS:
-            typed = _text(data.get(f"hours_{day}")).strip()
-            form.values[f"hours_{day}"] = typed
+            name = f"hours_{day}"
+            typed = _read_text(form, data, name, from_json=False).strip()
+            form.values[name] = typed
+            _check(
+                form,
+                name,
+                partial(validation.refuse_control_characters, name, typed, kind="opening hours"),
+            )
             weekly[day] = _day_ranges(typed)
         if not any(weekly.values()):
             weekly = {}
+    for name, kind in _KINDS.items():
+        text = form.values[name]
+        _check(form, name, partial(validation.refuse_control_characters, name, text, kind=kind))
 
     values = form.values
     form.clean["business_name"] = _check(
@@ -125,13 +168,13 @@ def read_setup(data: Mapping[str, Any], *, from_json: bool = False) -> SetupForm
             lambda: validation.normalize_phone(values["whatsapp_number"], "whatsapp_number"),
         )
     else:
-        form.errors["whatsapp_number"] = "must not be empty (e.g. +34600123456)"
+        form.errors.setdefault("whatsapp_number", "must not be empty (e.g. +34600123456)")
     if values["timezone"]:
         form.clean["timezone"] = _check(
             form, "timezone", lambda: validation.validate_timezone(values["timezone"])
         )
     else:
-        form.errors["timezone"] = 'must not be empty (e.g. "Europe/Madrid")'
+        form.errors.setdefault("timezone", 'must not be empty (e.g. "Europe/Madrid")')
     if "hours" not in form.errors:
         form.clean["weekly_hours"] = {}
         for day, ranges in weekly.items():
@@ -140,7 +183,12 @@ def read_setup(data: Mapping[str, Any], *, from_json: bool = False) -> SetupForm
             if checked is not None:
                 form.clean["weekly_hours"][day] = checked[day]
     notes = values["notes"].strip()
+    _check(
+        form, "notes", partial(validation.refuse_control_characters, "notes", notes, kind="notes")
+    )
     if len(notes) > NOTES_LIMIT:
-        form.errors["notes"] = f"is {len(notes)} characters long; the limit is {NOTES_LIMIT}"
+        form.errors.setdefault(
+            "notes", f"is {len(notes)} characters long; the limit is {NOTES_LIMIT}"
+        )
     form.clean["notes"] = notes or None
     return form

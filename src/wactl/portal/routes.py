@@ -1,9 +1,11 @@
 """The portal's pages and JSON endpoints.
 
 Every handler that shows or changes tenant data starts from the signed-in user
-(`_owner`), loaded from the session's user id; the tenant is the user's, never one
-named in the request. Database work runs in Starlette's thread pool
-(`Portal.db`), one transaction per call.
+(`_owner`), loaded from the session's user id, and checked against the allowed email
+domains on every request; the tenant is the user's, never one named in the request.
+Every value read from the request is checked before use (`_whole_number`, `_search`,
+`_parse_json`, `forms`): bad input is a 4xx naming what is wrong, never a 500.
+Database work runs in Starlette's thread pool (`Portal.db`), one transaction per call.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import secrets
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -20,13 +23,14 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
+from wactl import validation
 from wactl.db import portal as store
 from wactl.db import requests as setup_requests
 from wactl.db.engine import session_scope
 from wactl.enums import Direction
 from wactl.errors import ConflictError, NotFoundError, ValidationError
 from wactl.portal import forms
-from wactl.portal.auth import SignInError, setup_instructions
+from wactl.portal.auth import Identity, SignInError, setup_instructions, sha256
 from wactl.portal.security import CSRF_FIELD, CSRF_HEADER, csrf_token, csrf_valid, local_path
 from wactl.portal.views import Owner
 
@@ -41,8 +45,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("wactl.portal")
 T = TypeVar("T")
 
-#: A setup request is a few hundred bytes; anything far larger is not one.
-MAX_JSON_BYTES = 64 * 1024
+#: How deep a JSON body may nest; a setup request has three levels (the object, its
+#: ``hours`` table, each day's list).
+MAX_JSON_DEPTH = 20
 
 _USER_KEY = "uid"
 #: The user's session generation at sign-in (`User.session_generation`); a cookie from
@@ -157,6 +162,16 @@ def _signed_in_as(request: Request) -> tuple[str, int] | None:
     return user_id, generation
 
 
+def _check_domain(request: Request, owner: Owner) -> None:
+    """Sign the owner out, with the page that says why, when their email's domain is
+    not allowed (any more: `portal.allowed_email_domains` may have been narrowed since
+    they signed in)."""
+    refusal = _portal(request).auth.domain_refusal(owner.email)
+    if refusal is not None:
+        request.session.clear()
+        raise refusal
+
+
 async def _owner(request: Request) -> Owner | None:
     signed_in = _signed_in_as(request)
     if signed_in is None:
@@ -164,6 +179,8 @@ async def _owner(request: Request) -> Owner | None:
     owner = await _portal(request).db(_load_owner(*signed_in))
     if owner is None:  # the user was deleted (with their tenant), or signed out elsewhere
         request.session.clear()
+    else:
+        _check_domain(request, owner)
     return owner
 
 
@@ -175,14 +192,19 @@ async def _owner_and(
     if signed_in is None:
         return None, None
     load = _load_owner(*signed_in)
+    allowed = _portal(request).auth.domain_refusal
 
     def both(session: Session) -> tuple[Owner | None, T | None]:
         owner = load(session)
-        return (owner, work(session, owner)) if owner is not None else (None, None)
+        if owner is None or allowed(owner.email) is not None:
+            return owner, None
+        return owner, work(session, owner)
 
     owner, result = await _portal(request).db(both)
     if owner is None:
         request.session.clear()
+    else:
+        _check_domain(request, owner)
     return owner, result
 
 
@@ -253,8 +275,18 @@ async def auth_start(request: Request) -> Response:
         return refused
     portal = _portal(request)
     request.session[_NEXT_KEY] = local_path(request.query_params.get("next"))
+    # State and nonce are also kept in the database, where the callback uses them up:
+    # the cookie alone would let a copy of it replay the sign-in.
+    state, nonce = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+    await portal.db(
+        lambda session: store.start_signin(
+            session, state_sha256=sha256(state), nonce_sha256=sha256(nonce)
+        )
+    )
     try:
-        return await portal.auth.redirect(request, portal.redirect_uri(request))
+        return await portal.auth.redirect(
+            request, portal.redirect_uri(request), state=state, nonce=nonce
+        )
     except SignInError as exc:
         return error_page(request, exc.status, exc.title, exc.message)
 
@@ -264,12 +296,11 @@ async def auth_callback(request: Request) -> Response:
         return refused
     portal = _portal(request)
     try:
-        identity = await portal.auth.finish(request)
+        identity = await _verified_identity(request, portal)
+        signed = await _sign_in_with_retry(portal, identity)
     except SignInError as exc:
         log.info("sign-in refused: %s", exc.message)
         return error_page(request, exc.status, exc.title, exc.message)
-    engine_name = portal.config.defaults.engine
-    signed = await _sign_in_with_retry(portal, identity.email, identity.name, engine_name)
     next_path = local_path(request.session.get(_NEXT_KEY))
     # A new session for the signed-in owner: nothing from before sign-in is carried
     # over (session fixation), and a fresh CSRF token.
@@ -283,24 +314,77 @@ async def auth_callback(request: Request) -> Response:
     return RedirectResponse(next_path, status_code=303)
 
 
-async def _sign_in_with_retry(
-    portal: Portal, email: str, name: str, engine_name: str
-) -> store.SignIn:
+async def _verified_identity(request: Request, portal: Portal) -> Identity:
+    """Who the provider says signed in, once this browser's state was used up in the
+    database (by this process or any other on it: a replay finds it gone)."""
+    refusal = portal.auth.provider_refusal(request)
+    if refusal is not None:
+        raise refusal
+    state = portal.auth.callback_state(request)
+    nonce_sha256 = await portal.db(
+        lambda session: store.use_signin(session, state_sha256=sha256(state))
+    )
+    if nonce_sha256 is None:
+        raise SignInError(
+            "This sign-in link was already used",
+            "This sign-in was already completed, or it was started too long ago "
+            f"(more than {int(store.SIGNIN_WINDOW.total_seconds()) // 60} minutes). "
+            "Please start again.",
+        )
+    return await portal.auth.finish(request, nonce_sha256=nonce_sha256)
+
+
+async def _sign_in_with_retry(portal: Portal, identity: Identity) -> store.SignIn:
     from sqlalchemy.exc import IntegrityError
 
     from wactl.enums import EngineName
 
-    engine = EngineName(engine_name)
+    engine = EngineName(portal.config.defaults.engine)
     for attempt in range(3):
         try:
             return await portal.db(
-                lambda session: store.sign_in(session, email=email, name=name, engine=engine)
+                lambda session: store.sign_in(
+                    session,
+                    issuer=identity.issuer,
+                    subject=identity.subject,
+                    email=identity.email,
+                    name=identity.name,
+                    engine=engine,
+                )
             )
+        except store.AccountMismatchError as exc:
+            await _refuse_other_account(portal, identity, exc)
         except IntegrityError:
-            # A concurrent first sign-in took this email or slug; the next try sees it.
+            # A concurrent first sign-in took this identity, email or slug; the next
+            # try sees it.
             if attempt == 2:
                 raise
     raise AssertionError("unreachable")
+
+
+async def _refuse_other_account(
+    portal: Portal, identity: Identity, refused: store.AccountMismatchError
+) -> NoReturn:
+    """Audit the refusal (its own transaction: the sign-in's was rolled back) and say
+    why on the page."""
+    await portal.db(
+        lambda session: store.record_refused_sign_in(
+            session, refused, issuer=identity.issuer, subject=identity.subject
+        )
+    )
+    log.warning(
+        "sign-in refused: %s is bound to another identity than %s at %s",
+        identity.email,
+        identity.subject,
+        identity.issuer,
+    )
+    raise SignInError(
+        "This email belongs to another account",
+        f"The portal account of {identity.email} was opened with another account at the "
+        "sign-in service than the one you used now, so you were not signed in. Sign in "
+        "with the account you used before; if you no longer can, ask the operator.",
+        status=403,
+    )
 
 
 async def signout(request: Request) -> Response:
@@ -476,17 +560,37 @@ def render_qr_svg(content: str) -> bytes:
     return buffer.getvalue()
 
 
-def _cursor(request: Request) -> int | None:
-    raw = request.query_params.get("before", "")
+def _whole_number(request: Request, name: str, high: int) -> int | None:
+    """The query parameter ``name`` as a number from 1 to ``high`` (None when absent or
+    empty); anything else (digits other than ASCII, a sign, spaces, a number past
+    ``high``) is a 400 naming the parameter."""
+    raw = request.query_params.get(name, "")
     if not raw:
         return None
-    if not raw.isdigit() or len(raw) > 18:
-        raise HTTPException(400, "'before' must be a message number")
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= len(str(high))) or not (
+        1 <= int(raw) <= high
+    ):
+        raise HTTPException(400, f"'{name}' must be a number from 1 to {high}")
     return int(raw)
 
 
-async def logs_page(request: Request) -> Response:
+def _cursor(request: Request) -> int | None:
+    return _whole_number(request, "before", store.MAX_ROW_ID)
+
+
+def _search(request: Request) -> str:
+    """The ``q`` parameter, cut at 200 characters; control characters are refused
+    (PostgreSQL cannot hold NUL in text, and none belongs in a search)."""
     search = request.query_params.get("q", "")[:200]
+    try:
+        validation.refuse_control_characters("q", search, kind="searches")
+    except ValidationError:
+        raise HTTPException(400, "'q' must not contain control characters") from None
+    return search
+
+
+async def logs_page(request: Request) -> Response:
+    search = _search(request)
     before = _cursor(request)
     owner, page = await _owner_and(
         request,
@@ -530,14 +634,8 @@ async def api_status(request: Request) -> Response:
 
 
 async def api_logs(request: Request) -> Response:
-    raw_limit = request.query_params.get("limit", str(store.PAGE_SIZE))
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= store.MAX_PAGE_SIZE:
-        return JSONResponse(
-            {"error": f"'limit' must be a number from 1 to {store.MAX_PAGE_SIZE}"},
-            status_code=400,
-        )
-    limit = int(raw_limit)
-    search = request.query_params.get("q", "")[:200]
+    limit = _whole_number(request, "limit", store.MAX_PAGE_SIZE) or store.PAGE_SIZE
+    search = _search(request)
     before = _cursor(request)
     owner, page = await _owner_and(
         request,
@@ -552,6 +650,35 @@ async def api_logs(request: Request) -> Response:
     )
 
 
+def _nesting(value: object) -> int:
+    """How deep JSON ``value`` nests (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth + 1)
+            if depth + 1 > MAX_JSON_DEPTH:
+                break
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _parse_json(body: bytes) -> object:
+    """The JSON document in ``body``, or a 400 saying why not (not JSON; nested deeper
+    than a setup request could be, which would also exhaust Python's recursion)."""
+    too_deep = f"the request body is nested too deeply (at most {MAX_JSON_DEPTH} levels)"
+    try:
+        value = json.loads(body)
+    except RecursionError:
+        raise HTTPException(400, too_deep) from None
+    except ValueError:
+        raise HTTPException(400, "the request body is not JSON") from None
+    if _nesting(value) > MAX_JSON_DEPTH:
+        raise HTTPException(400, too_deep)
+    return value
+
+
 async def api_setup_request(request: Request) -> Response:
     owner = await _owner(request)
     if owner is None:
@@ -559,14 +686,7 @@ async def api_setup_request(request: Request) -> Response:
     refused = await _checked_post(request, owner, request.headers.get(CSRF_HEADER))
     if refused is not None:
         return refused
-    if int(request.headers.get("content-length") or 0) > MAX_JSON_BYTES:
-        return JSONResponse(
-            {"error": f"the request body is larger than {MAX_JSON_BYTES} bytes"}, status_code=413
-        )
-    try:
-        body = json.loads(await request.body())
-    except ValueError:
-        return JSONResponse({"error": "the request body is not JSON"}, status_code=400)
+    body = _parse_json(await request.body())
     if not isinstance(body, dict):
         return JSONResponse({"error": "the request body must be a JSON object"}, status_code=422)
     allowed = {

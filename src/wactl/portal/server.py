@@ -70,9 +70,9 @@ def uvicorn_config(app: ASGIApp, *, access_log: bool = True) -> uvicorn.Config:
         log_config=None,
         lifespan="off",
         access_log=access_log,
-        # Behind a reverse proxy on this host, X-Forwarded-For/-Proto are trusted.
-        proxy_headers=True,
-        forwarded_allow_ips="127.0.0.1",
+        # The application decides whose X-Forwarded-For/-Proto to believe
+        # (portal.trusted_proxies, `security.ForwardedHeaders`); uvicorn believes none.
+        proxy_headers=False,
         server_header=False,
     )
 

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from wactl.db.models import SetupRequest, User
+from wactl.db.models import PortalEventLog, SetupRequest, User
 from wactl.enums import RequestStatus, SessionState, TenantStatus, WorkerStatus
 
 
@@ -243,8 +243,21 @@ EVENT_WORDS = {
     "worker.restart": "Bot restarted",
     "whatsapp.logout": "Phone unlinked",
     "sandbox.scan": "Test phone linked",
+    "portal.signin_refused": "Sign-in refused (another account with your email)",
 }
 
 
 def event_words(event_type: str) -> str:
     return EVENT_WORDS.get(event_type, event_type)
+
+
+def event_who(event: PortalEventLog, owner: Owner) -> str:
+    """Who did it, in the owner's words: "you", "operator", "someone else" (a refused
+    sign-in with the owner's email), or the other portal user's email."""
+    if event.event_type == "portal.signin_refused":
+        return "someone else"
+    if event.actor == f"portal:{owner.email}":
+        return "you"
+    if event.actor.startswith("os:"):
+        return "operator"
+    return event.actor.split(":", 1)[-1]
