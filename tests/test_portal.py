@@ -778,3 +778,15 @@ def test_sign_in_race_creates_one_tenant(db_url: str) -> None:
     with db_session(db_url) as session:
         assert session.scalar(select(func.count()).select_from(Tenant)) == 1
         assert session.scalar(select(func.count()).select_from(User)) == 1
+
+
+def test_the_form_suggests_exactly_the_zones_it_accepts() -> None:
+    """The zone suggestions came from zoneinfo directly: "Factory" and "localtime" were
+    offered, then refused on submit."""
+    from wactl import validation
+    from wactl.portal import forms
+
+    suggested = forms.timezones()
+    assert "Europe/Madrid" in suggested and len(suggested) > 300
+    assert not {"Factory", "localtime", "posixrules"} & set(suggested)
+    assert all(validation.validate_timezone(zone) == zone for zone in suggested)

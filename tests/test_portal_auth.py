@@ -14,6 +14,7 @@ import pytest
 from joserfc.jwk import RSAKey
 from sqlalchemy import func, select
 
+from tests.conftest import CLI
 from tests.oidc_provider import CLIENT_ID, KEY_ID, Provider
 from tests.portal_support import (
     SESSION_SECRET,
@@ -569,6 +570,55 @@ def test_another_account_with_a_bound_email_is_refused(
         events = page_text(alice.get("/events").text)
         assert "someone else Sign-in refused (another account with your email)" in events
     assert alice_token
+
+
+def test_an_operator_unbinds_a_user_for_another_account(
+    portal: RunningPortal, provider: Provider, db_url: str, cli: CLI
+) -> None:
+    """After a move to another provider (here: another ``sub`` for the same email),
+    `wactl portal unbind` lets the next account with the email become the user, with
+    its tenant; the old account's sessions end. Bad input changes nothing."""
+    with portal.client() as alice:
+        sign_in(alice, provider, "alice@example.com", "Alice")
+        ((_, _, old_sub),) = _users(db_url)
+        for args, code, error in (
+            ((), 2, "error: name the users' emails, or --all (not both); "),
+            (("a@example.com", "--all"), 2, "error: name the users' emails, or --all "),
+            (("x\x1b[2J",), 2, "error: 'x\\x1b[2J' is not an email address; "),
+            (
+                ("alice@example.com", "bob@example.com"),
+                5,
+                "error: no portal user with the email 'bob@example.com'; ",
+            ),
+        ):
+            result = cli("portal", "unbind", *args)
+            assert (result.code, result.err[: len(error)]) == (code, error), result.err
+        assert _users(db_url) == [("alice@example.com", provider.url, old_sub)]
+        assert cli("portal", "unbind", "--all", input="n\n").code == 8
+        result = cli("portal", "unbind", " Alice@Example.com ")
+        assert result.code == 0, result.err
+        assert result.err == "unbound alice@example.com: its next sign-in binds it again\n"
+        assert _users(db_url) == [("alice@example.com", None, None)]
+        # The old account's browser is signed out.
+        assert alice.get("/api/portal/tenant/current/status").status_code == 401
+    from wactl.db.audit import operator_actor
+
+    assert _events(db_url)[-1] == (
+        operator_actor(),
+        "portal.user_unbound",
+        {"email": "alice@example.com", "issuer": provider.url, "subject": old_sub},
+    )
+    with portal.client() as moved:
+        provider.sign_in_as("alice@example.com", "Alice", sub="new-provider-account")
+        page = follow(moved, moved.get("/auth/signin"))
+        assert page.status_code == 200
+        status = moved.get("/api/portal/tenant/current/status").json()
+        assert status["tenant"]["slug"] == "alice"
+    assert _users(db_url) == [("alice@example.com", provider.url, "new-provider-account")]
+    assert cli("portal", "unbind", "--all", "--yes").err == (
+        "unbound alice@example.com: its next sign-in binds it again\n"
+    )
+    assert cli("portal", "unbind", "--all", "--yes").err == "no bound portal users\n"
 
 
 def test_a_user_from_before_is_bound_at_the_next_sign_in(

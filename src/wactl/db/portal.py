@@ -373,3 +373,38 @@ def message_json(message: MessageLog) -> dict[str, Any]:
 
 def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+def unbind_users(session: Session, emails: list[str] | None, *, actor: str) -> list[User]:
+    """Clear the sign-in binding (issuer + sub) of the users with these emails (None:
+    every bound user), and end their sessions: the next sign-in with the email binds
+    whichever account presents it (after a move to another provider). Audited per user
+    (``portal.user_unbound``). Raises `NotFoundError`, changing nothing, when an email
+    has no user."""
+    query = select(User).order_by(User.email)
+    if emails is None:
+        query = query.where(User.oidc_subject.is_not(None))
+    else:
+        wanted = sorted({email.strip().lower() for email in emails})
+        query = query.where(User.email.in_(wanted))
+    users = list(session.scalars(query.options(joinedload(User.tenant))).unique())
+    if emails is not None:
+        missing = sorted(set(wanted) - {user.email for user in users})
+        if missing:
+            raise NotFoundError(
+                f"no portal user with the email {', '.join(map(repr, missing))}",
+                hint="`wactl audit` shows who signed in (portal:EMAIL)",
+            )
+    for user in users:
+        payload = {"email": user.email, "issuer": user.oidc_issuer, "subject": user.oidc_subject}
+        user.oidc_issuer = user.oidc_subject = None
+        user.session_generation += 1
+        audit.record(
+            session,
+            actor=actor,
+            event_type="portal.user_unbound",
+            tenant=user.tenant,
+            user_id=user.id,
+            payload=payload,
+        )
+    return users

@@ -10,7 +10,6 @@ an error of its field. Nothing is written unless the whole form is valid;
 
 from __future__ import annotations
 
-import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache, partial
@@ -43,8 +42,9 @@ DAY_LABELS = {
 
 @cache
 def timezones() -> tuple[str, ...]:
-    """IANA zone names for the form's suggestions (~600, read once)."""
-    return tuple(sorted(zoneinfo.available_timezones()))
+    """IANA zone names for the form's suggestions (~600, read once): exactly the ones
+    the form accepts (not "localtime", "Factory" or posix/...)."""
+    return tuple(sorted(validation.timezone_names()))
 
 
 @dataclass
