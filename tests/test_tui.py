@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import re
 import time
@@ -221,6 +222,20 @@ def test_model_applies_events_and_shows_dashes_for_what_is_absent() -> None:
     assert list(model.views) == ["b"]
     cells = dict(zip(COLUMN_KEYS, model.cells("b"), strict=True))
     assert (cells["in_1h"], cells["out_1h"]) == (ABSENT, ABSENT)  # the daemon sent none
+
+
+def test_model_shows_what_fails_now_before_the_last_error() -> None:
+    """As `wactl ps`: what the worker says fails now, until the daemon's view says it
+    healed (the daemon publishes the worker's view on both)."""
+    model = Dashboard()
+    model.load([view("a", "RUNNING", last_error="exited with code 1: old")])
+    failing = [{"area": "database", "message": "database is locked", "since": "x"}]
+    event = {"event": "worker", "id": 8, "at": "x", **view("a", "RUNNING", problems=failing)}
+    model.apply(event)
+    assert model.cells("a")[-1] == "now: database is locked"
+    healed = {"event": "worker", "id": 9, "at": "x", **view("a", "RUNNING", problems=[])}
+    model.apply({**healed, "last_error": "exited with code 1: old"})
+    assert model.cells("a")[-1] == "exited with code 1: old"
 
 
 def test_qr_lines_pack_two_module_rows_per_line_losslessly() -> None:
@@ -603,6 +618,78 @@ def test_detail_pane_shows_config_conversation_and_worker_log(
             assert pane(app, "conversation") == "no messages yet"
 
     run(scenario)
+
+
+def test_chats_tab_pauses_and_hands_back_chats(cli: CLI, daemon: Daemon, db_url: str) -> None:
+    """The Chats tab lists where the bot is paused (a customer asked for a person) and
+    the recent chats; p pauses the chosen chat, b hands it back, through the daemon
+    (audited), and a pause made elsewhere (the CLI) shows without a key."""
+    import sqlalchemy
+    from textual.widgets import DataTable, TabbedContent
+
+    from wactl.db.models import PortalEventLog
+
+    create(cli, "alpha", "Casa Pepe", "--language", "en")
+    assert cli("tenant", "start", "alpha").code == 0
+    assert cli("sandbox", "scan", "alpha").code == 0
+    for number, text in (("+34600111222", "hola"), ("+34600333444", "human")):
+        assert cli("sandbox", "send", "alpha", "--from", number, text).code == 0
+
+    def rows(app: Any) -> dict[str, list[str]]:
+        table = app.main.query_one("#chats-table", DataTable)
+        return {str(key.value): [str(cell) for cell in table.get_row(key)] for key in table.rows}
+
+    def paused(app: Any, chat: str) -> bool:
+        row = rows(app).get(chat)
+        return row is not None and row[1] != "-"
+
+    async def scenario() -> None:
+        app = make_app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await select(pilot, "alpha")
+            # p with no chat chosen opens the Chats tab and says what to do.
+            await pilot.press("p")
+            assert app.main.query_one("#detail", TabbedContent).active == "chats"
+            assert any("choose a chat" in note for note in notes(app))
+            await until(pilot, lambda: len(rows(app)) == 2, "the chats")
+            # The paused chat first, with why.
+            assert next(iter(rows(app))) == "+34600333444"
+            assert rows(app)["+34600333444"][2] == "asked for a person"
+            assert not paused(app, "+34600111222")
+            # Hand the customer's chat back to the bot.
+            assert app.main.selected_chat() == "+34600333444"
+            await pilot.press("b")
+            await until(pilot, lambda: not paused(app, "+34600333444"), "the chat resumed")
+            await until(
+                pilot,
+                lambda: any("+34600333444 is the bot's again" in n for n in notes(app)),
+                "the notification",
+            )
+            # Pause the other one from the keyboard.
+            await pilot.press("down")
+            await until(pilot, lambda: app.main.selected_chat() == "+34600111222", "cursor")
+            await pilot.press("p")
+            await until(pilot, lambda: paused(app, "+34600111222"), "the chat paused")
+            assert rows(app)["+34600111222"][2] == "operator"
+            # A resume from the CLI shows by itself.
+            assert cli("chats", "resume", "alpha", "+34600111222").code == 0
+            await until(pilot, lambda: not paused(app, "+34600111222"), "the CLI's resume")
+
+    run(scenario)
+    with db_session(db_url) as session:
+        events = [
+            (e.event_type, e.payload_json["chat"])
+            for e in session.scalars(sqlalchemy.select(PortalEventLog).order_by(PortalEventLog.id))
+            if e.event_type.startswith("chat.")
+        ]
+    assert events == [
+        ("chat.resumed", "+34600333444"),
+        ("chat.paused", "+34600111222"),
+        ("chat.resumed", "+34600111222"),
+    ]
+    # The customer's next message in the resumed chat is answered.
+    sent = cli("sandbox", "send", "alpha", "--from", "+34600333444", "hours", "--json")
+    assert json.loads(sent.out)["reply"]
 
 
 def test_the_database_is_read_at_most_once_a_second(cli: CLI, daemon: Daemon) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from wactl import validation
 from wactl.enums import EngineName, Language, TemplateType
 from wactl.errors import ExitCode, UsageError, ValidationError
 from wactl.validation import (
@@ -445,3 +446,40 @@ def test_hours_document() -> None:
         "holidays": ["2026-12-25"],
     }
     assert hours_document({}, []) == {"weekly": {}, "holidays": []}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "localtime",
+        "Factory",
+        "posixrules",
+        "posix/Europe/Madrid",
+        "right/UTC",
+        "Europe",
+        "../etc/passwd",
+        "/etc/localtime",
+        "Europe/Madrid ",
+        "europe/madrid",
+        "zone.tab",
+        "tzdata.zi",
+        "leapseconds",
+        "Europe/./Madrid",
+        "Europe//Madrid",
+        "Europe/Madrid\x00",
+        "x" * 5000,
+    ],
+)
+def test_a_zone_is_valid_exactly_when_the_zone_list_has_it(name: str) -> None:
+    """validate_timezone checks one name without listing the zone directory (every
+    command checks defaults.timezone); it agrees with the list both ways."""
+    assert name not in validation.timezone_names()
+    with pytest.raises(ValidationError, match="is not a known time zone"):
+        validation.validate_timezone(name)
+
+
+def test_every_listed_zone_is_valid() -> None:
+    names = validation.timezone_names()
+    assert {"UTC", "Europe/Madrid", "America/Sao_Paulo", "Etc/GMT+5"} <= names
+    assert all(validation.validate_timezone(name) == name for name in names)

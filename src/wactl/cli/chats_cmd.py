@@ -82,14 +82,15 @@ def list_(
                 row["messages"],
                 when(row["last_message_at"]),
                 when(row["paused_until"]),
-                _why(row["pause_reason"]),
+                pause_reason_text(row["pause_reason"]),
             )
             for row in rows
         ],
     )
 
 
-def _why(reason: str | None) -> str:
+def pause_reason_text(reason: str | None) -> str:
+    """Why the bot is paused in a chat, for people (`wactl chats list`, the dashboard)."""
     return {
         None: "-",
         "handoff": "asked for a person",

@@ -51,6 +51,7 @@ def print_ps(console: Console, rows: list[dict[str, Any]]) -> None:
     """`wactl ps` for people: /v1/tenants views as a table that fits the console."""
     from wactl.cli.console import Column, print_table
     from wactl.cli.output import duration, human_bytes
+    from wactl.ipc.protocol import worker_error_text
 
     # At 80 columns the least telling figures go first (ENGINE, BEAT, CPU%...); slug,
     # state, pid and restarts stay whole, and the last error gets a line of its own.
@@ -82,21 +83,11 @@ def print_ps(console: Console, rows: list[dict[str, Any]]) -> None:
                 duration(row["heartbeat_age_seconds"]),
                 _in_out(row.get("messages_in_1h"), row.get("messages_out_1h")),
                 row["engine"],
-                " ".join(error_text(row).split()),
+                " ".join(worker_error_text(row).split()),
             )
             for row in rows
         ],
     )
-
-
-def error_text(row: dict[str, Any]) -> str:
-    """LAST ERROR: what the worker says is failing now (until it works again), else
-    the last thing that went wrong with it."""
-    problems = row.get("problems") or []
-    if problems:
-        first = problems[0]
-        return f"now: {first['message']}"
-    return str(row["last_error"] or "")
 
 
 def _warn_if_database_fails(ctx: typer.Context) -> None:

@@ -15,10 +15,11 @@ def tui(ctx: typer.Context) -> None:
     A table of every tenant (state, pid, uptime, restarts, CPU, memory,
     heartbeat age, messages in/out in the last hour, last error), updated from
     the daemon's events; below it the selected tenant's configuration,
-    conversation and worker log.
+    conversation, chats (paused ones first) and worker log.
 
-    Keys: s start, x stop, r restart, u logout, c QR, l worker log, / filter,
-    o sort (or click a header), ? help, q quit; ctrl+p offers the same actions.
+    Keys: s start, x stop, r restart, u logout, c QR, l worker log, p / b pause
+    the chat chosen in the Chats tab / hand it back to the bot, / filter, o sort
+    (or click a header), ? help, q quit; ctrl+p offers the same actions.
 
     Starts the daemon if it is not running. If the daemon goes away later, a
     banner says so and the dashboard reconnects by itself. Respects NO_COLOR;

@@ -426,6 +426,7 @@ async def pause_chat(request: Request, state: DaemonState) -> Response:
         raise ApiError(422, f"'minutes' must be a number above 0, at most {MAX_PAUSE_MINUTES}")
     result = await state.supervisor.pause_chat(slug, chat, float(minutes))
     await state.supervisor.audit(_actor(request), "chat.paused", slug, result)
+    state.hub.publish("chat", slug=slug, **result)
     return JSONResponse({"slug": slug, **result})
 
 
@@ -434,6 +435,7 @@ async def resume_chat(request: Request, state: DaemonState) -> Response:
     chat = _chat_of(await _json_body(request, RESUME_SCHEMA))
     result = await state.supervisor.pause_chat(slug, chat, 0)
     await state.supervisor.audit(_actor(request), "chat.resumed", slug, result)
+    state.hub.publish("chat", slug=slug, **result)
     return JSONResponse({"slug": slug, **result})
 
 
@@ -638,8 +640,9 @@ ENDPOINTS: list[Endpoint] = [
         events,
         "worker (state changes), qr, session, error, problem and healed (what a worker "
         "says fails now, and that it works again), handoff (a customer asked for a "
-        "person) and takeover (the business answered by hand) events, as JSON in data "
-        "lines; shutdown when the daemon stops.",
+        "person), takeover (the business answered by hand) and chat (an operator paused "
+        "or resumed a chat: chat, paused_until) events, as JSON in data lines; shutdown "
+        "when the daemon stops.",
         content_type="text/event-stream",
     ),
     Endpoint(

@@ -769,10 +769,12 @@ class Supervisor:
                 self.hub.publish(
                     "problem", slug=slug, area=message.get("area"), message=message.get("message")
                 )
+                self._publish(worker)  # its view lists the problems (the dashboard's row)
         elif event == "healed":
             area = message.get("area")
             if isinstance(area, str) and worker.problems.pop(area, None) is not None:
                 self.hub.publish("healed", slug=slug, area=area)
+                self._publish(worker)
         elif event in ("handoff", "takeover"):
             # A customer asked for a person, or the owner answered by hand: the bot is
             # quiet in that chat now, and whoever watches (the TUI) should know.

@@ -26,6 +26,20 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
     return value
 
 
+def pauses(
+    session: Session, tenant_id: uuid.UUID, *, now: dt.datetime | None = None
+) -> dict[str, tuple[dt.datetime, str | None]]:
+    """The tenant's chats where the bot is paused now: chat -> (until, why)."""
+    now = now or dt.datetime.now(dt.UTC)
+    found: dict[str, tuple[dt.datetime, str | None]] = {}
+    query = select(ChatState).where(ChatState.tenant_id == tenant_id)
+    for state in session.scalars(query.where(ChatState.paused_until.is_not(None))):
+        until = _aware(state.paused_until)
+        if until is not None and until > now:
+            found[state.chat] = (until, state.pause_reason)
+    return found
+
+
 def list_chats(
     session: Session,
     tenant_id: uuid.UUID,
@@ -48,23 +62,21 @@ def list_chats(
     chats: dict[str, dict[str, Any]] = {}
     for chat, messages, last_at in session.execute(counted):
         chats[chat] = {"chat": chat, "messages": int(messages), "last_at": _aware(last_at)}
-    for state in session.scalars(select(ChatState).where(ChatState.tenant_id == tenant_id)):
-        entry = chats.setdefault(state.chat, {"chat": state.chat, "messages": 0, "last_at": None})
-        until = _aware(state.paused_until)
-        if until is not None and until > now:
-            entry["paused_until"], entry["pause_reason"] = until, state.pause_reason
+    for chat, (until, reason) in pauses(session, tenant_id, now=now).items():
+        entry = chats.setdefault(chat, {"chat": chat, "messages": 0, "last_at": None})
+        entry["paused_until"], entry["pause_reason"] = until, reason
     rows = []
     for entry in chats.values():
-        until = entry.get("paused_until")
-        if paused_only and until is None:
+        paused_until: dt.datetime | None = entry.get("paused_until")
+        if paused_only and paused_until is None:
             continue
         rows.append(
             {
                 "chat": entry["chat"],
                 "messages": entry["messages"],
                 "last_message_at": entry["last_at"].isoformat() if entry["last_at"] else None,
-                "paused": until is not None,
-                "paused_until": until.isoformat() if until else None,
+                "paused": paused_until is not None,
+                "paused_until": paused_until.isoformat() if paused_until else None,
                 "pause_reason": entry.get("pause_reason"),
             }
         )

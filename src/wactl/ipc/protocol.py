@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 #: Bumped when the /v1 API changes incompatibly; the client checks it first.
 PROTOCOL_VERSION = 1
@@ -43,3 +45,13 @@ def worker_log_path(log_dir: Path, slug: str) -> Path:
 #: The longest pause an operator can set on one chat (a year, in minutes): the daemon's
 #: API and the worker both hold to it.
 MAX_PAUSE_MINUTES = 366 * 24 * 60
+
+
+def worker_error_text(view: Mapping[str, Any]) -> str:
+    """A worker view's LAST ERROR as `wactl ps` and the dashboard show it: what the
+    worker says fails now ("now: ...", until it works again), else the last thing that
+    went wrong with it (its own reason when it exited)."""
+    problems = view.get("problems") or []
+    if problems and isinstance(problems[0], Mapping) and problems[0].get("message"):
+        return f"now: {problems[0]['message']}"
+    return str(view.get("last_error") or "")

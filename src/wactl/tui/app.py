@@ -219,13 +219,17 @@ class DashboardApp(App[None]):
             # We missed events: read the whole state again.
             self.run_worker(self._refresh(), group="refresh", exit_on_error=False)
             return
-        if kind in ("handoff", "takeover"):
-            what = (
-                "a customer asked for a person"
-                if kind == "handoff"
-                else "the business answered by hand"
-            )
-            self.say(f"{event.get('slug')}: {what} in chat {event.get('chat', '?')}")
+        if kind in ("handoff", "takeover", "chat"):
+            slug = event.get("slug")
+            if kind != "chat":
+                what = (
+                    "a customer asked for a person"
+                    if kind == "handoff"
+                    else "the business answered by hand"
+                )
+                self.say(f"{slug}: {what} in chat {event.get('chat', '?')}")
+            if isinstance(slug, str) and slug == self.main.selected_slug():
+                self.want_detail(slug)  # its Chats tab shows the pause
             return
         slug = self.model.apply(event)
         if slug is None:
@@ -294,6 +298,31 @@ class DashboardApp(App[None]):
             self.say(exc.one_line(), title=f"{action} {slug}", severity="error")
             return
         self.say(f"{slug}: {_ACTION_DONE[action]}")
+
+    def chat_act(self, action: str, slug: str, chat: str) -> None:
+        """Pause the bot in ``chat`` (for pipeline.handoff_pause_minutes) or hand the
+        chat back to it, through the daemon (audited there)."""
+        self.run_worker(self._chat_act(action, slug, chat), group="actions", exit_on_error=False)
+
+    async def _chat_act(self, action: str, slug: str, chat: str) -> None:
+        import datetime as dt
+
+        from wactl.cli.output import local_time
+
+        try:
+            answer = await self.client.request(
+                "POST", f"/v1/tenants/{slug}/chats/{action}", {"chat": chat}, timeout=30.0
+            )
+        except WactlError as exc:
+            self.say(exc.one_line(), title=f"{action} {slug} {chat}", severity="error")
+            return
+        until = answer.get("paused_until")
+        if action == "pause" and until:
+            when = local_time(dt.datetime.fromisoformat(until))
+            self.say(f"{slug}: the bot is quiet in {chat} until {when}")
+        else:
+            self.say(f"{slug}: {chat} is the bot's again; it answers the next message")
+        self.want_detail(slug)
 
     def say(
         self, message: str, *, title: str = "", severity: SeverityLevel = "information"

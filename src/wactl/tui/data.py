@@ -8,11 +8,12 @@ A database that cannot be reached is reported in the pane, never raised to the a
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from wactl.errors import WactlError
 from wactl.ipc.protocol import worker_log_path
@@ -30,6 +31,19 @@ _HIDDEN_FIELDS = ("id", "created")
 
 
 @dataclass(frozen=True)
+class ChatRow:
+    """A chat in the detail pane's Chats tab: a recent one, or one where the bot is
+    paused (however old its last message)."""
+
+    chat: str
+    #: When its last message of the conversation pane was, for people ("" if older).
+    last: str
+    #: Until when the bot is quiet in it, for people ("" when it is not paused).
+    paused_until: str = ""
+    why: str = ""
+
+
+@dataclass(frozen=True)
 class TenantDetail:
     """What the detail pane shows for one tenant; ``problem`` when the database failed."""
 
@@ -44,6 +58,9 @@ class TenantDetail:
     #: pane marks a worker running another version than the fleet as a canary).
     wa_js: str | None = None
     wa_js_fleet: str | None = None
+    #: Paused chats first (soonest to end first), then the conversation's chats,
+    #: newest first.
+    chats: list[ChatRow] = field(default_factory=list)
 
 
 class Store:
@@ -82,7 +99,7 @@ class Store:
     def detail(self, slug: str) -> TenantDetail:
         from wactl.cli.logs_cmd import message_parts
         from wactl.cli.tenant_cmd import detail_fields
-        from wactl.db import tenants, wajs_releases
+        from wactl.db import chats, tenants, wajs_releases
         from wactl.db.messages import recent_messages
 
         log_lines, log_note = self.worker_log(slug)
@@ -97,6 +114,7 @@ class Store:
                         if f[0] not in _HIDDEN_FIELDS
                     ]
                     messages = recent_messages(session, tenant.id, slug, limit=CONVERSATION_LINES)
+                    paused = chats.pauses(session, tenant.id)
             except WactlError as exc:
                 return TenantDetail(
                     slug, log_lines=log_lines, log_note=log_note, problem=exc.one_line()
@@ -112,6 +130,7 @@ class Store:
             log_note=log_note,
             wa_js=wa_js.version,
             wa_js_fleet=wa_js.fleet_version,
+            chats=chat_rows(messages, paused),
         )
 
     def worker_log(self, slug: str) -> tuple[list[str], str]:
@@ -129,3 +148,24 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._context.close()
+
+
+def chat_rows(
+    messages: list[dict[str, Any]], paused: dict[str, tuple[dt.datetime, str | None]]
+) -> list[ChatRow]:
+    """The Chats tab: where the bot is paused, then the other chats of ``messages``."""
+    from wactl.cli.chats_cmd import pause_reason_text
+    from wactl.cli.output import local_time
+
+    last: dict[str, str] = {}
+    for message in reversed(messages):  # newest first
+        if message["chat"]:
+            last.setdefault(
+                message["chat"], local_time(dt.datetime.fromisoformat(message["created_at"]))
+            )
+    rows = [
+        ChatRow(chat, last.get(chat, ""), local_time(until), pause_reason_text(why))
+        for chat, (until, why) in sorted(paused.items(), key=lambda item: item[1][0])
+    ]
+    rows.extend(ChatRow(chat, when) for chat, when in last.items() if chat not in paused)
+    return rows

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wactl.cli.output import duration, human_bytes
+from wactl.ipc.protocol import worker_error_text
 
 #: Shown for a value the daemon does not have (a stopped worker's pid) or does not send.
 ABSENT = "–"
@@ -56,8 +57,7 @@ def _memory_text(view: View) -> str:
 
 
 def _error_text(view: View) -> str:
-    value = view.get("last_error")
-    return " ".join(str(value).split()) if value else ""
+    return " ".join(worker_error_text(view).split())
 
 
 @dataclass(frozen=True)

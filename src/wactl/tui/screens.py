@@ -30,6 +30,7 @@ from textual.widgets import (
 )
 
 from wactl.display import printable
+from wactl.ipc.protocol import worker_error_text
 from wactl.tui.model import ABSENT, COLUMNS, Dashboard, column
 from wactl.tui.qr import qr_lines
 
@@ -47,7 +48,17 @@ STATE_STYLES = {
     "STOPPED": "dim",
 }
 #: The live fields the summary shows (the rest of it comes from the database).
-SUMMARY_FIELDS = ("state", "pid", "reason", "session_state", "last_error", "wa_js_version")
+SUMMARY_FIELDS = (
+    "state",
+    "pid",
+    "reason",
+    "session_state",
+    "last_error",
+    "problems",
+    "wa_js_version",
+)
+#: The Chats tab's first line.
+CHATS_HINT = "p: the bot keeps quiet in the chat (a person answers) · b: hand it back to the bot"
 SESSION_STYLES = {"CONNECTED": "green", "QR_PENDING": "yellow", "DISCONNECTED": "red"}
 
 #: Fixed column widths: numbers never make the table jump while it updates.
@@ -126,6 +137,9 @@ class MainScreen(Screen[None]):
         Binding("c", "qr", "QR"),
         Binding("l", "logs", "Logs"),
         Binding("slash", "filter", "Filter"),
+        # In the Chats tab (which says so); the footer keeps room for ? and q.
+        Binding("p", "pause_chat", "Pause chat", show=False),
+        Binding("b", "resume_chat", "Chat back to bot", show=False),
         # Clicking a header sorts too; the footer keeps room for ? and q at 80 columns.
         Binding("o", "sort", "Sort", show=False),
         Binding("O", "reverse_sort", "Reverse sort", show=False),
@@ -140,6 +154,8 @@ class MainScreen(Screen[None]):
         "logout": "Log the selected tenant out of WhatsApp (asks first)",
         "qr": "Show the QR to link the selected tenant's phone",
         "logs": "Show the selected tenant's worker log",
+        "pause_chat": "Pause the bot in the chat chosen in the Chats tab (a person answers)",
+        "resume_chat": "Hand the chat chosen in the Chats tab back to the bot",
         "filter": "Filter by slug, name or state (Enter keeps it, Escape clears it)",
         "sort": "Sort by the next column (or click a column's header)",
         "reverse_sort": "Reverse the sort order",
@@ -155,6 +171,8 @@ class MainScreen(Screen[None]):
     #tenants { height: 1fr; }
     #detail { height: 45%; min-height: 9; }
     #detail TabPane { padding: 0 1; }
+    #chats-hint { height: auto; }
+    #chats-table { height: 1fr; }
     #filter { dock: bottom; display: none; margin-bottom: 1; }
     #filter.shown { display: block; }
     .empty { color: $text-muted; }
@@ -197,6 +215,17 @@ class MainScreen(Screen[None]):
                 yield Static("", id="summary-text")
             with TabPane("Conversation", id="conversation"), VerticalScroll():
                 yield Static("", id="conversation-text")
+            with TabPane("Chats", id="chats"), Vertical():
+                yield Static(CHATS_HINT, id="chats-hint", classes="empty")
+                chats: DataTable[Any] = DataTable(id="chats-table", cursor_type="row")
+                for label, key in (
+                    ("CHAT", "chat"),
+                    ("PAUSED UNTIL", "until"),
+                    ("WHY", "why"),
+                    ("LAST", "last"),
+                ):
+                    chats.add_column(label, key=key)
+                yield chats
             with TabPane("Worker log", id="log"), VerticalScroll():
                 yield Static("", id="log-text")
         yield FilterInput(placeholder="filter: slug, name or state", id="filter")
@@ -334,6 +363,7 @@ class MainScreen(Screen[None]):
             )
         else:
             self._set("conversation-text", Text("no messages yet", style="dim"))
+        self._show_chats(stored)
         if stored is not None:
             if stored.log_lines:
                 # Long lines fold at the pane's edge rather than run out of sight.
@@ -341,6 +371,38 @@ class MainScreen(Screen[None]):
                 self._set("log-text", Text(lines, overflow="fold"))
             else:
                 self._set("log-text", Text(printable(stored.log_note), style="dim"))
+
+    def _show_chats(self, stored: TenantDetail | None) -> None:
+        """The Chats tab: paused chats, then recent ones; the cursor stays on its chat."""
+        rows = stored.chats if stored is not None and not stored.problem else []
+        signature = (self._detail_slug, tuple(rows))
+        if self._pane_signatures.get("chats-table") == signature:
+            return
+        self._pane_signatures["chats-table"] = signature
+        table = self.query_one("#chats-table", DataTable)
+        chosen = self.selected_chat()
+        table.clear()
+        for row in rows:
+            table.add_row(
+                Text(printable(row.chat)),
+                Text(printable(row.paused_until or "-"), style="yellow" if row.why else ""),
+                Text(printable(row.why or "-")),
+                Text(printable(row.last or "-")),
+                key=row.chat,
+            )
+        chats = [row.chat for row in rows]
+        if chosen in chats:
+            table.move_cursor(row=chats.index(chosen), animate=False)
+
+    @_while_shown
+    def selected_chat(self) -> str | None:
+        """The chat under the Chats tab's cursor."""
+        table = self.query_one("#chats-table", DataTable)
+        if table.row_count == 0:
+            return None
+        row = min(max(table.cursor_row, 0), table.row_count - 1)
+        value = table.coordinate_to_cell_key(Coordinate(row, 0)).row_key.value
+        return str(value) if value is not None else None
 
     def _set(self, widget_id: str, content: Text | Table, signature: object = None) -> None:
         """Update a pane only when what it shows changed (an idle dashboard stays idle)."""
@@ -372,12 +434,14 @@ class MainScreen(Screen[None]):
     # --- events ------------------------------------------------------------------
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id != "tenants":
+            return  # the Chats tab's cursor
         slug = event.row_key.value if event.row_key is not None else None
         if slug != self._detail_slug:
             self._select(slug)
 
     def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
-        if event.column_key.value is not None:
+        if event.data_table.id == "tenants" and event.column_key.value is not None:
             self.model.sort_by(event.column_key.value)
             self.sync()
 
@@ -438,6 +502,31 @@ class MainScreen(Screen[None]):
         if (slug := self._slug_or_say()) is not None:
             self.dashboard.open_qr(slug)
 
+    def _chat_or_say(self) -> tuple[str, str] | None:
+        """The tenant and chat a chat key acts on; without one, the Chats tab opens."""
+        if (slug := self._slug_or_say()) is None:
+            return None
+        tabs = self.query_one("#detail", TabbedContent)
+        table = self.query_one("#chats-table", DataTable)
+        chat = self.selected_chat() if tabs.active == "chats" else None
+        if chat is None:
+            tabs.active = "chats"
+            table.focus()
+            self.notify(
+                "choose a chat (↑↓), then p to pause the bot in it or b to hand it back",
+                markup=False,
+            )
+            return None
+        return slug, chat
+
+    def action_pause_chat(self) -> None:
+        if (target := self._chat_or_say()) is not None:
+            self.dashboard.chat_act("pause", *target)
+
+    def action_resume_chat(self) -> None:
+        if (target := self._chat_or_say()) is not None:
+            self.dashboard.chat_act("resume", *target)
+
     def action_logs(self) -> None:
         self.query_one("#detail", TabbedContent).active = "log"
 
@@ -497,8 +586,9 @@ def _summary(view: dict[str, Any], stored: TenantDetail | None) -> Table:
     if session:
         style = SESSION_STYLES.get(str(session), "")
         grid.add_row("whatsapp", Text(printable(session), style=style))
-    if view.get("last_error"):
-        grid.add_row("last error", Text(printable(view["last_error"]), style="red"))
+    error = worker_error_text(view)
+    if error:
+        grid.add_row("last error", Text(printable(error), style="red"))
     running = view.get("wa_js_version") if view.get("pid") else None
     if running:
         grid.add_row("wa-js", _wa_js_text(printable(running), stored))
