@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import json
 import secrets
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,6 +27,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
+
+from tests.support import serving
 
 CLIENT_ID = "wactl-test-client.apps.example"
 CLIENT_SECRET = "test-client-secret"
@@ -224,11 +225,5 @@ def running_provider() -> Iterator[Provider]:
     port = server.server_address[1]
     provider = Provider(url=f"http://127.0.0.1:{port}", key=signing_key())
     server.RequestHandlerClass = _handler(provider)
-    thread = threading.Thread(target=server.serve_forever, name="oidc-provider", daemon=True)
-    thread.start()
-    try:
+    with serving(server, "oidc-provider"):
         yield provider
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import socketserver
 import subprocess
 import sys
 import threading
@@ -144,3 +145,17 @@ def db_session(url: str) -> Iterator[Session]:
             yield session
     finally:
         engine.dispose()
+
+
+@contextmanager
+def serving(server: socketserver.BaseServer, name: str) -> Iterator[None]:
+    """Run a loopback HTTP (or any socketserver) server on a thread for the block;
+    then shut it down, close it and join the thread."""
+    thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import CLI
 from tests.daemon_support import Daemon
+from tests.support import serving
 from wactl.cli import manpage
 from wactl.errors import ExitCode
 
@@ -33,7 +34,6 @@ def short_runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 def whatsapp_page(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """browser.url on a real HTTP server on loopback (WhatsApp Web is not reachable here)."""
     import http.server
-    import threading
 
     class Page(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -47,16 +47,10 @@ def whatsapp_page(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     monkeypatch.setenv("WACTL_BROWSER_URL", url)
-    try:
+    with serving(server, "whatsapp-page"):
         yield url
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def checks(cli: CLI, *, code: int = 0) -> dict[str, dict[str, Any]]:

@@ -1519,11 +1519,15 @@ def test_a_crashed_page_restarts_the_worker_with_backoff(
             lambda r: r["pid"] not in (None, pid) and r["session_state"] == "CONNECTED",  # noqa: B023
         )
         assert row["restarts"] == crash
-        assert row["last_error"] == "exited with code 1"
+        # The worker's own reason, left for the daemon as it exited, is in ps and the event.
+        assert row["last_error"] == (
+            "exited with code 1: the WhatsApp Web page crashed;"
+            " the daemon restarts the worker with a fresh browser"
+        )
     states = [
         (e["state"], e["reason"]) for e in events if e["event"] == "worker" and e["slug"] == "shop"
     ]
-    assert states.count(("BACKOFF", "exited with code 1")) == 2
+    assert states.count(("BACKOFF", row["last_error"])) == 2
     log = cli("tenant", "logs", "shop", "--worker").out
     assert log.count("whatsapp-web: the WhatsApp Web page crashed") == 2
     # The profile survived: the restarted worker came back linked, with no new QR.
@@ -1542,9 +1546,12 @@ def test_a_silent_page_restarts_the_worker(cli: CLI, web_daemon: Daemon, standin
         "shop",
         lambda r: r["pid"] not in (None, old) and r["session_state"] == "CONNECTED",
     )
-    assert row["last_error"] == "exited with code 1"
+    stopped = "the WhatsApp Web page stopped answering (no answer to a wa-js call within 5 s)"
+    assert row["last_error"] == (
+        f"exited with code 1: {stopped}; the daemon restarts the worker with a fresh browser"
+    )
     log = cli("tenant", "logs", "shop", "--worker").out
-    assert "the WhatsApp Web page stopped answering (no answer to a wa-js call within 5 s)" in log
+    assert stopped in log
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

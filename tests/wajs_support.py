@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote
 
+from tests.support import serving
 from wactl import wajs, wajs_api
 
 #: A version no real registry has, so a test can never fetch the real package by mistake.
@@ -162,14 +162,8 @@ def loopback_registry() -> Iterator[LoopbackRegistry]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(registry))
     server.daemon_threads = True
     registry.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, name="loopback-registry")
-    thread.start()
-    try:
+    with serving(server, "loopback-registry"):
         yield registry
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def tree(root: Path) -> dict[str, bytes | None]:

@@ -72,6 +72,7 @@ from wactl.bot.ratelimit import RateLimiter
 from wactl.bot.store import InboundRow, MessageStore, PendingReply, is_database_error
 from wactl.config.model import PipelineConfig
 from wactl.enums import Direction, MessageState
+from wactl.futures import log_failure
 
 log = logging.getLogger(__name__)
 
@@ -438,9 +439,7 @@ class Pipeline:
                 self._active.add(first.row.id)
             chat.queue.appendleft(first)
         if chat.queue:
-            chat.task = asyncio.get_running_loop().create_task(
-                self._drain(name, chat), name=f"chat-{name}"
-            )
+            chat.task = self._start_drain(name, chat)
         elif self._chats.get(name) is chat:
             del self._chats[name]
 
@@ -501,9 +500,14 @@ class Pipeline:
             self._active.add(job.row.id)
         chat.queue.append(job)
         if not chat.busy and (chat.task is None or chat.task.done()):
-            chat.task = asyncio.get_running_loop().create_task(
-                self._drain(job.chat, chat), name=f"chat-{job.chat}"
-            )
+            chat.task = self._start_drain(job.chat, chat)
+
+    def _start_drain(self, name: str, chat: _Chat) -> asyncio.Task[None]:
+        """The task that handles ``chat``'s queue; a failure of its own (not a job's:
+        those are outcomes) is logged, and the chat's next message starts a new one."""
+        task = asyncio.get_running_loop().create_task(self._drain(name, chat), name=f"chat-{name}")
+        task.add_done_callback(log_failure(log, f"handling chat {name}"))
+        return task
 
     async def _drain(self, name: str, chat: _Chat) -> None:
         """Handle one chat's queue in order; the task ends when the queue is empty. A job
