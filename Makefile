@@ -9,6 +9,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Test processes: one more than the cores (most tests wait on daemons, browsers and
+# servers). `make test PYTEST_WORKERS=0` runs in one process.
+PYTEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 
 .PHONY: setup demo test lint typecheck pytest docs clean
 
@@ -34,7 +37,7 @@ pytest: setup
 	scripts/ensure-postgres
 	scripts/ensure-chromium
 	scripts/ensure-systemd-analyze
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal
 
 test: lint typecheck pytest
 

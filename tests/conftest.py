@@ -178,6 +178,20 @@ def provider() -> Iterator[Provider]:
 
 
 @pytest.fixture
+def roomy_portal(
+    db_url: str, provider: Provider, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[RunningPortal]:
+    """A portal whose rate limits stay out of the way of a few thousand requests."""
+    from tests.portal_support import portal_env, running_portal
+
+    portal_env(monkeypatch, provider)
+    monkeypatch.setenv("WACTL_PORTAL_SIGNIN_PER_MINUTE", "1000000")
+    monkeypatch.setenv("WACTL_PORTAL_POSTS_PER_MINUTE", "1000000")
+    with running_portal() as running:
+        yield running
+
+
+@pytest.fixture
 def portal(
     db_url: str, provider: Provider, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[RunningPortal]:

@@ -373,17 +373,17 @@ def test_tenant_file_the_toml_parser_chokes_on_is_one_error(
 
 
 def test_chat_line_longer_than_a_whatsapp_message_ends_the_chat(cli: CLI, daemon: Daemon) -> None:
-    assert cli("tenant", "create", "casa-pepe", "--name", "Casa Pepe").code == 0
-    assert cli("tenant", "start", "casa-pepe").code == 0
-    poll_for(lambda: daemon.ps()["casa-pepe"]["has_qr"], timeout=10)
-    assert cli("sandbox", "scan", "casa-pepe").code == 0
-    result = cli("sandbox", "chat", "casa-pepe", input="hola\n" + "x" * 65537 + "\nmenu\n")
+    assert cli("tenant", "create", "casa-lola", "--name", "Casa Lola").code == 0
+    assert cli("tenant", "start", "casa-lola").code == 0
+    poll_for(lambda: daemon.ps()["casa-lola"]["has_qr"], timeout=10)
+    assert cli("sandbox", "scan", "casa-lola").code == 0
+    result = cli("sandbox", "chat", "casa-lola", input="hola\n" + "x" * 65537 + "\nmenu\n")
     assert result.code == ExitCode.USAGE
     assert result.out.startswith("bot> ") and result.out.count("bot> ") == 1
     assert result.err.endswith(
         "error: line 2 is longer than 65536 characters, WhatsApp's limit for a message\n"
     )
-    result = cli("sandbox", "send", "casa-pepe", "y" * 65537)
+    result = cli("sandbox", "send", "casa-lola", "y" * 65537)
     assert (result.code, error_of(result.err)) == (
         ExitCode.USAGE,
         "the message is 65537 characters long; WhatsApp's limit is 65536",
@@ -395,7 +395,7 @@ def test_chat_line_longer_than_a_whatsapp_message_ends_the_chat(cli: CLI, daemon
 
 def test_sandbox_send_and_chat_say_what_to_run(cli: CLI, daemon: Daemon) -> None:
     def both_say(error: str) -> None:
-        for args in (["sandbox", "send", "casa-pepe", "hola"], ["sandbox", "chat", "casa-pepe"]):
+        for args in (["sandbox", "send", "casa-lola", "hola"], ["sandbox", "chat", "casa-lola"]):
             result = cli(*args, input="hola\n")
             assert (result.code, error_of(result.err), result.out) == (
                 ExitCode.CONFLICT,
@@ -403,25 +403,25 @@ def test_sandbox_send_and_chat_say_what_to_run(cli: CLI, daemon: Daemon) -> None
                 "",
             )
 
-    assert cli("tenant", "create", "casa-pepe", "--name", "Casa Pepe").code == 0
+    assert cli("tenant", "create", "casa-lola", "--name", "Casa Lola").code == 0
     both_say(
-        "tenant 'casa-pepe' is not running (state STOPPED); run `wactl tenant start "
-        "casa-pepe`, then `wactl sandbox scan casa-pepe` to link it"
+        "tenant 'casa-lola' is not running (state STOPPED); run `wactl tenant start "
+        "casa-lola`, then `wactl sandbox scan casa-lola` to link it"
     )
-    assert cli("tenant", "start", "casa-pepe").code == 0
+    assert cli("tenant", "start", "casa-lola").code == 0
     both_say(
-        "tenant 'casa-pepe' is not linked yet; run `wactl sandbox scan casa-pepe` "
+        "tenant 'casa-lola' is not linked yet; run `wactl sandbox scan casa-lola` "
         "(the sandbox plays the phone scanning its QR)"
     )
-    poll_for(lambda: daemon.ps()["casa-pepe"]["has_qr"], timeout=10)
-    assert cli("sandbox", "scan", "casa-pepe").code == 0
-    assert cli("sandbox", "send", "casa-pepe", "hola").code == 0
+    poll_for(lambda: daemon.ps()["casa-lola"]["has_qr"], timeout=10)
+    assert cli("sandbox", "scan", "casa-lola").code == 0
+    assert cli("sandbox", "send", "casa-lola", "hola").code == 0
     # Stopped after linking: starting it is enough, the link is kept.
-    assert cli("tenant", "stop", "casa-pepe").code == 0
-    result = cli("sandbox", "send", "casa-pepe", "hola")
+    assert cli("tenant", "stop", "casa-lola").code == 0
+    result = cli("sandbox", "send", "casa-lola", "hola")
     assert (result.code, error_of(result.err)) == (
         ExitCode.CONFLICT,
-        "tenant 'casa-pepe' is not running (state STOPPED); run `wactl tenant start casa-pepe`",
+        "tenant 'casa-lola' is not running (state STOPPED); run `wactl tenant start casa-lola`",
     )
 
 

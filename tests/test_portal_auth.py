@@ -27,7 +27,7 @@ from tests.portal_support import (
     session_cookie,
     sign_in,
 )
-from tests.support import db_session
+from tests.support import db_session, every_case
 from wactl.db.models import PortalEventLog, Tenant, User
 from wactl.enums import Role, SessionState, TenantStatus, WorkerStatus
 
@@ -228,69 +228,67 @@ def test_an_unsigned_token_is_refused(
     _refused(response, 400, "Sign-in could not be verified", db_url)
 
 
-@pytest.mark.parametrize(
-    ("claims", "status", "text"),
-    [
-        (
-            {"email_verified": False},
-            403,
-            "Email address not verified The sign-in service has not verified "
-            "owner@example.com. Verify it with them, then sign in again.",
-        ),
-        (
-            {"email": None},
-            400,
-            "No email address The sign-in service did not share your email address; the "
-            "portal needs it to know your business.",
-        ),
-        # Every claim used is checked for its type and shape.
-        (
-            {"email": "@example.com"},
-            400,
-            "This email address cannot be used The sign-in service gave an email address the "
-            "portal cannot use (it has nothing before the @), so nobody was signed in.",
-        ),
-        (
-            {"email": "a" * 64 + "@" + "b" * 60 + "." + "c" * 60 + "." + "d" * 60 + ".example"},
-            400,
-            "(it is 255 characters long; the most is 254)",
-        ),
-        ({"email": "a" * 65 + "@example.com"}, 400, "(its part before the @ is longer than 64"),
-        ({"email": "pe\x00pe@example.com"}, 400, "(it holds spaces or control characters)"),
-        ({"email": "pepe @example.com"}, 400, "(it holds spaces or control characters)"),
-        ({"email": "pepe@example.com\n"}, 400, "(it holds spaces or control characters)"),
-        ({"email": "pepe@localhost"}, 400, "(what follows the @ is not a domain name)"),
-        ({"email": "pepe@-x-.example"}, 400, "(what follows the @ is not a domain name)"),
-        ({"email": ["pepe@example.com"]}, 400, "No email address"),
-        ({"email": 42}, 400, "No email address"),
-        ({"email_verified": "yes"}, 403, "Email address not verified"),
-        ({"email_verified": [True]}, 403, "Email address not verified"),
-        ({"sub": 12345}, 400, "(its 'sub' claim is missing or not an id)"),
-        ({"sub": ""}, 400, "(its 'sub' claim is missing or not an id)"),
-        ({"sub": "s" * 256}, 400, "(its 'sub' claim is missing or not an id)"),
-        ({"sub": "abc\x00"}, 400, "(its 'sub' claim is missing or not an id)"),
-        ({"sub": ["abc"]}, 400, "(its 'sub' claim is missing or not an id)"),
-        ({"exp": "tomorrow"}, 400, "Sign-in could not be verified"),
-        ({"iat": [1]}, 400, "Sign-in could not be verified"),
-        ({"aud": {"a": 1}}, 400, "Sign-in could not be verified"),
-        ({"nonce": ["x"]}, 400, "Sign-in could not be verified"),
-        ({"azp": 7}, 400, "Sign-in could not be verified"),
-        ({"at_hash": 7}, 400, "Sign-in could not be verified"),
-        ({"amr": "pwd"}, 400, "Sign-in could not be verified"),
-        ({"iss": None}, 400, "Sign-in could not be verified"),
-    ],
-)
+#: Claims of an id_token the portal cannot use: (overrides, status, text on the page).
+UNUSABLE_CLAIMS: list[tuple[dict[str, object], int, str]] = [
+    (
+        {"email_verified": False},
+        403,
+        "Email address not verified The sign-in service has not verified "
+        "owner@example.com. Verify it with them, then sign in again.",
+    ),
+    (
+        {"email": None},
+        400,
+        "No email address The sign-in service did not share your email address; the "
+        "portal needs it to know your business.",
+    ),
+    # Every claim used is checked for its type and shape.
+    (
+        {"email": "@example.com"},
+        400,
+        "This email address cannot be used The sign-in service gave an email address the "
+        "portal cannot use (it has nothing before the @), so nobody was signed in.",
+    ),
+    (
+        {"email": "a" * 64 + "@" + "b" * 60 + "." + "c" * 60 + "." + "d" * 60 + ".example"},
+        400,
+        "(it is 255 characters long; the most is 254)",
+    ),
+    ({"email": "a" * 65 + "@example.com"}, 400, "(its part before the @ is longer than 64"),
+    ({"email": "pe\x00pe@example.com"}, 400, "(it holds spaces or control characters)"),
+    ({"email": "pepe @example.com"}, 400, "(it holds spaces or control characters)"),
+    ({"email": "pepe@example.com\n"}, 400, "(it holds spaces or control characters)"),
+    ({"email": "pepe@localhost"}, 400, "(what follows the @ is not a domain name)"),
+    ({"email": "pepe@-x-.example"}, 400, "(what follows the @ is not a domain name)"),
+    ({"email": ["pepe@example.com"]}, 400, "No email address"),
+    ({"email": 42}, 400, "No email address"),
+    ({"email_verified": "yes"}, 403, "Email address not verified"),
+    ({"email_verified": [True]}, 403, "Email address not verified"),
+    ({"sub": 12345}, 400, "(its 'sub' claim is missing or not an id)"),
+    ({"sub": ""}, 400, "(its 'sub' claim is missing or not an id)"),
+    ({"sub": "s" * 256}, 400, "(its 'sub' claim is missing or not an id)"),
+    ({"sub": "abc\x00"}, 400, "(its 'sub' claim is missing or not an id)"),
+    ({"sub": ["abc"]}, 400, "(its 'sub' claim is missing or not an id)"),
+    ({"exp": "tomorrow"}, 400, "Sign-in could not be verified"),
+    ({"iat": [1]}, 400, "Sign-in could not be verified"),
+    ({"aud": {"a": 1}}, 400, "Sign-in could not be verified"),
+    ({"nonce": ["x"]}, 400, "Sign-in could not be verified"),
+    ({"azp": 7}, 400, "Sign-in could not be verified"),
+    ({"at_hash": 7}, 400, "Sign-in could not be verified"),
+    ({"amr": "pwd"}, 400, "Sign-in could not be verified"),
+    ({"iss": None}, 400, "Sign-in could not be verified"),
+]
+
+
 def test_an_unusable_identity_is_refused(
-    portal: RunningPortal,
-    provider: Provider,
-    db_url: str,
-    claims: dict[str, object],
-    status: int,
-    text: str,
+    roomy_portal: RunningPortal, provider: Provider, db_url: str
 ) -> None:
-    provider.overrides = claims
-    with portal.client() as browser:
-        _refused(sign_in(browser, provider, "owner@example.com"), status, text, db_url)
+    def check(claims: dict[str, object], status: int, text: str) -> None:
+        provider.overrides = claims
+        with roomy_portal.client() as browser:
+            _refused(sign_in(browser, provider, "owner@example.com"), status, text, db_url)
+
+    every_case(UNUSABLE_CLAIMS, check)
 
 
 def test_allowed_email_domains(

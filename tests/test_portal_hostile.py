@@ -9,6 +9,7 @@ so a route added later is walked too.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import socket
@@ -26,11 +27,9 @@ from tests.portal_support import (
     RunningPortal,
     csrf_of,
     page_text,
-    portal_env,
-    running_portal,
     sign_in,
 )
-from tests.support import db_session
+from tests.support import db_session, every_case
 from wactl.db.models import SetupRequest, Tenant
 
 #: Values a hostile client sends: NUL and other controls, digits that are not ASCII,
@@ -93,18 +92,6 @@ def _paths(portal: RunningPortal, value: str) -> Iterator[tuple[str, str]]:
                 yield method, path
     yield "GET", f"/{segment}"
     yield "GET", f"/requests/{segment}"
-
-
-@pytest.fixture
-def roomy_portal(
-    db_url: str, provider: Provider, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[RunningPortal]:
-    """A portal whose rate limits stay out of the way of a few thousand requests."""
-    portal_env(monkeypatch, provider)
-    monkeypatch.setenv("WACTL_PORTAL_SIGNIN_PER_MINUTE", "1000000")
-    monkeypatch.setenv("WACTL_PORTAL_POSTS_PER_MINUTE", "1000000")
-    with running_portal() as running:
-        yield running
 
 
 def _bodies(value: str, token: str) -> Iterator[dict[str, object]]:
@@ -205,44 +192,59 @@ def browser(portal: RunningPortal, provider: Provider) -> Iterator[httpx2.Client
         yield client
 
 
-@pytest.mark.parametrize("value", ["²", "٣", "9223372036854775808", "-1", " 7", "\x00"])
-@pytest.mark.parametrize("path", ["/api/portal/tenant/current/logs", "/logs", "/events"])
-def test_a_bad_cursor_is_a_400(browser: httpx2.Client, path: str, value: str) -> None:
-    response = browser.get(path, params={"before": value})
-    assert response.status_code == 400
+def test_a_bad_cursor_is_a_400(browser: httpx2.Client) -> None:
     message = "'before' must be a number from 1 to 9223372036854775807"
-    if path.startswith("/api/"):
-        assert response.json() == {"error": message}
-    else:
-        assert page_text(response.text) == f"Bad request {message} Back to the start page"
 
+    def check(path: str, value: str) -> None:
+        response = browser.get(path, params={"before": value})
+        assert response.status_code == 400
+        if path.startswith("/api/"):
+            assert response.json() == {"error": message}
+        else:
+            assert page_text(response.text) == f"Bad request {message} Back to the start page"
 
-@pytest.mark.parametrize("value", ["²", "٣", "0", "201", "99999999999999999999", " 7", "\x00"])
-def test_a_bad_limit_is_a_400(browser: httpx2.Client, value: str) -> None:
-    response = browser.get("/api/portal/tenant/current/logs", params={"limit": value})
-    assert (response.status_code, response.json()) == (
-        400,
-        {"error": "'limit' must be a number from 1 to 200"},
+    every_case(
+        itertools.product(
+            ["/api/portal/tenant/current/logs", "/logs", "/events"],
+            ["²", "٣", "9223372036854775808", "-1", " 7", "\x00"],
+        ),
+        check,
     )
 
 
-@pytest.mark.parametrize(
-    "number", ["9223372036854775808", "2147483648", "99999999999999999999999999", "0"]
-)
-def test_a_request_number_out_of_range_is_not_found(browser: httpx2.Client, number: str) -> None:
-    response = browser.get(f"/requests/{number}")
-    assert response.status_code == 404
-    assert page_text(response.text).startswith("Page not found")
+def test_a_bad_limit_is_a_400(browser: httpx2.Client) -> None:
+    def check(value: str) -> None:
+        response = browser.get("/api/portal/tenant/current/logs", params={"limit": value})
+        assert (response.status_code, response.json()) == (
+            400,
+            {"error": "'limit' must be a number from 1 to 200"},
+        )
+
+    every_case([(v,) for v in ["²", "٣", "0", "201", "99999999999999999999", " 7", "\x00"]], check)
 
 
-@pytest.mark.parametrize("search", ["\x00", "a\x00b", "\x1b[2J"])
-def test_a_search_with_control_characters_is_a_400(browser: httpx2.Client, search: str) -> None:
-    api = browser.get("/api/portal/tenant/current/logs", params={"q": search})
-    assert (api.status_code, api.json()) == (
-        400,
-        {"error": "'q' must not contain control characters"},
+def test_a_request_number_out_of_range_is_not_found(browser: httpx2.Client) -> None:
+    def check(number: str) -> None:
+        response = browser.get(f"/requests/{number}")
+        assert response.status_code == 404
+        assert page_text(response.text).startswith("Page not found")
+
+    every_case(
+        [(n,) for n in ["9223372036854775808", "2147483648", "99999999999999999999999999", "0"]],
+        check,
     )
-    assert browser.get("/logs", params={"q": search}).status_code == 400
+
+
+def test_a_search_with_control_characters_is_a_400(browser: httpx2.Client) -> None:
+    def check(search: str) -> None:
+        api = browser.get("/api/portal/tenant/current/logs", params={"q": search})
+        assert (api.status_code, api.json()) == (
+            400,
+            {"error": "'q' must not contain control characters"},
+        )
+        assert browser.get("/logs", params={"q": search}).status_code == 400
+
+    every_case([(v,) for v in ["\x00", "a\x00b", "\x1b[2J"]], check)
 
 
 def test_a_deeply_nested_json_body_is_a_400(browser: httpx2.Client) -> None:
@@ -285,107 +287,112 @@ GOOD_FORM = {
 }
 
 
-@pytest.mark.parametrize(
-    ("field", "value", "error"),
-    [
-        (
-            "business_name",
-            "Casa\x00Pepe",
-            "contains the control character U+0000 at position 5 (names are plain text: remove it)",
-        ),
-        (
-            "business_name",
-            "\x1b]0;owned\x07Casa",
-            "contains the control character U+001B at position 1 (names are plain text: remove it)",
-        ),
-        (
-            "notes",
-            "line one\nline two\x00",
-            "contains the control character U+0000 at position 18 (notes are plain text: "
-            "remove it)",
-        ),
-        (
-            "notes",
-            "\u202eevil",
-            "contains the control character U+202E at position 1 (notes are plain text: remove it)",
-        ),
-        (
-            "whatsapp_number",
-            "+34600\x00123456",
-            "contains the control character U+0000 at position 7 (phone numbers are plain "
-            "text: remove it)",
-        ),
-        (
-            "timezone",
-            "Europe/\x00Madrid",
-            "contains the control character U+0000 at position 8 (time zones are plain text: "
-            "remove it)",
-        ),
-        (
-            "hours_tue",
-            "12:00-16:00\x00",
-            "contains the control character U+0000 at position 12 (opening hours are plain "
-            "text: remove it)",
-        ),
-        (
-            "language",
-            "es\x1b",
-            "contains the control character U+001B at position 3 (choices are plain text: "
-            "remove it)",
-        ),
-    ],
-    ids=[
-        "nul-name",
-        "osc-name",
-        "nul-notes",
-        "bidi-notes",
-        "nul-number",
-        "nul-zone",
-        "nul-hours",
-        "esc-language",
-    ],
-)
+#: (field, value, the error shown at the field)
+OWNER_TEXT_CONTROLS: list[tuple[str, str, str]] = [
+    (
+        "business_name",
+        "Casa\x00Pepe",
+        "contains the control character U+0000 at position 5 (names are plain text: remove it)",
+    ),
+    (
+        "business_name",
+        "\x1b]0;owned\x07Casa",
+        "contains the control character U+001B at position 1 (names are plain text: remove it)",
+    ),
+    (
+        "notes",
+        "line one\nline two\x00",
+        "contains the control character U+0000 at position 18 (notes are plain text: remove it)",
+    ),
+    (
+        "notes",
+        "\u202eevil",
+        "contains the control character U+202E at position 1 (notes are plain text: remove it)",
+    ),
+    (
+        "whatsapp_number",
+        "+34600\x00123456",
+        "contains the control character U+0000 at position 7 (phone numbers are plain "
+        "text: remove it)",
+    ),
+    (
+        "timezone",
+        "Europe/\x00Madrid",
+        "contains the control character U+0000 at position 8 (time zones are plain text: "
+        "remove it)",
+    ),
+    (
+        "hours_tue",
+        "12:00-16:00\x00",
+        "contains the control character U+0000 at position 12 (opening hours are plain "
+        "text: remove it)",
+    ),
+    (
+        "language",
+        "es\x1b",
+        "contains the control character U+001B at position 3 (choices are plain text: remove it)",
+    ),
+]
+
+
 def test_control_characters_in_owner_text_are_refused_by_field(
-    browser: httpx2.Client, db_url: str, field: str, value: str, error: str
+    browser: httpx2.Client, db_url: str
 ) -> None:
-    status = browser.get("/api/portal/tenant/current/status").json()
-    token = status["csrf_token"]
-    page = browser.post("/setup", data={**GOOD_FORM, field: value, "csrf_token": token})
-    assert page.status_code == 422
-    shown = re.findall(r'<p class="field-error" id="([a-z_]+)-error">([^<]*)</p>', page.text)
     import html
 
-    assert [(name, html.unescape(text)) for name, text in shown] == [(field, error)]
-    if field.startswith("hours_"):
-        body: dict[str, object] = {
-            **{k: v for k, v in GOOD_FORM.items() if k != "hours_tue"},
-            "hours": {"tue": [value]},
-        }
-    else:
-        body = {**{k: v for k, v in GOOD_FORM.items() if k != "hours_tue"}, field: value}
-    api = browser.post("/api/portal/setup-request", json=body, headers={"X-CSRF-Token": token})
-    assert api.status_code == 422
-    assert api.json()["error"].startswith(f"{field}: ")
+    token = browser.get("/api/portal/tenant/current/status").json()["csrf_token"]
+
+    def check(field: str, value: str, error: str) -> None:
+        page = browser.post("/setup", data={**GOOD_FORM, field: value, "csrf_token": token})
+        assert page.status_code == 422
+        shown = re.findall(r'<p class="field-error" id="([a-z_]+)-error">([^<]*)</p>', page.text)
+        assert [(name, html.unescape(text)) for name, text in shown] == [(field, error)]
+        if field.startswith("hours_"):
+            body: dict[str, object] = {
+                **{k: v for k, v in GOOD_FORM.items() if k != "hours_tue"},
+                "hours": {"tue": [value]},
+            }
+        else:
+            body = {**{k: v for k, v in GOOD_FORM.items() if k != "hours_tue"}, field: value}
+        api = browser.post("/api/portal/setup-request", json=body, headers={"X-CSRF-Token": token})
+        assert api.status_code == 422
+        assert api.json()["error"].startswith(f"{field}: ")
+
+    every_case(OWNER_TEXT_CONTROLS, check)
     with db_session(db_url) as session:
         assert session.scalar(select(func.count()).select_from(SetupRequest)) == 0
 
 
-@pytest.mark.parametrize("field", ["business_name", "template_type", "whatsapp_number", "notes"])
-@pytest.mark.parametrize("value", [7, None, ["x"], {"a": 1}, True])
-def test_json_fields_of_the_wrong_type_are_refused_by_field(
-    browser: httpx2.Client, field: str, value: object
-) -> None:
+def test_json_fields_of_the_wrong_type_are_refused_by_field(browser: httpx2.Client) -> None:
     token = browser.get("/api/portal/tenant/current/status").json()["csrf_token"]
-    body = {k: v for k, v in GOOD_FORM.items() if k != "hours_tue"}
-    body[field] = value  # type: ignore[assignment]
-    response = browser.post("/api/portal/setup-request", json=body, headers={"X-CSRF-Token": token})
-    if field == "notes" and value is None:
-        assert response.status_code == 201  # notes are optional: null is "no notes"
-        return
     kinds = {bool: "true or false", int: "a number", list: "a list", dict: "an object"}
-    kind = kinds[type(value)] if value is not None else "null"
-    assert response.status_code == 422
-    assert response.json()["error"] == f"{field}: must be text, not {kind}"
+
+    def check(field: str, value: object) -> None:
+        body: dict[str, object] = {k: v for k, v in GOOD_FORM.items() if k != "hours_tue"}
+        body[field] = value
+        response = browser.post(
+            "/api/portal/setup-request", json=body, headers={"X-CSRF-Token": token}
+        )
+        kind = kinds[type(value)] if value is not None else "null"
+        assert response.status_code == 422
+        assert response.json()["error"] == f"{field}: must be text, not {kind}"
+
+    values: list[object] = [7, None, ["x"], {"a": 1}, True]
+    every_case(
+        [
+            (field, value)
+            for field in ["business_name", "template_type", "whatsapp_number", "notes"]
+            for value in values
+            if (field, value) != ("notes", None)
+        ],
+        check,
+    )
+    # Notes are optional: null is "no notes" (last: it files the request).
+    body = {k: v for k, v in GOOD_FORM.items() if k != "hours_tue"}
+    response = browser.post(
+        "/api/portal/setup-request", json={**body, "notes": None}, headers={"X-CSRF-Token": token}
+    )
+    assert response.status_code == 201
 
 
 MARKUP = '<script>alert("x")</script> [/bold] [link=https://evil.example]Pay[/link] &amp;'
