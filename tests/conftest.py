@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -25,6 +26,14 @@ from tests.support import Result, pg_database, pg_url, run_cli
 if TYPE_CHECKING:
     from tests.oidc_provider import Provider
     from tests.portal_support import RunningPortal
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Programs the tests start get Ctrl-C as from a terminal: a test run started in the
+    background of a shell (as some CI runners do) has SIGINT ignored, which its children
+    would inherit (an ignored signal stays ignored across exec; a handled one does not)."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
