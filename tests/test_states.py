@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from wactl.daemon.states import EDGES, IllegalTransition, RestartPolicy, State, WorkerMachine
+from wactl.daemon.states import (
+    ADOPTED,
+    EDGES,
+    IllegalTransition,
+    RestartPolicy,
+    State,
+    WorkerMachine,
+)
 
 
 class Clock:
@@ -88,3 +95,20 @@ def test_a_stable_run_forgives_earlier_crashes() -> None:
     clock.now += 31  # up long enough
     assert machine.crashed("b") is State.BACKOFF
     assert machine.consecutive == 1 and machine.restart_at == clock.now
+
+
+def test_running_is_reached_only_through_starting() -> None:
+    """RUNNING means the engine has started: no edge leads there but from STARTING, and
+    a re-adopted worker (STARTING until its hello) keeps saying it was re-adopted."""
+    assert [edge for edge in EDGES if edge[1] is State.RUNNING] == [(State.STARTING, State.RUNNING)]
+    clock = Clock()
+    adopted = _machine(clock)
+    adopted.transition(State.STARTING, ADOPTED)
+    adopted.up()
+    assert (adopted.state, adopted.reason) == (State.RUNNING, ADOPTED)
+    restarted = _machine(clock)
+    restarted.started()
+    restarted.crashed("exited with code 1")
+    restarted.transition(State.STARTING, restarted.reason)
+    restarted.up()
+    assert (restarted.state, restarted.reason) == (State.RUNNING, None)

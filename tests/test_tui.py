@@ -789,7 +789,8 @@ def test_an_action_the_daemon_refuses_is_a_notification(cli: CLI, daemon: Daemon
 
 
 @sqlite_only()
-def test_help_lists_every_key(cli: CLI, daemon: Daemon) -> None:
+def test_help_lists_every_key_and_state(cli: CLI, daemon: Daemon) -> None:
+    from wactl.enums import WORKER_STATE_MEANINGS
     from wactl.tui.screens import HelpScreen, MainScreen
 
     async def scenario() -> None:
@@ -800,6 +801,8 @@ def test_help_lists_every_key(cli: CLI, daemon: Daemon) -> None:
             text = "\n".join(text_of(s) for s in app.screen.query("Static"))
             for action, words in MainScreen.ACTIONS.items():
                 assert words in text, action
+            for state, meaning in WORKER_STATE_MEANINGS.items():
+                assert re.search(rf"^{state} +{re.escape(meaning)}$", text, re.M), state
             await pilot.press("escape")
             await until(pilot, lambda: isinstance(app.screen, MainScreen), "the table again")
 

@@ -1295,6 +1295,13 @@ def create_and_start(cli: CLI, slug: str = "shop") -> None:
     assert result.code == 0, result.err
 
 
+def create_and_start_no_wait(cli: CLI, slug: str = "shop") -> None:
+    result = cli("tenant", "create", slug, "--name", "Casa Pepe", "--engine", "whatsapp-web")
+    assert result.code == 0, result.err
+    result = cli("tenant", "start", slug, "--no-wait")
+    assert result.code == 0, result.err
+
+
 def current_qr(daemon: Daemon, slug: str = "shop") -> str:
     found: list[str] = []
 
@@ -1532,6 +1539,39 @@ def test_a_crashed_page_restarts_the_worker_with_backoff(
     assert log.count("whatsapp-web: the WhatsApp Web page crashed") == 2
     # The profile survived: the restarted worker came back linked, with no new QR.
     assert len(standin.sessions) == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_running_means_the_engine_has_started(
+    cli: CLI, web_daemon: Daemon, standin: StandIn
+) -> None:
+    """A worker whose WhatsApp Web is slow to load has said hello (its wa-js version is
+    in ps) but stays STARTING, and `tenant start` waits for it; RUNNING once the page is
+    up, and the event stream says so."""
+    events: list[dict[str, Any]] = []
+    reader = threading.Thread(
+        target=events_in_thread, args=(web_daemon.client, events), daemon=True
+    )
+    reader.start()
+    poll_for(lambda: web_daemon.client.request("GET", "/v1/status")["event_subscribers"] == 1)
+    gate = standin.page_gate = threading.Event()
+    try:
+        create_and_start_no_wait(cli)
+        standin.wait(lambda: standin.pages_held == 1)
+        row = daemon_ps_until(web_daemon, "shop", lambda r: r["wa_js_version"] is not None)
+        assert (row["state"], row["pid"] is not None) == ("STARTING", True)
+        waited = cli("tenant", "start", "shop", "--timeout", "0.5")
+        assert waited.code == 9, waited.err
+        assert "still waiting after 0.5 s for: shop (STARTING)" in waited.err
+        assert web_daemon.ps()["shop"]["state"] == "STARTING"
+        before = [e["state"] for e in list(events) if e["event"] == "worker"]
+        assert "STARTING" in before and "RUNNING" not in before
+    finally:
+        gate.set()
+    started = cli("tenant", "start", "shop")
+    assert started.code == 0, started.err
+    assert started.err.startswith("shop: RUNNING (pid ")
+    poll_for(lambda: any(e["event"] == "worker" and e["state"] == "RUNNING" for e in events))
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

@@ -41,6 +41,19 @@ class WorkerStatus(enum.StrEnum):
     FATAL = "FATAL"
 
 
+#: What each state means to an operator: `wactl ps --help` (and so the man page), the
+#: TUI's help and the daemon's API schema say it in these words.
+WORKER_STATE_MEANINGS: dict[WorkerStatus, str] = {
+    WorkerStatus.STOPPED: "not running, and not wanted to run",
+    WorkerStatus.STARTING: "started, its engine (the browser, for whatsapp-web) not up yet",
+    WorkerStatus.RUNNING: "its engine has started: it answers customers, or shows a QR "
+    "code until the phone is linked",
+    WorkerStatus.STOPPING: "asked to stop, killed if it has not within daemon.stop_grace_seconds",
+    WorkerStatus.BACKOFF: "it failed, and the daemon starts it again after a growing delay",
+    WorkerStatus.FATAL: "it failed too often and is given up on until `wactl tenant start`",
+}
+
+
 class DesiredState(enum.StrEnum):
     """What the operator wants a worker to be; survives daemon restarts and reboots."""
 

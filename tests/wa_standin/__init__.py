@@ -139,9 +139,15 @@ class StandIn:
         self.addressing: dict[str, str] = {}
         self.sessions: dict[str, Session] = {}
         self.changed = threading.Condition()
+        #: While set and not open, the page is slow to load (a slow network): its request
+        #: waits for the gate (at most a minute); `pages_held` counts the waiting ones.
+        self.page_gate: threading.Event | None = None
+        self.pages_held = 0
         self.server = _Server(("127.0.0.1", 0), _handler_for(self))
         self.server.daemon_threads = True
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
         self._stopped = False
 
     @property
@@ -451,6 +457,12 @@ def _handler_for(standin: StandIn) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             path = urlsplit(self.path).path
             if path in ("/", "/index.html"):
+                gate = standin.page_gate
+                if gate is not None:
+                    with standin.changed:
+                        standin.pages_held += 1
+                        standin.changed.notify_all()
+                    gate.wait(timeout=60)
                 self._reply(200, PAGE, "text/html; charset=utf-8")
             elif path == "/standin/poll":
                 boot = parse_qs(urlsplit(self.path).query).get("boot", ["0"])[0]

@@ -297,6 +297,9 @@ class Worker:
         self.state = tenant.session_state
         #: The QR code showing now, or None.
         self.qr: str | None = None
+        #: The engine has started (the daemon's RUNNING): said in the hello, and as a
+        #: ``started`` event when it happens.
+        self.engine_started = False
         self.engine = create_engine(
             tenant.engine,
             tenant.slug,
@@ -376,6 +379,8 @@ class Worker:
             else:
                 starting.result()  # raises what the engine raised
                 log.info("engine %s started", self.engine.name)
+                self.engine_started = True
+                self.control.event("started")
                 heartbeat = asyncio.create_task(self._heartbeat(), name="heartbeat")
                 watching = asyncio.create_task(self.engine.watch(), name="engine-watch")
                 await asyncio.wait({waiting, watching}, return_when=asyncio.FIRST_COMPLETED)
@@ -438,6 +443,7 @@ class Worker:
             "wa_js_version": self.tenant.wa_js.version
             if self.engine.name == EngineName.WHATSAPP_WEB
             else None,
+            "started": self.engine_started,
             "state": self.state.value,
             "qr": self.qr,
             "problems": self.problem_list(),

@@ -6,6 +6,7 @@ The CLI never forks or signals a worker itself (DESIGN.md section 1).
 
 from __future__ import annotations
 
+import inspect
 import sys
 import time
 from typing import TYPE_CHECKING, Annotated, Any
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from wactl.cli.context import JsonFlag, Slug, Slugs, app_context, wait_option
+from wactl.enums import WORKER_STATE_MEANINGS
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -45,6 +47,13 @@ def ps(ctx: typer.Context, json_output: JsonFlag = False) -> None:
         return
     print_ps(app.console, rows)
     _warn_if_database_fails(ctx)
+
+
+ps.__doc__ = (
+    inspect.cleandoc(ps.__doc__ or "")
+    + "\n\nStates: "
+    + " ".join(f"{state}: {meaning}." for state, meaning in WORKER_STATE_MEANINGS.items())
+)
 
 
 def print_ps(console: Console, rows: list[dict[str, Any]]) -> None:
@@ -137,10 +146,14 @@ def _wait_for(
         if all(v["state"] in done or v["state"] == "FATAL" for v in views):
             return views
         if time.monotonic() > deadline:
-            waiting = sorted(v["slug"] for v in views if v["state"] not in done)
+            waiting = sorted(
+                (v for v in views if v["state"] not in done), key=lambda v: str(v["slug"])
+            )
             raise WaitTimeoutError(
-                f"still waiting after {timeout:g} s for: {', '.join(waiting)}",
-                hint="see `wactl ps` and the workers' logs in the log directory",
+                f"still waiting after {timeout:g} s for: "
+                + ", ".join(f"{v['slug']} ({v['state']})" for v in waiting),
+                hint="`wactl ps` shows each worker's last error, and "
+                "`wactl tenant logs SLUG --worker` its log",
             )
         time.sleep(0.1)
 
@@ -191,7 +204,8 @@ def start(
     no_wait: NoWait = False,
     timeout: WaitTimeout = 60.0,
 ) -> None:
-    """Start tenants' workers and wait until they run. Starts the daemon if needed."""
+    """Start tenants' workers and wait until they are RUNNING (their engine has started;
+    a FATAL one exits 6). Starts the daemon if needed."""
     _act(ctx, "start", slugs, everything, wait=not no_wait, timeout=timeout)
 
 

@@ -28,6 +28,7 @@ from wactl.daemon import metrics
 from wactl.daemon.events import EventHub
 from wactl.daemon.supervisor import Supervisor
 from wactl.db.engine import describe_db_error
+from wactl.enums import WORKER_STATE_MEANINGS
 from wactl.errors import (
     ConflictError,
     DaemonError,
@@ -138,7 +139,10 @@ WORKER_SCHEMA: dict[str, Any] = {
         "slug": {"type": "string"},
         "state": {
             "type": "string",
-            "enum": ["STOPPED", "STARTING", "RUNNING", "STOPPING", "BACKOFF", "FATAL"],
+            "enum": [state.value for state in WORKER_STATE_MEANINGS],
+            "description": " ".join(
+                f"{state}: {meaning}." for state, meaning in WORKER_STATE_MEANINGS.items()
+            ),
         },
         "desired": {"type": "string", "enum": ["RUNNING", "STOPPED"]},
         "engine": {"type": "string"},

@@ -2,10 +2,10 @@
 
 States (DESIGN.md section 3)::
 
-    STOPPED --start--> STARTING --ready--> RUNNING --stop--> STOPPING --exited--> STOPPED
-                          |                   |
-                          | crashed           | crashed / hung / over memory
-                          v                   v
+    STOPPED --start--> STARTING --started--> RUNNING --stop--> STOPPING --exited--> STOPPED
+                          |                     |
+                          | crashed             | crashed / hung / over memory
+                          v                     v
                        BACKOFF --(delay)--> STARTING        BACKOFF --too many--> FATAL
     FATAL --start (operator)--> STARTING
 
@@ -24,14 +24,17 @@ from dataclasses import dataclass, field
 # The states are the values stored in worker_process.status (stdlib-only module too).
 from wactl.enums import WorkerStatus as State
 
-__all__ = ["EDGES", "IllegalTransition", "RestartPolicy", "State", "WorkerMachine"]
+__all__ = ["ADOPTED", "EDGES", "IllegalTransition", "RestartPolicy", "State", "WorkerMachine"]
 
 #: The allowed edges, each with why it exists.
 EDGES: dict[tuple[State, State], str] = {
-    (State.STOPPED, State.STARTING): "operator start, or boot restoring desired=RUNNING",
+    (State.STOPPED, State.STARTING): (
+        "operator start, boot restoring desired=RUNNING, or a live worker re-adopted "
+        "after a daemon restart (RUNNING once its hello says its engine has started)"
+    ),
     (State.FATAL, State.STARTING): "operator start lifts the quarantine",
     (State.FATAL, State.STOPPED): "operator stop acknowledges the quarantine",
-    (State.STARTING, State.RUNNING): "the worker reported that it is up",
+    (State.STARTING, State.RUNNING): "the worker's engine has started (its `started` event)",
     (State.STARTING, State.BACKOFF): "the worker died before reporting that it is up",
     (State.STARTING, State.STOPPING): "operator stop while starting",
     (State.STARTING, State.FATAL): "died while starting, and the crash budget is spent",
@@ -41,9 +44,12 @@ EDGES: dict[tuple[State, State], str] = {
     (State.BACKOFF, State.STARTING): "the backoff delay is over",
     (State.BACKOFF, State.STOPPED): "operator stop during the delay (nothing to signal)",
     (State.STOPPING, State.STOPPED): "the process group is gone",
-    (State.STOPPED, State.RUNNING): "re-adopted a live worker after a daemon restart",
     (State.STOPPED, State.FATAL): "re-read a quarantined worker after a daemon restart",
 }
+
+
+#: The reason of a worker the daemon found running after its own restart.
+ADOPTED = "re-adopted after a daemon restart"
 
 
 class IllegalTransition(Exception):
@@ -102,7 +108,8 @@ class WorkerMachine:
         self.transition(State.STARTING)
 
     def up(self) -> None:
-        self.transition(State.RUNNING)
+        """STARTING -> RUNNING; a re-adopted worker keeps saying so."""
+        self.transition(State.RUNNING, self.reason if self.reason == ADOPTED else None)
 
     def crashed(self, reason: str) -> State:
         """Record a crash; move to BACKOFF (with a restart time) or FATAL. Returns the state."""

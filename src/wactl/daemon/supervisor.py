@@ -43,7 +43,7 @@ from wactl.daemon import proctree
 from wactl.daemon.events import EventHub
 from wactl.daemon.forkserver import ForkServer, ForkServerError
 from wactl.daemon.link import WorkerLink
-from wactl.daemon.states import RestartPolicy, State, WorkerMachine
+from wactl.daemon.states import ADOPTED, RestartPolicy, State, WorkerMachine
 from wactl.db.base import utcnow
 from wactl.db.engine import session_scope
 from wactl.db.messages import logged_totals
@@ -363,7 +363,9 @@ class Supervisor:
         # Uptime from the kernel's start time, converted to this process's monotonic clock.
         worker.started_mono = time.monotonic() - (time.time() - worker.create_time)
         worker.last_heartbeat = time.monotonic()  # a fresh window after the daemon's absence
-        worker.machine.transition(State.RUNNING, "re-adopted after a daemon restart")
+        # STARTING until its hello says its engine has started (it may have been
+        # adopted in the middle of its start); then RUNNING.
+        worker.machine.transition(State.STARTING, ADOPTED)
         worker.up.set()
         self._watch(worker)
         self._connect(worker)
@@ -724,6 +726,13 @@ class Supervisor:
         worker.link = WorkerLink(worker.slug, path, self._on_worker_message)
         worker.link.start()
 
+    def _engine_started(self, worker: Worker) -> None:
+        """The worker's engine has started: STARTING becomes RUNNING."""
+        if worker.machine.state is State.STARTING:
+            worker.machine.up()
+            self._persist(worker)
+            self._publish(worker)
+
     def _on_worker_message(self, slug: str, message: dict[str, Any]) -> None:
         worker = self.workers.get(slug)
         if worker is None:
@@ -738,16 +747,18 @@ class Supervisor:
             worker.take_problems(message.get("problems"))
             version = message.get("wa_js_version")
             worker.wa_js_version = version if isinstance(version, str) else None
-            if worker.machine.state is State.STARTING:
-                worker.machine.up()
-                self._persist(worker)
-                self._publish(worker)
+            # RUNNING once the engine has started (a worker from before this field
+            # existed says hello only when it is long started: an adopted one).
+            if message.get("started", True) is True:
+                self._engine_started(worker)
             worker.up.set()
             return
         if kind != "event":
             return
         event = message.get("event")
-        if event == "qr":
+        if event == "started":
+            self._engine_started(worker)
+        elif event == "qr":
             worker.qr = message.get("qr")
             worker.session_state = "QR_PENDING"
             self.hub.publish("qr", slug=slug, qr=worker.qr)

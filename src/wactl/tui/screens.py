@@ -30,6 +30,7 @@ from textual.widgets import (
 )
 
 from wactl.display import printable
+from wactl.enums import WORKER_STATE_MEANINGS
 from wactl.ipc.protocol import worker_error_text
 from wactl.tui.model import ABSENT, COLUMNS, Dashboard, column
 from wactl.tui.qr import qr_lines
@@ -760,9 +761,16 @@ class HelpScreen(ModalScreen[None]):
         grid.add_row("Tab", "Move between the table, the detail tabs and the filter")
         grid.add_row("ctrl+p", "Command palette: the same actions by name")
         grid.add_row("ctrl+q", "Quit")
+        states = Table.grid(padding=(0, 2))
+        states.add_column(no_wrap=True)
+        states.add_column()
+        for state, meaning in WORKER_STATE_MEANINGS.items():
+            states.add_row(Text(state, style=STATE_STYLES.get(state, "")), meaning)
         with VerticalScroll():
             yield Static(Text("wactl tui: keys", style="bold"))
             yield Static(grid)
+            yield Static(Text("\nStates", style="bold"))
+            yield Static(states)
             yield Static(
                 Text(
                     "State changes show at once (the daemon's events); CPU, memory and "
