@@ -109,16 +109,3 @@ class WaitTimeoutError(WactlError):
     """A wait ran out of time."""
 
     exit_code = ExitCode.TIMEOUT
-
-
-class AbortedError(WactlError):
-    """The operator said no at a confirmation prompt."""
-
-    exit_code = ExitCode.ABORTED
-
-
-def exit_code_for(error: BaseException) -> ExitCode:
-    """The exit code for any exception reaching the CLI edge."""
-    if isinstance(error, WactlError):
-        return error.exit_code
-    return ExitCode.FAILURE

@@ -77,7 +77,6 @@ from wactl.futures import log_failure
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-RunDb = Callable[[Callable[[], T]], Awaitable[T]]
 
 #: How many chats the pipeline remembers the pause and history of (least recently used
 #: forgotten first; a forgotten chat is read again from the database).

@@ -42,18 +42,6 @@ def tree_pids(pid: int) -> list[int]:
     return order
 
 
-def group_members(pgid: int) -> list[int]:
-    """Every process in process group ``pgid`` (one /proc scan; used only when stopping)."""
-    members = []
-    for proc in psutil.process_iter():
-        try:
-            if os.getpgid(proc.pid) == pgid:
-                members.append(proc.pid)
-        except (ProcessLookupError, PermissionError):
-            continue
-    return members
-
-
 def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
     """Signal a worker's process group and any descendant that left it."""
     targets = set(tree_pids(pid))

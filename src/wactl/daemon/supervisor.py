@@ -1022,7 +1022,3 @@ class Supervisor:
 
     def uptime(self) -> float:
         return time.time() - self.started_at
-
-    @staticmethod
-    def now_iso() -> str:
-        return dt.datetime.now(dt.UTC).isoformat()
