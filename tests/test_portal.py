@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
@@ -777,6 +778,51 @@ def test_sign_in_race_creates_one_tenant(db_url: str) -> None:
     assert slugs == ["twin"] * 4
     with db_session(db_url) as session:
         assert session.scalar(select(func.count()).select_from(Tenant)) == 1
+        assert session.scalar(select(func.count()).select_from(User)) == 1
+
+
+def test_a_first_sign_in_committed_between_the_two_reads_is_the_same_account(
+    db_url: str,
+) -> None:
+    """The race the test above hits now and then, made certain: another first sign-in of
+    the same identity commits after this one looked the identity up (not found) and
+    before it looks the email up (found, bound to this very identity). That is this
+    identity's account, not "bound to another identity"."""
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    from wactl.db import portal as store
+    from wactl.db.engine import make_engine, session_scope
+    from wactl.enums import EngineName
+
+    def sign_in(session: Session) -> store.SignIn:
+        return store.sign_in(
+            session,
+            issuer="https://accounts.example",
+            subject="twin-1",
+            email="twin@example.com",
+            name="Twin",
+            engine=EngineName.SANDBOX,
+        )
+
+    engine, other = make_engine(db_url), make_engine(db_url)
+    raced: list[str] = []
+
+    def between_the_reads(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if not raced and "oidc_subject =" in statement and statement.startswith("SELECT"):
+            with session_scope(other) as session:
+                raced.append(sign_in(session).slug)
+
+    event.listen(engine, "after_cursor_execute", between_the_reads)
+    try:
+        with session_scope(engine) as session:
+            mine = sign_in(session)
+    finally:
+        engine.dispose()
+        other.dispose()
+    assert raced == ["twin"]
+    assert (mine.slug, mine.created) == ("twin", False)
+    with db_session(db_url) as session:
         assert session.scalar(select(func.count()).select_from(User)) == 1
 
 

@@ -1434,10 +1434,18 @@ def test_no_route_to_whatsapp_is_said_where_operators_look(
 ) -> None:
     """The worker's own reason (not only "exited with code 1") reaches ps, the
     quarantine, `tenant qr` and `tenant show`; the advice names the command that clears
-    the quarantine; doctor checks that WhatsApp Web resolves and answers."""
-    create_and_start(cli)
-    row = daemon_ps_until(web_daemon, "shop", lambda r: r["state"] == "FATAL")
+    the quarantine; doctor checks that WhatsApp Web resolves and answers. `tenant start`
+    never says RUNNING: it waits, and ends with the quarantine and its reason (exit 6)."""
     cause = "cannot open https://web.invalid/: Page.goto: net::ERR_NAME_NOT_RESOLVED"
+    created = cli("tenant", "create", "shop", "--name", "Casa Pepe", "--engine", "whatsapp-web")
+    assert created.code == 0, created.err
+    started = cli("tenant", "start", "shop")
+    assert started.code == 6, started.err
+    assert "RUNNING" not in started.err
+    assert started.err.startswith("shop: FATAL: 2 crashes within 300 s; last: exited with code 1: ")
+    assert cause in started.err
+    assert "then `wactl tenant start shop` starts it again" in started.err
+    row = daemon_ps_until(web_daemon, "shop", lambda r: r["state"] == "FATAL")
     assert row["last_error"].startswith("2 crashes within 300 s; last: exited with code 1: ")
     assert cause in row["last_error"]
     qr = cli("tenant", "qr", "shop", "--wait", "--timeout", "5")

@@ -276,6 +276,7 @@ def test_an_unlinked_worker_shows_rotating_qr_codes_and_heartbeats(
         "pid": process.pid,
         "engine": "sandbox",
         "wa_js_version": None,
+        "started": hello["started"],
         "state": hello["state"],
         "qr": hello["qr"],
         "problems": [],
@@ -286,6 +287,11 @@ def test_an_unlinked_worker_shows_rotating_qr_codes_and_heartbeats(
     }
     assert hello["state"] in ("UNLINKED", "QR_PENDING")
     qr = first_qr(client, hello)
+    # The engine has started (the daemon's RUNNING): a client that came before hears a
+    # "started" event, a later one reads it in its hello.
+    if hello["started"] is not True:
+        client.event("started")
+    assert workers.connect(process).hello()["started"] is True
 
     # The QR is in the database and the tenant waits for it to be scanned.
     poll_for(lambda: rows(db).last_qr is not None, TIMEOUT)

@@ -141,6 +141,10 @@ def _account(
     user = session.scalar(select(User).where(User.email == email))
     if user is None:
         return None, {}
+    if (user.oidc_issuer, user.oidc_subject) == (issuer, subject):
+        # This identity's own user, committed by a concurrent first sign-in between the
+        # two reads (each statement sees the newest commit).
+        return user, {}
     if user.oidc_subject is not None:
         raise AccountMismatchError(user.id, email)
     user.oidc_issuer, user.oidc_subject = issuer, subject
