@@ -24,7 +24,6 @@ from wactl.enums import EngineName, Language, TemplateType, TenantStatus
 from wactl.errors import ConflictError, NotFoundError, ValidationError
 from wactl.formatting import duration, local_time, or_dash
 from wactl.inputs import parse_toml
-from wactl.replies.book import ReplyBook
 
 if TYPE_CHECKING:
     from wactl.db.wajs_releases import Effective
@@ -462,6 +461,10 @@ def parse_document(text: str, *, source: str, slug: str) -> dict[str, Any]:
 def _check_replies(doc: dict[str, Any], source: str) -> None:
     """Build the reply book the worker would build: every text, fact and placeholder
     is checked now, so that nothing invalid is ever written."""
+    # Here, not at the top: the templates and hours cost ~15 ms to import, and most
+    # commands that read tenants never check replies.
+    from wactl.replies.book import ReplyBook
+
     try:
         ReplyBook.build(
             doc["template"],
