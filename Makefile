@@ -29,6 +29,7 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check src tests alembic bench
 	$(BIN)/ruff format --check src tests alembic bench
+	$(BIN)/lint-imports
 
 typecheck: setup
 	$(BIN)/mypy
@@ -45,4 +46,4 @@ docs: setup
 	$(BIN)/python -m wactl.cli.manpage --write
 
 clean:
-	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) dist build .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .grimp_cache

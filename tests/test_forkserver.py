@@ -20,6 +20,7 @@ import wactl.bot.forkserver
 from tests.conftest import CLI
 from tests.daemon_support import Daemon, daemon_for_cli
 from tests.support import poll_for
+from wactl import worker_names
 from wactl.daemon import proctree
 
 WAIT = 30.0
@@ -62,7 +63,7 @@ def test_workers_are_forked_named_and_report_their_exit(cli: CLI, daemon: Daemon
     assert daemon.fork_servers() == [server]
     # Named for ps and top (15 bytes), each in a session of its own.
     assert comm(alpha) == "alpha"
-    assert comm(long_one) == "a-long-~op-name" == proctree.worker_name("a-long-shop-name")
+    assert comm(long_one) == "a-long-~op-name" == worker_names.worker_name("a-long-shop-name")
     assert os.getsid(alpha) == alpha and os.getsid(long_one) == long_one
     assert proctree.is_worker_of(psutil.Process(alpha), "alpha")
     assert not proctree.is_worker_of(psutil.Process(alpha), "beta")

@@ -8,7 +8,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from wactl.bot.hours import (
+from wactl.enums import Language, TemplateType
+from wactl.errors import ValidationError
+from wactl.replies.hours import (
     SEARCH_DAYS,
     HoursPhrases,
     HoursState,
@@ -17,9 +19,7 @@ from wactl.bot.hours import (
     hours_status,
     is_open,
 )
-from wactl.bot.templates import load_template
-from wactl.enums import Language, TemplateType
-from wactl.errors import ValidationError
+from wactl.replies.templates import load_template
 from wactl.validation import DAYS
 
 MADRID = ZoneInfo("Europe/Madrid")

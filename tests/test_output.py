@@ -1,4 +1,4 @@
-"""`--since` parsing and the small printing helpers of `wactl.cli.output`."""
+"""`--since` parsing, `wactl.cli.output`'s printing and the words of `wactl.formatting`."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import CLI
-from wactl.cli.output import emit_json, local_time, or_dash, parse_since
+from wactl.cli.output import emit_json, parse_since
 from wactl.errors import ExitCode, UsageError
+from wactl.formatting import local_time, or_dash
 
 NOW = dt.datetime(2026, 11, 15, 12, 0, tzinfo=dt.UTC)
 HINT = "use e.g. 30m, 12h, 7d, 2w, 2026-11-01 or 2026-11-01T09:00"

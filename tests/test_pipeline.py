@@ -43,13 +43,13 @@ from tests.support import db_session, poll_for, run_crash_traffic
 from wactl.bot.engines.base import InboundMessage
 from wactl.bot.engines.sandbox import SandboxEngine, outbox_file
 from wactl.bot.pipeline import Outcome, Pipeline, ReplyLike
-from wactl.bot.replies import ReplyBook
 from wactl.bot.store import InboundRow, MessageStore
 from wactl.config import load_config
 from wactl.config.model import Config
 from wactl.db.models import ChatState, MessageLog, PortalEventLog, Tenant, WorkerProcess
 from wactl.enums import Direction, Language, MessageState, TemplateType
 from wactl.errors import ConflictError, DaemonError
+from wactl.replies.book import ReplyBook
 
 SLUG = "shop"
 BUSINESS = "Shop"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from wactl.bot.ratelimit import RateLimiter, TokenBucket
+from wactl.ratelimit import RateLimiter, TokenBucket
 
 ALLOWED = (True, False)
 WARN = (False, True)

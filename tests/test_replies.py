@@ -13,8 +13,10 @@ from zoneinfo import ZoneInfo
 import pytest
 import tomli_w
 
-from wactl.bot.replies import INTENT_WORDS, Reply, ReplyBook, ReplyKind
-from wactl.bot.templates import (
+from wactl.enums import Language, TemplateType
+from wactl.errors import ConfigError, ExitCode, ValidationError
+from wactl.replies.book import INTENT_WORDS, Reply, ReplyBook, ReplyKind
+from wactl.replies.templates import (
     COMPUTED_FIELDS,
     INFO_FIELDS,
     MENU_MAX,
@@ -25,8 +27,6 @@ from wactl.bot.templates import (
     load_template,
     load_template_file,
 )
-from wactl.enums import Language, TemplateType
-from wactl.errors import ConfigError, ExitCode, ValidationError
 from wactl.validation import DAYS
 
 MADRID = ZoneInfo("Europe/Madrid")

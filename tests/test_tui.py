@@ -36,7 +36,7 @@ from tests.conftest import CLI
 from tests.daemon_support import Daemon
 from tests.support import db_session
 from wactl.cli.context import AppContext
-from wactl.cli.output import last_lines
+from wactl.tail import last_lines
 from wactl.tui.model import ABSENT, COLUMN_KEYS, Dashboard
 from wactl.tui.qr import BORDER, qr_lines
 

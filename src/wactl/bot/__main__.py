@@ -1,6 +1,6 @@
 """``python -m wactl.bot SLUG``: the command line the daemon runs for each tenant.
 
-Names the process as a forked worker is named (`wactl.daemon.proctree.worker_name`; its
+Names the process as a forked worker is named (`wactl.worker_names.worker_name`; its
 command line already ends in "wactl.bot SLUG"), then hands over to
 `wactl.bot.worker.main`; exit codes are documented there.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sys
 
 from wactl.bot.worker import main
-from wactl.daemon.proctree import name_worker_process
 from wactl.validation import SLUG_RE
+from wactl.worker_names import name_worker_process
 
 if __name__ == "__main__":
     if len(sys.argv) == 2 and SLUG_RE.fullmatch(sys.argv[1]):

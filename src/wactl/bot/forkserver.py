@@ -60,9 +60,9 @@ def preload() -> dict[str, float]:
     import wactl.bot.engines.sandbox
     import wactl.bot.engines.whatsapp_web
     import wactl.bot.worker
-    import wactl.daemon.proctree
     import wactl.db.schema
-    import wactl.wajs  # noqa: F401
+    import wactl.wajs
+    import wactl.worker_names  # noqa: F401
 
     # What a worker imports later, by its engine and database: loaded here, it is shared
     # (importing psycopg adds 9.7 MB USS to a process; tests/test_forkserver.py checks
@@ -187,7 +187,7 @@ def _send(channel: socket.socket, message: dict[str, Any]) -> None:
 def _become_worker(
     slug: str, env: dict[str, str], log_fd: int, channel: socket.socket, pipe: tuple[int, int]
 ) -> NoReturn:
-    from wactl.daemon.proctree import name_worker_process
+    from wactl.worker_names import name_worker_process
 
     code = 1
     try:

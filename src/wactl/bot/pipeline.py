@@ -68,11 +68,11 @@ from typing import Any, Protocol, TypeVar
 
 from wactl.bot.counters import HourlyCounts
 from wactl.bot.engines.base import Engine, InboundMessage
-from wactl.bot.ratelimit import RateLimiter
 from wactl.bot.store import InboundRow, MessageStore, PendingReply, is_database_error
 from wactl.config.model import PipelineConfig
 from wactl.enums import Direction, MessageState
 from wactl.futures import log_failure
+from wactl.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class ReplyLike(Protocol):
 
 
 class Replier(Protocol):
-    """What the pipeline needs from the tenant's reply book (wactl.bot.replies)."""
+    """What the pipeline needs from the tenant's reply book (wactl.replies.book)."""
 
     def reply(self, text: str, now: dt.datetime, *, first_message: bool) -> ReplyLike: ...
 

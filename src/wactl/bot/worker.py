@@ -64,7 +64,6 @@ from wactl.bot.engines import EngineError, InboundMessage, create_engine
 from wactl.bot.engines.sandbox import SandboxEngine
 from wactl.bot.logs import setup_logging
 from wactl.bot.pipeline import Outcome, Pipeline
-from wactl.bot.replies import ReplyBook
 from wactl.bot.store import MessageStore, is_locked
 from wactl.config import load_config
 from wactl.config.model import Config
@@ -86,6 +85,7 @@ from wactl.ipc.protocol import (
     worker_exit_path,
     worker_socket_path,
 )
+from wactl.replies.book import ReplyBook
 from wactl.validation import validate_slug
 
 log = logging.getLogger(__name__)

@@ -24,8 +24,9 @@ def audit(
 ) -> None:
     """Show who did what and when, oldest first."""
     from wactl.cli.console import Column, print_table
-    from wactl.cli.output import emit_json, local_time, or_dash, parse_since
+    from wactl.cli.output import emit_json, parse_since
     from wactl.db import audit as audit_log
+    from wactl.formatting import local_time, or_dash
 
     app_ctx = app_context(ctx)
     since_at = parse_since(since) if since is not None else None

@@ -47,8 +47,9 @@ def list_(
     import datetime as dt
 
     from wactl.cli.console import Column, print_table
-    from wactl.cli.output import emit_json, local_time
+    from wactl.cli.output import emit_json
     from wactl.db import chats, tenants
+    from wactl.formatting import local_time, pause_reason_text
 
     app_ctx = app_context(ctx)
     with app_ctx.session() as session:
@@ -87,16 +88,6 @@ def list_(
             for row in rows
         ],
     )
-
-
-def pause_reason_text(reason: str | None) -> str:
-    """Why the bot is paused in a chat, for people (`wactl chats list`, the dashboard)."""
-    return {
-        None: "-",
-        "handoff": "asked for a person",
-        "owner": "business answered",
-        "operator": "operator",
-    }.get(reason, reason or "-")
 
 
 @app.command("pause")
@@ -149,7 +140,7 @@ def _client(ctx: typer.Context) -> Any:
 def _said(ctx: typer.Context, text: str, answer: dict[str, Any]) -> None:
     import datetime as dt
 
-    from wactl.cli.output import local_time
+    from wactl.formatting import local_time
 
     until = answer.get("paused_until")
     shown = local_time(dt.datetime.fromisoformat(until)) if until else "-"

@@ -106,8 +106,9 @@ def status(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     Exits with 7 when the daemon is not running.
     """
     from wactl.cli.daemon_client import find_daemon
-    from wactl.cli.output import duration, emit_json
+    from wactl.cli.output import emit_json
     from wactl.display import printable
+    from wactl.formatting import duration
 
     app = app_context(ctx)
     data = find_daemon(app).request("GET", "/v1/status")

@@ -304,7 +304,7 @@ def status(ctx: typer.Context, version: VersionOpt = None, json_output: JsonFlag
 def _print_status(app_ctx: AppContext, pin: Pin, found: InstalledBundle | None) -> None:
     from wactl import wajs
     from wactl.cli.console import print_fields
-    from wactl.cli.output import or_dash
+    from wactl.formatting import or_dash
 
     row = bundle_json(pin, found, str(wajs.bundle_path(app_ctx.config, pin)))
     if found is None:

@@ -14,22 +14,6 @@ from wactl.cli.context import Slug, app_context, rows_option, slug_option
 app = typer.Typer(help="Keep the conversation log bounded.", no_args_is_help=True)
 
 
-def message_parts(row: dict[str, Any]) -> tuple[str, str]:
-    """One logged message for people (`message_json` shape): its lead (when, chat,
-    direction) and its text (with what kind of reply it is, and its state when not
-    the usual one). Both are data: show them with `wactl.display.printable`."""
-    import datetime as dt
-
-    from wactl.cli.output import local_time
-
-    when = local_time(dt.datetime.fromisoformat(row["created_at"]))
-    arrow = "<-" if row["direction"] == "IN" else "->"
-    note = "" if row["state"] in ("ANSWERED", "SENT") else f"[{row['state'].lower()}] "
-    kind = f"({row['kind']}) " if row["kind"] and row["kind"] != "owner" else ""
-    who = "(business) " if row["kind"] == "owner" else ""
-    return f"{when} {row['chat']:>16} {arrow}", f"{who}{kind}{note}{row['text']}"
-
-
 def tenant_logs(
     ctx: typer.Context,
     slug: Slug,
@@ -98,6 +82,7 @@ def tenant_logs(
                 sys.stdout.write(json_text(row) + "\n")
         else:
             from wactl.cli.console import print_hanging
+            from wactl.formatting import message_parts
 
             print_hanging(app.console, [message_parts(row) for row in rows])
         sys.stdout.flush()

@@ -1,7 +1,8 @@
-"""Printing: stable JSON for scripts, text for people, times and durations.
+"""Printing: stable JSON for scripts, ``--since`` and ``--for`` read, a log followed.
 
 Text from outside wactl is shown with `printable` (from `wactl.display`, shared with
-the TUI); tables and details for people are laid out by `wactl.cli.console`.
+the TUI), and times, durations and sizes are worded by `wactl.formatting` (also the
+TUI's); tables and details for people are laid out by `wactl.cli.console`.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ import datetime as dt
 import re
 import sys
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from wactl.display import json_text, printable
 from wactl.errors import NotFoundError, UsageError
+from wactl.formatting import duration
+from wactl.tail import tail_lines
 
 _DURATION_RE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -22,13 +25,6 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 def emit_json(data: Any) -> None:
     """Plain, stable JSON on stdout: two-space indent, keys in their defined order."""
     sys.stdout.write(json_text(data, indent=2) + "\n")
-
-
-def local_time(value: dt.datetime | None) -> str:
-    """A timestamp for people, in the operator's local time zone."""
-    if value is None:
-        return "-"
-    return value.astimezone().strftime("%Y-%m-%d %H:%M")
 
 
 def parse_since(
@@ -69,60 +65,6 @@ def parse_duration(text: str, *, option: str, most: float) -> float:
     return seconds
 
 
-def duration(seconds: float | None) -> str:
-    """A short human duration: 42s, 3m05s, 2h07m, 4d3h; "-" for None."""
-    if seconds is None:
-        return "-"
-    days, rest = divmod(int(seconds), 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours}h"
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
-
-
-def human_bytes(value: int | None) -> str:
-    """Memory for people, in MiB: 41.3M; "-" for None."""
-    if value is None:
-        return "-"
-    return f"{value / (1024 * 1024):.1f}M"
-
-
-def last_lines(path: Path, count: int) -> list[str]:
-    """The last ``count`` lines of ``path`` (decoded, newlines kept), read from its end.
-
-    Only the blocks holding those lines are read, so a dashboard can show the tail of
-    a 10 MB log every second. Raises FileNotFoundError when there is no file.
-    """
-    with path.open("rb") as handle:
-        return _tail(handle, count)
-
-
-def _tail(handle: BinaryIO, count: int, block: int = 65536) -> list[str]:
-    """The last ``count`` lines of an open file; leaves it positioned at the end read."""
-    end = handle.seek(0, 2)
-    if count <= 0:
-        return []
-    data = b""
-    position = end
-    while position > 0 and data.count(b"\n") <= count:
-        position = max(0, position - block)
-        handle.seek(position)
-        data = handle.read(end - position)
-    lines = data.splitlines(keepends=True)
-    if position > 0:
-        lines = lines[1:]  # it may have started before the first byte read
-    return [line.decode("utf-8", "replace") for line in lines[-count:]]
-
-
-def or_dash(value: object) -> str:
-    return "-" if value is None or value == "" else str(value)
-
-
 def tail_file(path: Path, *, lines: int, follow: bool) -> None:
     """Print the last ``lines`` lines of ``path``; with ``follow``, keep printing new ones.
 
@@ -136,7 +78,7 @@ def tail_file(path: Path, *, lines: int, follow: bool) -> None:
         raise NotFoundError(f"no log file at {path} yet") from None
     with handle:
         # A log holds what workers were told by customers and WhatsApp: data.
-        sys.stdout.write(printable("".join(_tail(handle, lines)), multiline=True))
+        sys.stdout.write(printable("".join(tail_lines(handle, lines)), multiline=True))
         sys.stdout.flush()
         while follow:
             chunk = handle.readline()

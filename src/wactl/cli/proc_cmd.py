@@ -59,7 +59,7 @@ ps.__doc__ = (
 def print_ps(console: Console, rows: list[dict[str, Any]]) -> None:
     """`wactl ps` for people: /v1/tenants views as a table that fits the console."""
     from wactl.cli.console import Column, print_table
-    from wactl.cli.output import duration, human_bytes
+    from wactl.formatting import duration, human_bytes
     from wactl.ipc.protocol import worker_error_text
 
     # At 80 columns the least telling figures go first (ENGINE, BEAT, CPU%...); slug,
@@ -103,7 +103,7 @@ def _warn_if_database_fails(ctx: typer.Context) -> None:
     """The daemon serves what it knows when its database fails: say so."""
     import datetime as dt
 
-    from wactl.cli.output import local_time
+    from wactl.formatting import local_time
 
     status: dict[str, Any] = _client(ctx).request("GET", "/v1/status")
     database = status.get("database") or {}

@@ -33,8 +33,9 @@ def list_(
 ) -> None:
     """List setup requests, oldest first."""
     from wactl.cli.console import Column, print_table
-    from wactl.cli.output import emit_json, local_time
+    from wactl.cli.output import emit_json
     from wactl.db import requests
+    from wactl.formatting import local_time
 
     app_ctx = app_context(ctx)
     with app_ctx.session() as session:
@@ -81,8 +82,9 @@ def list_(
 def show(ctx: typer.Context, request_id: RequestId, json_output: JsonFlag = False) -> None:
     """Show one setup request in full."""
     from wactl.cli.console import print_fields
-    from wactl.cli.output import emit_json, or_dash
+    from wactl.cli.output import emit_json
     from wactl.db import requests
+    from wactl.formatting import or_dash
 
     app_ctx = app_context(ctx)
     with app_ctx.session() as session:

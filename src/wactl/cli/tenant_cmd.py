@@ -13,8 +13,6 @@ from wactl.enums import EngineName, Language, TemplateType
 
 if TYPE_CHECKING:
     from wactl.cli.context import AppContext
-    from wactl.db.models import Tenant
-    from wactl.db.wajs_releases import Effective
 
 app = typer.Typer(help="Create, list, change and delete tenants.", no_args_is_help=True)
 config_app = typer.Typer(help="Tenant configuration as a TOML file.", no_args_is_help=True)
@@ -100,8 +98,9 @@ def create(
 def list_(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     """List every tenant."""
     from wactl.cli.console import Column, print_table
-    from wactl.cli.output import emit_json, local_time, or_dash
+    from wactl.cli.output import emit_json
     from wactl.db import tenants
+    from wactl.formatting import local_time, or_dash
 
     app_ctx = app_context(ctx)
     with app_ctx.session() as session:
@@ -143,70 +142,6 @@ def list_(ctx: typer.Context, json_output: JsonFlag = False) -> None:
     )
 
 
-def detail_fields(tenant: Tenant, wa_js: Effective, *, ages: bool = True) -> list[tuple[str, str]]:
-    """`tenant show` for people: (label, value) pairs, also the TUI's summary (without
-    ``ages``: the dashboard shows the daemon's live state and heartbeat beside it)."""
-    from wactl.cli.output import local_time, or_dash
-    from wactl.db.tenants import tenant_detail_json
-    from wactl.enums import EngineName
-
-    data = tenant_detail_json(tenant, wa_js)
-    fields = [
-        ("slug", data["slug"]),
-        ("name", data["name"]),
-        ("status", data["status"]),
-        ("engine", data["engine"]),
-        ("phone", or_dash(data["phone_number"])),
-        ("business name", or_dash(data["business_name"])),
-        ("template", or_dash(data["template_type"])),
-        ("language", or_dash(data["language"])),
-        ("timezone", or_dash(data["timezone"])),
-    ]
-    if tenant.engine == EngineName.WHATSAPP_WEB:
-        fields.append(("wa-js", wa_js.describe()))
-    elif wa_js.source == "tenant":
-        fields.append(("wa-js", f"{wa_js.describe()}; unused by the {tenant.engine.value} engine"))
-    hours = data["hours"]
-    if not hours:
-        # Not "closed" seven times: the bot says the hours are not published yet.
-        fields.append(("hours", "not set yet (`wactl tenant config export` shows how)"))
-    for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun") if hours else ():
-        fields.append((f"hours {day}", ", ".join(hours.get(day, [])) or "closed"))
-    fields.append(("holidays", ", ".join(data["holidays"]) or "-"))
-    if data["session"]:
-        fields.append(("whatsapp", _session_text(tenant) if ages else data["session"]["state"]))
-    if data["worker"]:
-        worker = data["worker"]
-        fields.append(("worker", f"{worker['status']} (wants {worker['desired']})"))
-        fields.append(("restarts", str(worker["restarts"])))
-        fields.append(("last error", or_dash(worker["last_error"])))
-    fields.append(("id", data["id"]))
-    fields.append(("created", local_time(tenant.created_at)))
-    return fields
-
-
-def _session_text(tenant: Tenant) -> str:
-    """The WhatsApp link as the database knows it, and how old that is: a worker that
-    does not run says nothing new, so its last word is only history."""
-    import datetime as dt
-
-    from wactl.cli.output import duration
-
-    session = tenant.session
-    assert session is not None
-    worker = tenant.worker
-    state = session.state.value
-    live = worker is not None and worker.status.value in ("STARTING", "RUNNING", "STOPPING")
-    heartbeat = worker.heartbeat_at if worker is not None else None
-    said = heartbeat or session.updated_at
-    if said.tzinfo is None:
-        said = said.replace(tzinfo=dt.UTC)
-    age = duration((dt.datetime.now(dt.UTC) - said).total_seconds())
-    if live:
-        return f"{state} (its worker said so {age} ago)"
-    return f"{state} when its worker last ran, {age} ago (it does not run now)"
-
-
 @app.command("show")
 def show(ctx: typer.Context, slug: Slug, json_output: JsonFlag = False) -> None:
     """Show one tenant: settings, hours, WhatsApp link and worker."""
@@ -222,7 +157,7 @@ def show(ctx: typer.Context, slug: Slug, json_output: JsonFlag = False) -> None:
         else:
             from wactl.cli.console import print_fields
 
-            print_fields(app_ctx.console, detail_fields(tenant, wa_js))
+            print_fields(app_ctx.console, tenants.tenant_detail_fields(tenant, wa_js))
 
 
 @app.command("edit")

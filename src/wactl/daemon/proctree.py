@@ -3,6 +3,9 @@
 psutil's ``Process.children()`` walks every pid on the machine (~5 ms with a few hundred
 processes); the kernel's per-thread ``children`` files name a process's children
 directly, so a worker's tree costs a few small reads. Linux only, like the daemon.
+
+Workers are told apart from other processes by the names they give themselves
+(`wactl.worker_names`, the one definition the bot imports too).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+
+from wactl.worker_names import COMM_BYTES, FORK_SERVER_MODULE, WORKER_MODULE
 
 
 def child_pids(pid: int) -> list[int]:
@@ -103,61 +108,16 @@ def identity_matches(pid: int, create_time: float, slug: str) -> bool:
         return False
 
 
-#: The module of ``python -m wactl.bot SLUG``, a worker started on its own.
-WORKER_MODULE = "wactl.bot"
-#: The module of the fork server.
-FORK_SERVER_MODULE = "wactl.bot.forkserver"
-#: The kernel keeps this many bytes of a process name (``comm``).
-COMM_BYTES = 15
-#: prctl(2) option that names the calling thread (what ps -o comm and top show).
-PR_SET_NAME = 15
 #: How workers forked by wactl 0.x before process titles were named: "wactl " and the
 #: first 9 bytes of the slug, with the fork server's command line (still recognised, so
 #: that a daemon upgraded under running workers re-adopts them).
 LEGACY_NAME_PREFIX = "wactl "
 
 
-def worker_title(slug: str) -> str:
-    """The command line (``ps -o args``, ``pgrep -f``, htop) of every worker: it ends in
-    "wactl.bot SLUG" whether the fork server forked it or it runs as ``python -m
-    wactl.bot SLUG``, so ``pgrep -f 'wactl.bot SLUG$'`` finds a tenant's worker."""
-    return f"{WORKER_MODULE} {slug}"
-
-
-def worker_name(slug: str) -> str:
-    """The process name (``comm``: ``ps -o comm``, top, ``pgrep`` without -f) of a
-    worker: the slug when it fits the kernel's 15 bytes, else its first 7 and last 7
-    characters around a "~", so slugs that share a prefix (``bakery-downtown-north``,
-    ``bakery-downtown-south``) still get different names."""
-    if len(slug) <= COMM_BYTES:
-        return slug
-    keep = (COMM_BYTES - 1) // 2
-    return f"{slug[:keep]}~{slug[-keep:]}"
-
-
-def name_worker_process(slug: str, *, title: bool) -> None:
-    """Give this process a worker's name (`worker_name`) and, with ``title``, its
-    command line (`worker_title`).
-
-    A forked worker's command line would otherwise be its fork server's. setproctitle
-    rewrites the memory /proc/PID/cmdline is read from (argv, and the environment
-    strings after it, which it moves elsewhere first): /proc/PID/environ of a forked
-    worker is blank (it only ever showed the fork server's environment). prctl
-    (PR_SET_NAME) sets ``comm``."""
-    import ctypes
-
-    if title:
-        import setproctitle
-
-        setproctitle.setproctitle(worker_title(slug))
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_NAME, ctypes.c_char_p(worker_name(slug).encode()), 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NAME) failed")
-
-
 def is_worker_of(proc: psutil.Process, slug: str) -> bool:
     """Whether ``proc`` is a worker of ``slug``: its command line is ``python -m
-    wactl.bot SLUG`` or its title `worker_title` (or it is a legacy forked worker)."""
+    wactl.bot SLUG`` or its title `wactl.worker_names.worker_title` (or it is a legacy
+    forked worker)."""
     cmdline = _arguments(proc)
     if WORKER_MODULE in cmdline:
         return slug in cmdline

@@ -1,4 +1,5 @@
-"""Tenants: create, read, edit, delete, and the config-as-code document.
+"""Tenants: create, read, edit, delete; one tenant as `tenant show` and the dashboard
+show it (JSON, and label/value pairs for people); and the config-as-code document.
 
 Functions take an open `Session` (the caller owns the transaction, see
 `wactl.db.engine.session_scope`) and raise wactl errors: `NotFoundError` for an unknown
@@ -8,6 +9,7 @@ Every change writes its audit row in the same transaction.
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,6 +22,7 @@ from wactl.db import audit
 from wactl.db.models import Tenant, TenantConfig, WhatsappSession, WorkerProcess
 from wactl.enums import EngineName, Language, TemplateType, TenantStatus
 from wactl.errors import ConflictError, NotFoundError, ValidationError
+from wactl.formatting import duration, local_time, or_dash
 from wactl.inputs import parse_toml
 
 if TYPE_CHECKING:
@@ -264,6 +267,66 @@ def tenant_detail_json(tenant: Tenant, wa_js: Effective) -> dict[str, Any]:
     return data
 
 
+def tenant_detail_fields(
+    tenant: Tenant, wa_js: Effective, *, ages: bool = True
+) -> list[tuple[str, str]]:
+    """`tenant show` for people: (label, value) pairs of `tenant_detail_json`, also the
+    dashboard's summary (without ``ages``: it shows the daemon's live state and
+    heartbeat beside it). Values may hold data from outside wactl: show them with
+    `wactl.display.printable`."""
+    data = tenant_detail_json(tenant, wa_js)
+    fields = [
+        ("slug", data["slug"]),
+        ("name", data["name"]),
+        ("status", data["status"]),
+        ("engine", data["engine"]),
+        ("phone", or_dash(data["phone_number"])),
+        ("business name", or_dash(data["business_name"])),
+        ("template", or_dash(data["template_type"])),
+        ("language", or_dash(data["language"])),
+        ("timezone", or_dash(data["timezone"])),
+    ]
+    if tenant.engine == EngineName.WHATSAPP_WEB:
+        fields.append(("wa-js", wa_js.describe()))
+    elif wa_js.source == "tenant":
+        fields.append(("wa-js", f"{wa_js.describe()}; unused by the {tenant.engine.value} engine"))
+    hours = data["hours"]
+    if not hours:
+        # Not "closed" seven times: the bot says the hours are not published yet.
+        fields.append(("hours", "not set yet (`wactl tenant config export` shows how)"))
+    for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun") if hours else ():
+        fields.append((f"hours {day}", ", ".join(hours.get(day, [])) or "closed"))
+    fields.append(("holidays", ", ".join(data["holidays"]) or "-"))
+    if data["session"]:
+        fields.append(("whatsapp", _session_text(tenant) if ages else data["session"]["state"]))
+    if data["worker"]:
+        worker = data["worker"]
+        fields.append(("worker", f"{worker['status']} (wants {worker['desired']})"))
+        fields.append(("restarts", str(worker["restarts"])))
+        fields.append(("last error", or_dash(worker["last_error"])))
+    fields.append(("id", data["id"]))
+    fields.append(("created", local_time(tenant.created_at)))
+    return fields
+
+
+def _session_text(tenant: Tenant) -> str:
+    """The WhatsApp link as the database knows it, and how old that is: a worker that
+    does not run says nothing new, so its last word is only history."""
+    session = tenant.session
+    assert session is not None
+    worker = tenant.worker
+    state = session.state.value
+    live = worker is not None and worker.status.value in ("STARTING", "RUNNING", "STOPPING")
+    heartbeat = worker.heartbeat_at if worker is not None else None
+    said = heartbeat or session.updated_at
+    if said.tzinfo is None:
+        said = said.replace(tzinfo=dt.UTC)
+    age = duration((dt.datetime.now(dt.UTC) - said).total_seconds())
+    if live:
+        return f"{state} (its worker said so {age} ago)"
+    return f"{state} when its worker last ran, {age} ago (it does not run now)"
+
+
 # --- config as code ---------------------------------------------------------------
 
 #: Keys of the tenant document, in the order they are written.
@@ -398,7 +461,9 @@ def parse_document(text: str, *, source: str, slug: str) -> dict[str, Any]:
 def _check_replies(doc: dict[str, Any], source: str) -> None:
     """Build the reply book the worker would build: every text, fact and placeholder
     is checked now, so that nothing invalid is ever written."""
-    from wactl.bot.replies import ReplyBook
+    # Here, not at the top: the templates and hours cost ~15 ms to import, and most
+    # commands that read tenants never check replies.
+    from wactl.replies.book import ReplyBook
 
     try:
         ReplyBook.build(

@@ -6,7 +6,7 @@ rate limits and local-only redirects.
   The session cookie is also SameSite=Lax, so a cross-site POST carries no session.
 - Headers: a strict Content-Security-Policy (no inline script or style, no framing),
   nosniff, no referrer, and no caching of anything but the static files.
-- Rate limits: token buckets (`wactl.bot.ratelimit.TokenBucket`) per client address
+- Rate limits: token buckets (`wactl.ratelimit.TokenBucket`) per client address
   for sign-in and per owner for posts; in memory, per portal process.
 - Body limit: no request body over `MAX_BODY_BYTES`, counted while it is read (a
   chunked body declares no length), on every route: 413.
@@ -30,7 +30,7 @@ from starlette.datastructures import Headers
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from wactl.bot.ratelimit import TokenBucket
+from wactl.ratelimit import TokenBucket
 
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"

@@ -50,8 +50,7 @@ QUIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 if TYPE_CHECKING:
     from textual.notifications import SeverityLevel
 
-    from wactl.cli.context import AppContext
-    from wactl.tui.data import Store
+    from wactl.tui.data import DashboardContext, Store
 
 #: Reconnect delays: the first retry soon, then doubling up to the longest wait.
 RECONNECT_FIRST_SECONDS = 0.5
@@ -307,7 +306,7 @@ class DashboardApp(App[None]):
     async def _chat_act(self, action: str, slug: str, chat: str) -> None:
         import datetime as dt
 
-        from wactl.cli.output import local_time
+        from wactl.formatting import local_time
 
         try:
             answer = await self.client.request(
@@ -415,23 +414,23 @@ class DashboardApp(App[None]):
 
 
 def build_app(
-    app_context: AppContext,
+    context: DashboardContext,
     *,
     follow_daemon: bool = True,
     refresh_seconds: float | None = None,
     socket: Path | None = None,
 ) -> DashboardApp:
-    """The dashboard for ``app_context``'s configuration: its daemon socket, database and
+    """The dashboard for ``context``'s configuration: its daemon socket, database and
     log directory (``socket``: the daemon's, when `find_daemon` found it elsewhere).
     ``follow_daemon=False`` leaves the daemon alone (rendering tests feed
     the app recorded /v1/tenants answers instead)."""
     from wactl.ipc.protocol import socket_path
     from wactl.tui.data import Store
 
-    config = app_context.config
+    config = context.config
     return DashboardApp(
         socket=socket or socket_path(config.runtime_dir),
-        store=Store(app_context),
+        store=Store(context),
         refresh_seconds=refresh_seconds or config.tui.refresh_seconds,
         follow_daemon=follow_daemon,
     )

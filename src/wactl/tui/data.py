@@ -13,15 +13,18 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from wactl.errors import WactlError
+from wactl.formatting import local_time, message_parts, pause_reason_text
 from wactl.ipc.protocol import worker_log_path
+from wactl.tail import last_lines
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
     from sqlalchemy.orm import Session
 
-    from wactl.cli.context import AppContext
+    from wactl.config import Config
 
 #: How many messages of the conversation and lines of the worker log the pane keeps.
 CONVERSATION_LINES = 50
@@ -63,6 +66,20 @@ class TenantDetail:
     chats: list[ChatRow] = field(default_factory=list)
 
 
+class DashboardContext(Protocol):
+    """What the dashboard needs from whoever starts it: the configuration, a database
+    engine made on first use, and a way to let go of both. `wactl tui` passes its
+    command context (`wactl.cli.context.AppContext`); the dashboard never imports the
+    CLI."""
+
+    @property
+    def config(self) -> Config: ...
+
+    def engine(self, *, check_schema: bool = True) -> Engine: ...
+
+    def close(self) -> None: ...
+
+
 class Store:
     """The database and the log directory, as the dashboard needs them.
 
@@ -70,8 +87,8 @@ class Store:
     with its connection and schema checks, by whichever call comes first).
     """
 
-    def __init__(self, app_context: AppContext) -> None:
-        self._context = app_context
+    def __init__(self, context: DashboardContext) -> None:
+        self._context = context
         self._lock = threading.Lock()
         self._schema_checked = False
 
@@ -97,8 +114,6 @@ class Store:
                 return {}
 
     def detail(self, slug: str) -> TenantDetail:
-        from wactl.cli.logs_cmd import message_parts
-        from wactl.cli.tenant_cmd import detail_fields
         from wactl.db import chats, tenants, wajs_releases
         from wactl.db.messages import recent_messages
 
@@ -110,7 +125,7 @@ class Store:
                     wa_js = wajs_releases.tenant_effective(session, tenant.id)
                     summary = [
                         f
-                        for f in detail_fields(tenant, wa_js, ages=False)
+                        for f in tenants.tenant_detail_fields(tenant, wa_js, ages=False)
                         if f[0] not in _HIDDEN_FIELDS
                     ]
                     messages = recent_messages(session, tenant.id, slug, limit=CONVERSATION_LINES)
@@ -135,8 +150,6 @@ class Store:
 
     def worker_log(self, slug: str) -> tuple[list[str], str]:
         """The tail of the worker's own log file, or why there is none."""
-        from wactl.cli.output import last_lines
-
         path = worker_log_path(self._context.config.log_dir, slug)
         try:
             return [line.rstrip("\n") for line in last_lines(path, LOG_LINES)], ""
@@ -154,9 +167,6 @@ def chat_rows(
     messages: list[dict[str, Any]], paused: dict[str, tuple[dt.datetime, str | None]]
 ) -> list[ChatRow]:
     """The Chats tab: where the bot is paused, then the other chats of ``messages``."""
-    from wactl.cli.chats_cmd import pause_reason_text
-    from wactl.cli.output import local_time
-
     last: dict[str, str] = {}
     for message in reversed(messages):  # newest first
         if message["chat"]:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from wactl.cli.output import duration, human_bytes
+from wactl.formatting import duration, human_bytes
 from wactl.ipc.protocol import worker_error_text
 
 #: Shown for a value the daemon does not have (a stopped worker's pid) or does not send.

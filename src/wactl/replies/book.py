@@ -37,8 +37,9 @@ from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from wactl.bot.hours import HoursPhrases, describe_now, describe_week, hours_are_set, zone_for
-from wactl.bot.templates import (
+from wactl.enums import Language, TemplateType
+from wactl.replies.hours import HoursPhrases, describe_now, describe_week, hours_are_set, zone_for
+from wactl.replies.templates import (
     INFO_FIELDS,
     MENU_SPECS,
     MENU_TEXT_FIELDS,
@@ -57,7 +58,6 @@ from wactl.bot.templates import (
     render,
     split_keywords,
 )
-from wactl.enums import Language, TemplateType
 
 
 class ReplyKind(enum.StrEnum):
@@ -224,7 +224,7 @@ class ReplyBook:
         `TemplateError` (a `ConfigError`) if the packaged template itself is broken.
 
         ``overrides`` maps a dotted text key to its replacement: any key of
-        `wactl.bot.templates.TEXT_SPECS` ("greeting", "location", "hours.answer",
+        `wactl.replies.templates.TEXT_SPECS` ("greeting", "location", "hours.answer",
         "missing.phone", ...) or ``menu.N.label`` / ``menu.N.answer`` /
         ``menu.N.keywords`` (comma-separated) for item N (1-based) of the numbered menu.
         ``info`` holds business facts: business_name, address, phone, email, website,

@@ -8,7 +8,7 @@ load time with the file, language and key named, never in the middle of a chat.
 
 What it must not do: read anything but the packaged template files (or a file handed to
 `load_template_file`), know about tenants, the database or the clock, or decide which
-text answers a message (that is `wactl.bot.replies`).
+text answers a message (that is `wactl.replies.book`).
 
 File layout (per language table ``[en]``, ``[es]``, ``[pt]``)::
 
@@ -69,7 +69,7 @@ def _hours_spec(*fields: str, info: bool = True) -> TextSpec:
 
 
 #: Every text key of a language table, in the order problems are reported.
-#: ``hours.*`` phrases are filled by `wactl.bot.hours`; their own fields are required
+#: ``hours.*`` phrases are filled by `wactl.replies.hours`; their own fields are required
 #: so that a translation cannot silently drop the time it is meant to say.
 TEXT_SPECS: Mapping[str, TextSpec] = MappingProxyType(
     {

@@ -1,7 +1,10 @@
-"""Token buckets for the pipeline's rate limits (per chat and per tenant). Stdlib only.
+"""Token buckets: the bot pipeline's rate limits (`RateLimiter`: per chat and per
+tenant) and the portal's (per client address and per owner). Stdlib only.
 
 A bucket holds up to ``burst`` tokens and refills at ``per_minute / 60`` tokens per
-second; a message takes one token. The clock is injected so tests need not wait.
+second; a message (or a request) takes one token. The clock is injected so tests
+need not wait. It lives outside `wactl.bot` because the portal uses it too, and the
+portal does not import the bot.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ the first time the clock reads 02:30.
 
 What it must not do: read the clock (callers pass an aware ``now``), touch the database,
 or choose words: every sentence comes from `HoursPhrases`, which the reply templates
-provide (`wactl.bot.templates`, keys ``hours.*`` and ``days``).
+provide (`wactl.replies.templates`, keys ``hours.*`` and ``days``).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from wactl import validation
-from wactl.bot.templates import LanguageTexts, info_values, render
 from wactl.errors import ValidationError
+from wactl.replies.templates import LanguageTexts, info_values, render
 
 #: How far ahead the next opening (or the closing of an opening) is looked for.
 SEARCH_DAYS = 14
