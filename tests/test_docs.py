@@ -27,7 +27,7 @@ from wactl.cli import manpage
 from wactl.cli.manpage import escape
 from wactl.config import SECTIONS, Config, parse_config_text
 from wactl.config.loader import build_config, env_name
-from wactl.errors import ExitCode
+from wactl.errors import EXIT_MEANINGS, ExitCode
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -219,14 +219,21 @@ def test_every_parameter_has_help() -> None:
     assert missing == []
 
 
-def test_every_exit_code_is_documented() -> None:
-    assert set(manpage.EXIT_STATUS) == set(ExitCode)
+def test_every_exit_code_is_documented_in_one_wording() -> None:
+    """errors.EXIT_MEANINGS is the one wording: the man page's EXIT STATUS is generated
+    from it, and the README's list of codes says its short words, in order."""
+    assert set(EXIT_MEANINGS) == set(ExitCode)
     section = _section("EXIT STATUS")
     for code in ExitCode:
         assert rf"\fB{int(code)}\fR ({escape(code.name)})" in section
-        assert manpage.EXIT_STATUS[code].strip()
+        assert EXIT_MEANINGS[code].full.strip() and EXIT_MEANINGS[code].short.strip()
     for status, _ in manpage.SIGNALLED:
         assert rf"\fB{status}\fR" in section
+    listed = ", ".join(
+        f"{int(code)} {EXIT_MEANINGS[code].short}" for code in ExitCode if code is not ExitCode.OK
+    )
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8").split())
+    assert f"the exit code says what kind of error it was: {listed}." in readme
 
 
 def test_every_config_key_is_documented() -> None:

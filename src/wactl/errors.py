@@ -11,30 +11,96 @@ Exit codes are an API: scripts branch on them, and the man page lists them.
 from __future__ import annotations
 
 import enum
+from typing import NamedTuple
 
 
 class ExitCode(enum.IntEnum):
-    """Process exit codes of every wactl command (documented in wactl(1))."""
+    """Process exit codes of every wactl command; what each means is `EXIT_MEANINGS`."""
 
     OK = 0
-    #: An unexpected failure; the message says what happened.
     FAILURE = 1
-    #: Bad command line or bad input value (slug, phone, timezone, hours, file contents).
     USAGE = 2
-    #: The config file is not TOML, holds an unknown key or a bad value, or is missing.
     CONFIG = 3
-    #: The database cannot be reached, or its schema is not the one this wactl needs.
     DATABASE = 4
-    #: The named tenant, request or revision does not exist.
     NOT_FOUND = 5
-    #: The change conflicts with what exists (duplicate slug, request already decided).
     CONFLICT = 6
-    #: The daemon cannot be reached or answered with an error.
     DAEMON = 7
-    #: The operator declined a confirmation prompt; nothing was changed.
     ABORTED = 8
-    #: A wait (`--wait`, `tenant start`) ran out of time before its condition was met.
     TIMEOUT = 9
+
+
+class ExitMeaning(NamedTuple):
+    #: A few words, as the README's list of exit codes says them.
+    short: str
+    #: The whole meaning, as the man page's EXIT STATUS says it.
+    full: str
+
+
+#: What each exit code means: the one wording, for the man page (generated from it)
+#: and the README (tests/test_docs.py checks its list against the short words).
+EXIT_MEANINGS: dict[ExitCode, ExitMeaning] = {
+    ExitCode.OK: ExitMeaning(
+        "success",
+        "Success. Also when a command made its change but could not print the result "
+        "(a full disk, a closed terminal): a warning on stderr says so.",
+    ),
+    ExitCode.FAILURE: ExitMeaning(
+        "a failure the message describes",
+        "A failure the message describes: wa-js could not be fetched, did not match its "
+        "integrity or fails verification on disk (`wactl engine install | status | "
+        "check`); a wa-js version differs from what wactl uses (`wactl engine check`, and "
+        "`engine install`, `engine rollout` and `tenant edit --wa-js` without --force); "
+        "or an unexpected failure: rerun with WACTL_DEBUG=1 to see the traceback, and "
+        "report it.",
+    ),
+    ExitCode.USAGE: ExitMeaning(
+        "bad input",
+        "Bad command line, or a bad input value (slug, phone number, time zone, hours, "
+        "file contents, a wa-js version or integrity; a wa-js version that is neither "
+        "the pinned one nor installed and verified on this host; a number outside the "
+        "range its --help shows, or NaN; a file that is not a regular file, or over "
+        "1 MiB). Also returned after printing the help of a command group given without "
+        "a subcommand.",
+    ),
+    ExitCode.CONFIG: ExitMeaning(
+        "config",
+        "The configuration cannot be used: the file is not TOML, holds an unknown key "
+        "or a value of the wrong type or outside its range, or a WACTL_* environment "
+        "override is not valid; the file is not a regular file of at most 1 MiB. `wactl "
+        "config validate` also returns it when the file does not exist, and it and "
+        "`wactl portal serve` when only one of portal.google_client_id and "
+        "portal.google_client_secret is set.",
+    ),
+    ExitCode.DATABASE: ExitMeaning(
+        "database",
+        "The database cannot be reached, or its schema is not the one this wactl needs "
+        "(run `wactl db upgrade`).",
+    ),
+    ExitCode.NOT_FOUND: ExitMeaning(
+        "not found",
+        "The named tenant, setup request or revision does not exist; or, from `wactl "
+        "engine status | check`, that wa-js version is not installed.",
+    ),
+    ExitCode.CONFLICT: ExitMeaning(
+        "conflict",
+        "The change conflicts with what exists: a taken slug or phone number, a setup "
+        "request that was already decided, a wa-js version the database records with "
+        "another integrity; or a worker that `tenant start | restart` waited for is "
+        "quarantined (FATAL), its reason on stderr.",
+    ),
+    ExitCode.DAEMON: ExitMeaning(
+        "daemon unreachable", "The daemon cannot be reached or answered with an error."
+    ),
+    ExitCode.ABORTED: ExitMeaning(
+        "declined at a prompt", "The operator declined a confirmation prompt; nothing was changed."
+    ),
+    ExitCode.TIMEOUT: ExitMeaning(
+        "a wait timed out",
+        "A wait ran out of time: `tenant qr --wait` before the phone was linked, or "
+        "`tenant start | restart` before the worker was RUNNING (its engine started); "
+        "stderr names each tenant still waited for and its state.",
+    ),
+}
 
 
 class WactlError(Exception):

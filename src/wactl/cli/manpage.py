@@ -51,7 +51,7 @@ from wactl.enums import (
     TenantStatus,
     WorkerStatus,
 )
-from wactl.errors import ExitCode
+from wactl.errors import EXIT_MEANINGS, ExitCode
 
 #: Generated files, relative to the repository root.
 MAN_PAGE = Path("man/wactl.1")
@@ -71,59 +71,6 @@ SIGNALLED = (
 )
 
 # --- hand-written parts, each checked against the code by tests/test_docs.py ------------
-
-#: One sentence per exit code. errors.py documents the codes as comments, which the
-#: program cannot read back, so the wording lives here; a test fails when a member of
-#: `ExitCode` has no entry.
-EXIT_STATUS: dict[ExitCode, str] = {
-    ExitCode.OK: (
-        "Success. Also when a command made its change but could not print the result "
-        "(a full disk, a closed terminal): a warning on stderr says so."
-    ),
-    ExitCode.FAILURE: (
-        "A failure the message describes: wa-js could not be fetched, did not match its "
-        "integrity or fails verification on disk (`wactl engine install | status | "
-        "check`); a wa-js version differs from what wactl uses (`wactl engine check`, and "
-        "`engine install`, `engine rollout` and `tenant edit --wa-js` without --force); "
-        "or an unexpected failure: rerun with WACTL_DEBUG=1 to see the traceback, and "
-        "report it."
-    ),
-    ExitCode.USAGE: (
-        "Bad command line, or a bad input value (slug, phone number, time zone, hours, "
-        "file contents, a wa-js version or integrity; a wa-js version that is neither "
-        "the pinned one nor installed and verified on this host; a number outside the "
-        "range its --help shows, or NaN; a file that is not a regular file, or over "
-        "1 MiB). Also returned after printing the help of a command group given without "
-        "a subcommand."
-    ),
-    ExitCode.CONFIG: (
-        "The configuration cannot be used: the file is not TOML, holds an unknown key "
-        "or a value of the wrong type or outside its range, or a WACTL_* environment "
-        "override is not valid; the file is not a regular file of at most 1 MiB. `wactl "
-        "config validate` also returns it when the file does not exist, and it and "
-        "`wactl portal serve` when only one of portal.google_client_id and "
-        "portal.google_client_secret is set."
-    ),
-    ExitCode.DATABASE: (
-        "The database cannot be reached, or its schema is not the one this wactl needs "
-        "(run `wactl db upgrade`)."
-    ),
-    ExitCode.NOT_FOUND: (
-        "The named tenant, setup request or revision does not exist; or, from `wactl "
-        "engine status | check`, that wa-js version is not installed."
-    ),
-    ExitCode.CONFLICT: (
-        "The change conflicts with what exists: a taken slug or phone number, a setup "
-        "request that was already decided, or a wa-js version the database records with "
-        "another integrity."
-    ),
-    ExitCode.DAEMON: "The daemon cannot be reached or answered with an error.",
-    ExitCode.ABORTED: "The operator declined a confirmation prompt; nothing was changed.",
-    ExitCode.TIMEOUT: (
-        "A wait ran out of time: `tenant qr --wait` before the phone was linked, or "
-        "`tenant start` before the worker was running."
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -1098,7 +1045,7 @@ def _section_json(page: _Roff) -> None:
 def _section_exit_status(page: _Roff) -> None:
     page.macro("SH", "EXIT STATUS")
     for code in ExitCode:
-        page.tagged(rf"\fB{int(code)}\fR ({escape(code.name)})", EXIT_STATUS[code])
+        page.tagged(rf"\fB{int(code)}\fR ({escape(code.name)})", EXIT_MEANINGS[code].full)
     for status, text in SIGNALLED:
         page.tagged(rf"\fB{status}\fR", text)
 
