@@ -19,6 +19,7 @@ from typing import Any
 import httpx2
 import pytest
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from tests.conftest import CLI
 from tests.oidc_provider import Provider
@@ -40,6 +41,7 @@ from wactl.db.models import (
     WhatsappSession,
     WorkerProcess,
 )
+from wactl.db.portal import SignIn
 from wactl.enums import Direction, MessageState, SessionState, TenantStatus, WorkerStatus
 from wactl.portal.routes import render_qr_svg
 
@@ -742,15 +744,28 @@ def test_bad_portal_settings_are_refused(
     assert (result.code, result.err) == (3, f"error: '{key}': {message}\n")
 
 
+def _twin_signs_in(session: Session) -> SignIn:
+    """The first (or a later) sign-in of one identity, as the sign-in race tests make it."""
+    from wactl.db import portal as store
+    from wactl.enums import EngineName
+
+    return store.sign_in(
+        session,
+        issuer="https://accounts.example",
+        subject="twin-1",
+        email="twin@example.com",
+        name="Twin",
+        engine=EngineName.SANDBOX,
+    )
+
+
 def test_sign_in_race_creates_one_tenant(db_url: str) -> None:
     """Two first sign-ins of one email at once: one tenant, one user, no error."""
     import concurrent.futures
 
     from sqlalchemy.exc import IntegrityError
 
-    from wactl.db import portal as store
     from wactl.db.engine import make_engine, session_scope
-    from wactl.enums import EngineName
 
     engine = make_engine(db_url)
     try:
@@ -759,14 +774,7 @@ def test_sign_in_race_creates_one_tenant(db_url: str) -> None:
             for _ in range(3):
                 try:
                     with session_scope(engine) as session:
-                        return store.sign_in(
-                            session,
-                            issuer="https://accounts.example",
-                            subject="twin-1",
-                            email="twin@example.com",
-                            name="Twin",
-                            engine=EngineName.SANDBOX,
-                        ).slug
+                        return _twin_signs_in(session).slug
                 except IntegrityError:
                     continue
             raise AssertionError("three conflicts in a row")
@@ -789,21 +797,8 @@ def test_a_first_sign_in_committed_between_the_two_reads_is_the_same_account(
     before it looks the email up (found, bound to this very identity). That is this
     identity's account, not "bound to another identity"."""
     from sqlalchemy import event
-    from sqlalchemy.orm import Session
 
-    from wactl.db import portal as store
     from wactl.db.engine import make_engine, session_scope
-    from wactl.enums import EngineName
-
-    def sign_in(session: Session) -> store.SignIn:
-        return store.sign_in(
-            session,
-            issuer="https://accounts.example",
-            subject="twin-1",
-            email="twin@example.com",
-            name="Twin",
-            engine=EngineName.SANDBOX,
-        )
 
     engine, other = make_engine(db_url), make_engine(db_url)
     raced: list[str] = []
@@ -811,12 +806,12 @@ def test_a_first_sign_in_committed_between_the_two_reads_is_the_same_account(
     def between_the_reads(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         if not raced and "oidc_subject =" in statement and statement.startswith("SELECT"):
             with session_scope(other) as session:
-                raced.append(sign_in(session).slug)
+                raced.append(_twin_signs_in(session).slug)
 
     event.listen(engine, "after_cursor_execute", between_the_reads)
     try:
         with session_scope(engine) as session:
-            mine = sign_in(session)
+            mine = _twin_signs_in(session)
     finally:
         engine.dispose()
         other.dispose()
