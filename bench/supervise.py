@@ -946,10 +946,10 @@ def run(args: argparse.Namespace, base: Path, report: Report, cleanup: list[Side
         "socket): each imports wactl.bot.worker, then sleeps in a 5 s loop. Worker rows "
         "compare a real worker with an idle process of the same imports.",
         "supervisord: startsecs=0, autorestart=true, so it calls a program RUNNING on its "
-        "first loop pass after spawning it; wactl calls a worker RUNNING once it says hello "
-        "on its control socket (database loaded, engine started), at most "
-        "daemon.start_concurrency (4) starting at once. The start rows measure different "
-        "things.",
+        "first loop pass after spawning it; wactl calls a worker RUNNING once it says on "
+        "its control socket that its engine has started (database loaded, engine "
+        "started), at most daemon.start_concurrency (4) starting at once. The start rows "
+        "measure different things.",
         "kill -9: each kill hits a different worker (wactl restarts a first crash at once, "
         "then backs off from 1 s; supervisord restarts every time). 'new child process' is "
         f"seen in /proc every {1000 * POLL_SECONDS:g} ms without talking to either "
