@@ -1213,13 +1213,41 @@ def _log_row(
     )
 
 
-def test_logs_prune_deletes_old_finished_entries_only(
+def test_the_worker_s_retention_deletes_what_logs_prune_would(
     cli: CLI, db_url: str, message_log: MessageLogReader
 ) -> None:
+    """pipeline.retention_days (the worker's store, hourly) and `wactl logs prune` keep
+    one rule (`db.messages.prunable`): the same rows go, unfinished work stays."""
+    from wactl.bot.store import MessageStore
+    from wactl.db.engine import make_engine
+
     create_tenants(cli, SLUG, "other")
+    _plant_log_rows(db_url, (SLUG, "other"))
+    would = cli("logs", "prune", "--older-than", "90d", "--tenant", SLUG, "--dry-run")
+    assert (would.code, would.err) == (0, "4 log entries older than 90d would be deleted\n")
+    engine = make_engine(db_url)
+    try:
+        with db_session(db_url) as session:
+            tenant = session.scalar(select(Tenant).where(Tenant.slug == SLUG))
+            assert tenant is not None
+        store = MessageStore(engine, tenant.id)
+        try:
+            removed = store.prune(dt.datetime.now(dt.UTC) - dt.timedelta(days=90))
+        finally:
+            store.close()
+    finally:
+        engine.dispose()
+    assert removed == 4
+    kept = ["old-new", "old-pending", "recent-in", "recent-out"]
+    assert sorted(r.wa_id for r in message_log.rows(SLUG)) == sorted(kept)
+    assert len(message_log.rows("other")) == 8
+
+
+def _plant_log_rows(db_url: str, slugs: tuple[str, ...]) -> None:
+    """Old and recent, finished and unfinished log rows for each of ``slugs``."""
     IN, OUT = Direction.IN, Direction.OUT
     with db_session(db_url) as session:
-        for slug in (SLUG, "other"):
+        for slug in slugs:
             tenant = session.scalar(select(Tenant).where(Tenant.slug == slug))
             assert tenant is not None
             old_question = _log_row(
@@ -1269,6 +1297,13 @@ def test_logs_prune_deletes_old_finished_entries_only(
             )
             recent_reply.reply_to_id = recent_question.id
             session.add(recent_reply)
+
+
+def test_logs_prune_deletes_old_finished_entries_only(
+    cli: CLI, db_url: str, message_log: MessageLogReader
+) -> None:
+    create_tenants(cli, SLUG, "other")
+    _plant_log_rows(db_url, (SLUG, "other"))
     kept = ["old-new", "old-pending", "recent-in", "recent-out"]
     everything = sorted(["old-in", "old-out", "old-ignored", "old-failed", *kept])
 

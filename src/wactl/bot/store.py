@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, and_, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from wactl.bot.engines.base import InboundMessage
 from wactl.db.base import Base, utcnow
 from wactl.db.engine import describe_db_error
+from wactl.db.messages import prunable
 from wactl.db.models import ChatState, MessageLog, WorkerProcess
 from wactl.enums import Direction, MessageState
 
@@ -512,12 +513,6 @@ class MessageStore:
 
         On a connection of its own (not the kept one), so it may run on another thread
         than the pipeline's work."""
-        statement = delete(LOG).where(
-            and_(
-                LOG.c.tenant_id == self.tenant_id,
-                LOG.c.created_at < older_than,
-                LOG.c.state.not_in([MessageState.NEW.value, MessageState.PENDING.value]),
-            )
-        )
+        statement = delete(LOG).where(prunable(older_than, self.tenant_id))
         with self.db.begin() as connection:
             return int(connection.execute(statement).rowcount or 0)

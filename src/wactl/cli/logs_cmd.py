@@ -127,8 +127,8 @@ def prune(
 
     from wactl.cli.output import parse_since
     from wactl.db import audit, tenants
+    from wactl.db.messages import prunable
     from wactl.db.models import MessageLog
-    from wactl.enums import MessageState
     from wactl.errors import UsageError
 
     app = app_context(ctx)
@@ -136,12 +136,8 @@ def prune(
         raise UsageError(f"--older-than: '{older_than}' is not an age", hint="use e.g. 90d or 12w")
     cutoff = parse_since(older_than, option="--older-than")
     with app.session() as session:
-        condition = (MessageLog.created_at < cutoff) & MessageLog.state.not_in(
-            [MessageState.NEW, MessageState.PENDING]
-        )
         target = tenants.get_tenant(session, tenant) if tenant else None
-        if target is not None:
-            condition = condition & (MessageLog.tenant_id == target.id)
+        condition = prunable(cutoff, target.id if target is not None else None)
         count = session.scalar(select(func.count()).select_from(MessageLog).where(condition)) or 0
         if dry_run:
             app.err_console.print(f"{count} log entries older than {older_than} would be deleted")

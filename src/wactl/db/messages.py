@@ -11,7 +11,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from wactl.db.models import MessageLog
@@ -57,6 +57,20 @@ def recent_messages(
         return [message_json(r, slug) for r in session.scalars(query)]
     query = query.order_by(MessageLog.id.desc()).limit(limit)
     return list(reversed([message_json(r, slug) for r in session.scalars(query)]))
+
+
+#: Log rows that unfinished work still needs: a message being handled, a reply not sent.
+UNFINISHED = (MessageState.NEW, MessageState.PENDING)
+
+
+def prunable(older_than: dt.datetime, tenant_id: uuid.UUID | None = None) -> ColumnElement[bool]:
+    """The retention rule, for `wactl logs prune` and the worker's pipeline.retention_days:
+    log rows (of ``tenant_id``, or of every tenant) older than ``older_than`` that no
+    unfinished work needs."""
+    condition = and_(MessageLog.created_at < older_than, MessageLog.state.not_in(UNFINISHED))
+    if tenant_id is not None:
+        condition = and_(condition, MessageLog.tenant_id == tenant_id)
+    return condition
 
 
 def logged_totals(
